@@ -1,0 +1,106 @@
+"""Building blocks: logsumexp, softmax, log_softmax, entropy, sigmoid, log_sigmoid.
+
+Class axis -1 by default, as in NumPy, SciPy and JAX. Each takes ``out=`` (a buffer of
+the result's shape and the input's dtype) and ``n_threads=``.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+
+from . import _core
+from ._checks import check_threads, float_input, kernel_ready, normalize_axis, output_array, write_target
+
+_LSE, _SOFTMAX, _LOG_SOFTMAX, _ENTROPY = 0, 1, 2, 3
+_SIGMOID, _LOG_SIGMOID = 0, 1
+
+
+def _rowwise(x, axis, out, n_threads, what: int, name: str) -> np.ndarray:
+    x = float_input(x, "x")
+    n_threads = check_threads(n_threads)
+    if x.ndim == 0:
+        raise ValueError(f"{name}: x must have at least one dimension")
+    ax = normalize_axis(axis, x.ndim)
+    reduces = what in (_LSE, _ENTROPY)
+    shape = x.shape[:ax] + x.shape[ax + 1:] if reduces else x.shape
+    out = output_array(out, shape, x.dtype, "out")
+    moved = ax != x.ndim - 1
+    xk = kernel_ready(np.moveaxis(x, ax, -1) if moved else x)
+    if x.shape[ax] == 0:
+        raise ValueError(f"{name}: the axis being reduced has length 0")
+    if moved and not reduces:
+        buf = np.empty(xk.shape, dtype=x.dtype)
+        _core.norm(xk, buf, what, n_threads)
+        res = np.moveaxis(buf, -1, ax)
+        if out is None:
+            return res
+        np.copyto(out, res)
+        return out
+    buf, copy_to = write_target(out, shape, x.dtype, x)
+    _core.norm(xk, buf, what, n_threads)
+    if copy_to is not None:
+        np.copyto(copy_to, buf)
+        return copy_to
+    return buf
+
+
+def logsumexp(x, axis: int = -1, *, out: Optional[np.ndarray] = None,
+              n_threads: Optional[int] = None) -> np.ndarray:
+    """``log(sum(exp(x), axis))``, shifted by the maximum so it never overflows.
+
+    Shape: ``x`` without ``axis``. A slice of all ``-inf`` gives ``-inf``; a slice holding
+    ``+inf`` (and no NaN) gives ``+inf``; NaN propagates.
+    """
+    return _rowwise(x, axis, out, n_threads, _LSE, "logsumexp")
+
+
+def softmax(x, axis: int = -1, *, out: Optional[np.ndarray] = None,
+            n_threads: Optional[int] = None) -> np.ndarray:
+    """``exp(x - logsumexp(x))`` along ``axis``; same shape as ``x``.
+
+    ``-inf`` entries get probability 0. A slice of all ``-inf``, or one holding ``+inf``,
+    has no defined distribution and gives NaN (as PyTorch does).
+    """
+    return _rowwise(x, axis, out, n_threads, _SOFTMAX, "softmax")
+
+
+def log_softmax(x, axis: int = -1, *, out: Optional[np.ndarray] = None,
+                n_threads: Optional[int] = None) -> np.ndarray:
+    """``x - logsumexp(x)`` along ``axis``; same shape as ``x``. ``-inf`` entries stay
+    ``-inf``; slices of all ``-inf`` or holding ``+inf`` give NaN."""
+    return _rowwise(x, axis, out, n_threads, _LOG_SOFTMAX, "log_softmax")
+
+
+def entropy(logits, axis: int = -1, *, out: Optional[np.ndarray] = None,
+            n_threads: Optional[int] = None) -> np.ndarray:
+    """Entropy ``H = -sum p log p`` of ``p = softmax(logits)`` along ``axis``, in nats.
+
+    Computed as ``log s + sum_j p_j (m - x_j)`` (m the max, s the shifted exp-sum), so no
+    ``0 * log 0`` arises: masked (``-inf``) classes contribute 0. Shape: ``logits``
+    without ``axis``.
+    """
+    return _rowwise(logits, axis, out, n_threads, _ENTROPY, "entropy")
+
+
+def _elementwise(x, out, n_threads, what: int) -> np.ndarray:
+    x = float_input(x, "x")
+    n_threads = check_threads(n_threads)
+    out = output_array(out, x.shape, x.dtype, "out")
+    xk = kernel_ready(x)
+    buf, copy_to = write_target(out, x.shape, x.dtype, x)
+    _core.sigmoid(xk, buf, what, n_threads)
+    if copy_to is not None:
+        np.copyto(copy_to, buf)
+        return copy_to
+    return buf
+
+
+def sigmoid(x, *, out: Optional[np.ndarray] = None, n_threads: Optional[int] = None) -> np.ndarray:
+    """``1 / (1 + exp(-x))`` elementwise, exact in the tails (``e^x / (1 + e^x)`` for x < 0)."""
+    return _elementwise(x, out, n_threads, _SIGMOID)
+
+
+def log_sigmoid(x, *, out: Optional[np.ndarray] = None, n_threads: Optional[int] = None) -> np.ndarray:
+    """``log(sigmoid(x)) = -(max(-x, 0) + log1p(exp(-|x|)))`` elementwise, never overflowing."""
+    return _elementwise(x, out, n_threads, _LOG_SIGMOID)

@@ -1,0 +1,133 @@
+"""Argument checking and buffer preparation shared by every public function.
+
+Everything that can be wrong with an argument is found here, before a kernel runs and
+before any output is written; the kernels in _core trust what they are given.
+"""
+from __future__ import annotations
+
+import operator
+from typing import Optional, Tuple
+
+import numpy as np
+
+FLOAT_TYPES = (np.float32, np.float64)
+REDUCTIONS = ("none", "mean", "sum")
+
+# label dtype -> code understood by fx_read_label (fx_kernels.h)
+LABEL_CODES = {
+    np.dtype(np.int8): 0, np.dtype(np.int16): 1, np.dtype(np.int32): 2, np.dtype(np.int64): 3,
+    np.dtype(np.uint8): 4, np.dtype(np.uint16): 5, np.dtype(np.uint32): 6, np.dtype(np.uint64): 7,
+}
+
+
+def float_input(x, name: str = "input") -> np.ndarray:
+    """x as a float32/float64 ndarray (not yet contiguous); TypeError otherwise."""
+    if not isinstance(x, np.ndarray):
+        try:
+            x = np.asarray(x)
+        except Exception as exc:  # e.g. ragged lists
+            raise TypeError(f"{name} must be an array of float32 or float64, got {type(x).__name__}") from exc
+    if x.dtype.type not in FLOAT_TYPES:
+        raise TypeError(
+            f"{name} must be float32 or float64, got dtype {x.dtype}"
+            + (" (cast it with .astype(np.float32))" if x.dtype.kind in "biuf" else "")
+        )
+    return x
+
+
+def kernel_ready(a: np.ndarray, dtype=None) -> np.ndarray:
+    """C-contiguous, aligned, native byte order (a copy only when needed)."""
+    dt = np.dtype(dtype if dtype is not None else a.dtype.type)
+    if a.dtype == dt and a.flags.c_contiguous and a.flags.aligned:
+        return a
+    return np.require(a, dtype=dt, requirements=["C", "A"])
+
+
+def check_reduction(reduction: str, allowed=REDUCTIONS) -> str:
+    if not isinstance(reduction, str) or reduction not in allowed:
+        raise ValueError(f"reduction must be one of {', '.join(map(repr, allowed))}, got {reduction!r}")
+    return reduction
+
+
+def check_threads(n_threads) -> Optional[int]:
+    if n_threads is None:
+        return None
+    try:
+        n = operator.index(n_threads)
+    except TypeError:
+        raise TypeError(f"n_threads must be None or a positive int, got {n_threads!r}") from None
+    if n < 1:
+        raise ValueError(f"n_threads must be None or a positive int, got {n}")
+    return n
+
+
+def normalize_axis(axis, ndim: int, name: str = "axis") -> int:
+    try:
+        a = operator.index(axis)
+    except TypeError:
+        raise TypeError(f"{name} must be an int, got {axis!r}") from None
+    if not -ndim <= a < ndim:
+        raise ValueError(f"{name}={a} is out of range for an input with {ndim} dimension(s)")
+    return a % ndim
+
+
+def output_array(out, shape: Tuple[int, ...], dtype, name: str) -> Optional[np.ndarray]:
+    """Validate a caller-supplied output buffer; ValueError before anything is written."""
+    if out is None:
+        return None
+    if not isinstance(out, np.ndarray):
+        raise ValueError(f"{name} must be a numpy.ndarray, got {type(out).__name__}")
+    if out.shape != tuple(shape):
+        raise ValueError(f"{name} has shape {out.shape}, expected {tuple(shape)}")
+    if out.dtype != np.dtype(dtype):
+        raise ValueError(f"{name} has dtype {out.dtype}, expected {np.dtype(dtype)}")
+    if not out.flags.writeable:
+        raise ValueError(f"{name} is not writable")
+    return out
+
+
+def same_buffer(a: np.ndarray, b: np.ndarray) -> bool:
+    """a and b view exactly the same elements in the same layout."""
+    return (
+        a.shape == b.shape
+        and a.dtype == b.dtype
+        and a.strides == b.strides
+        and a.__array_interface__["data"][0] == b.__array_interface__["data"][0]
+    )
+
+
+def write_target(out: Optional[np.ndarray], shape, dtype, *reads: np.ndarray):
+    """Where a kernel should write an output, and the caller's buffer to copy it to after.
+
+    Returns (buffer, copy_to): the kernel writes `buffer` (C-contiguous); when the
+    caller's `out` cannot be written directly (non-contiguous, misaligned, or partly
+    overlapping an input), `buffer` is a fresh array and `copy_to` is `out`. Writing
+    over an input that is exactly the same buffer is allowed (in-place)."""
+    if out is None:
+        return np.empty(shape, dtype=dtype), None
+    direct = out.flags.c_contiguous and out.flags.aligned and out.dtype.isnative
+    if direct:
+        for r in reads:
+            if r is not None and np.may_share_memory(out, r) and not same_buffer(out, r):
+                direct = False
+                break
+    if direct:
+        return out, None
+    return np.empty(shape, dtype=dtype), out
+
+
+def class_weight(weight, C: int, dtype) -> Tuple[Optional[np.ndarray], Optional[np.ndarray], float]:
+    """(weight in the input dtype, the same as float64, its sum) for a (C,) weight."""
+    if weight is None:
+        return None, None, float(C)
+    w = float_input(weight, "weight") if not isinstance(weight, np.ndarray) or weight.dtype.kind == "f" else None
+    if w is None:
+        if weight.dtype.kind in "iub":
+            w = weight.astype(np.float64)
+        else:
+            raise TypeError(f"weight must be a real array, got dtype {weight.dtype}")
+    if w.shape != (C,):
+        raise ValueError(f"weight must have shape ({C},) for {C} classes, got {w.shape}")
+    wk = kernel_ready(w, dtype)
+    w64 = wk.astype(np.float64)
+    return wk, w64, float(w64.sum())

@@ -1,0 +1,282 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
+"""Compiled core of fastxent: OpenMP loops over blocks of rows that call the C row
+kernels of fx_kernels.h. Everything here trusts its arguments: the Python layer
+(fastxent._api) has checked shapes, dtypes, contiguity and labels before calling.
+
+Determinism: the rows are cut into blocks whose size depends only on the row length,
+each block's loss is summed serially, and the block sums are added in block order, so
+a result has the same bits whatever the thread count.
+"""
+from libc.stdint cimport int64_t
+from libc.stdlib cimport malloc, free
+from cython.parallel cimport prange
+cimport numpy as cnp
+
+cnp.import_array()
+
+cdef extern from "fx_kernels.h" nogil:
+    ctypedef struct fx_ce_args:
+        const void *x
+        void *grad
+        const void *labels
+        int label_code
+        const void *soft
+        const void *weight
+        double weight_total
+        int64_t C
+        int64_t ignore_index
+        double smoothing
+        double grad_scale
+        void *row_loss
+        int logprob_input
+
+    ctypedef struct fx_bce_args:
+        const void *x
+        void *grad
+        const void *target
+        int target_u8
+        const void *weight
+        int weight_per_col
+        const void *pos_weight
+        int pos_weight_per_col
+        int64_t cols
+        double grad_scale
+        void *elem_loss
+
+    ctypedef double (*ce_rows_fn)(const fx_ce_args *a, int64_t r0, int64_t r1) noexcept nogil
+    ctypedef void (*norm_rows_fn)(const void *x, void *out, int64_t C, int64_t r0, int64_t r1, int what) noexcept nogil
+    ctypedef double (*bce_range_fn)(const fx_bce_args *a, int64_t i0, int64_t i1) noexcept nogil
+    ctypedef void (*sigmoid_range_fn)(const void *x, void *out, int64_t i0, int64_t i1, int what) noexcept nogil
+
+    ctypedef struct fx_table:
+        const char *isa
+        ce_rows_fn ce_rows
+        norm_rows_fn norm_rows
+        bce_range_fn bce_range
+        sigmoid_range_fn sigmoid_range
+
+    const fx_table *fx_table_f32
+    const fx_table *fx_table_f64
+    int fx_isa_supported(const char *name)
+    int fx_select_isa(const char *name)
+    const char *fx_current_isa()
+    int fx_have_openmp()
+    int fx_omp_max_threads()
+    int64_t fx_check_labels(const void *labels, int code, int64_t n, int64_t C,
+                            int64_t ignore_index, const double *weight, double *wsum,
+                            int64_t *bad_value)
+
+# Work per block: big enough to amortise scheduling, small enough to balance 2..16
+# threads. Blocks are cut by this constant and the row length only (determinism).
+DEF BLOCK_ELEMS = 32768
+# Below this many elements a call runs serially: a parallel region costs microseconds.
+DEF SERIAL_BELOW = 65536
+
+# GNU libgomp hangs a forked child that enters a parallel region once the parent has
+# used OpenMP (its thread pool does not survive fork). So a child forked after this
+# process ran a parallel kernel runs every kernel serially.
+cdef bint _used_parallel = False
+cdef bint _forked = False
+
+def _after_fork_in_child():
+    global _forked
+    if _used_parallel:
+        _forked = True
+
+fx_select_isa(b"best")
+
+ISAS = ("avx512", "avx2", "baseline")
+
+
+def isa_available():
+    """The kernel variants this CPU can run, widest first."""
+    return [name for name in ISAS if fx_isa_supported(name.encode())]
+
+
+def current_isa():
+    return fx_current_isa().decode()
+
+
+def select_isa(name):
+    """Switch kernel variant ('avx512', 'avx2', 'baseline' or 'best'); returns the
+    previous one. Raises ValueError if the CPU cannot run it."""
+    prev = current_isa()
+    if fx_select_isa(str(name).encode()) != 0:
+        raise ValueError(f"ISA {name!r} is not supported on this CPU; available: {isa_available()}")
+    return prev
+
+
+def have_openmp():
+    return bool(fx_have_openmp())
+
+
+def default_threads():
+    """Threads a call with n_threads=None uses: OpenMP's current default."""
+    return 1 if _forked else fx_omp_max_threads()
+
+
+def forked_serial():
+    """True in a child forked after the parent ran a parallel kernel (runs serially)."""
+    return bool(_forked)
+
+
+cdef inline int _threads(object n_threads, int64_t work, int64_t nblocks):
+    global _used_parallel
+    cdef int nt
+    if _forked or work < SERIAL_BELOW or nblocks < 2:
+        return 1
+    nt = fx_omp_max_threads() if n_threads is None else <int>n_threads
+    if nt > nblocks:
+        nt = <int>nblocks
+    if nt > 1:
+        _used_parallel = True
+        return nt
+    return 1
+
+
+cdef inline void* _ptr(object a):
+    return NULL if a is None else cnp.PyArray_DATA(<cnp.ndarray>a)
+
+
+cdef inline const fx_table* _table(cnp.ndarray x):
+    return fx_table_f32 if cnp.PyArray_TYPE(x) == cnp.NPY_FLOAT32 else fx_table_f64
+
+
+def check_labels(cnp.ndarray labels, int code, int64_t C, int64_t ignore_index, weight64):
+    """One pass over the labels: (position of the first bad label or -1, its value,
+    summed weight of the non-ignored labels)."""
+    cdef double wsum = 0.0
+    cdef int64_t bad_value = 0, pos
+    cdef const double *w = <const double*>_ptr(weight64)
+    cdef const void *lp = cnp.PyArray_DATA(labels)
+    cdef int64_t n = cnp.PyArray_SIZE(labels)
+    with nogil:
+        pos = fx_check_labels(lp, code, n, C, ignore_index, w, &wsum, &bad_value)
+    return pos, bad_value, wsum
+
+
+def ce(cnp.ndarray x, labels, int label_code, soft, weight, double weight_total,
+       int64_t ignore_index, double smoothing, double grad_scale, grad, row_loss,
+       bint logprob_input, n_threads):
+    """Softmax cross-entropy family over x viewed as (rows, C); returns the summed loss."""
+    cdef fx_ce_args a
+    cdef int64_t C = x.shape[x.ndim - 1]
+    cdef int64_t rows = cnp.PyArray_SIZE(x) // C if C > 0 else 0
+    a.x = cnp.PyArray_DATA(x)
+    a.grad = _ptr(grad)
+    a.labels = _ptr(labels)
+    a.label_code = label_code
+    a.soft = _ptr(soft)
+    a.weight = _ptr(weight)
+    a.weight_total = weight_total
+    a.C = C
+    a.ignore_index = ignore_index
+    a.smoothing = smoothing
+    a.grad_scale = grad_scale
+    a.row_loss = _ptr(row_loss)
+    a.logprob_input = logprob_input
+    cdef ce_rows_fn fn = _table(x).ce_rows
+    cdef int64_t per = BLOCK_ELEMS // C if C > 0 else 1
+    if per < 1:
+        per = 1
+    cdef int64_t nblocks = (rows + per - 1) // per
+    cdef int nt = _threads(n_threads, rows * C, nblocks)
+    cdef double total = 0.0
+    cdef int64_t b
+    cdef double *part
+    if rows == 0:
+        return 0.0
+    part = <double*>malloc(nblocks * sizeof(double))
+    if part == NULL:
+        raise MemoryError()
+    with nogil:
+        if nt == 1:
+            for b in range(nblocks):
+                part[b] = fn(&a, b * per, min(rows, (b + 1) * per))
+        else:
+            for b in prange(nblocks, schedule="static", num_threads=nt):
+                part[b] = fn(&a, b * per, min(rows, (b + 1) * per))
+        for b in range(nblocks):
+            total += part[b]
+    free(part)
+    return total
+
+
+def norm(cnp.ndarray x, cnp.ndarray out, int what, n_threads):
+    """logsumexp / softmax / log_softmax / entropy over the last axis of x."""
+    cdef int64_t C = x.shape[x.ndim - 1]
+    cdef int64_t rows = cnp.PyArray_SIZE(x) // C if C > 0 else 0
+    cdef norm_rows_fn fn = _table(x).norm_rows
+    cdef const void *xp = cnp.PyArray_DATA(x)
+    cdef void *op = cnp.PyArray_DATA(out)
+    cdef int64_t per = BLOCK_ELEMS // C if C > 0 else 1
+    if per < 1:
+        per = 1
+    cdef int64_t nblocks = (rows + per - 1) // per
+    cdef int nt = _threads(n_threads, rows * C, nblocks)
+    cdef int64_t b
+    with nogil:
+        if nt == 1:
+            fn(xp, op, C, 0, rows, what)
+        else:
+            for b in prange(nblocks, schedule="static", num_threads=nt):
+                fn(xp, op, C, b * per, min(rows, (b + 1) * per), what)
+
+
+def bce(cnp.ndarray x, cnp.ndarray target, weight, bint weight_per_col, pos_weight,
+        bint pos_weight_per_col, double grad_scale, grad, elem_loss, n_threads):
+    """BCE with logits over x viewed as (rows, cols), cols = last axis; returns the sum."""
+    cdef fx_bce_args a
+    cdef int64_t n = cnp.PyArray_SIZE(x)
+    a.x = cnp.PyArray_DATA(x)
+    a.grad = _ptr(grad)
+    a.target = cnp.PyArray_DATA(target)
+    a.target_u8 = cnp.PyArray_ITEMSIZE(target) == 1
+    a.weight = _ptr(weight)
+    a.weight_per_col = weight_per_col
+    a.pos_weight = _ptr(pos_weight)
+    a.pos_weight_per_col = pos_weight_per_col
+    a.cols = x.shape[x.ndim - 1] if x.ndim > 0 else 1
+    a.grad_scale = grad_scale
+    a.elem_loss = _ptr(elem_loss)
+    cdef bce_range_fn fn = _table(x).bce_range
+    cdef int64_t per = BLOCK_ELEMS
+    cdef int64_t nblocks = (n + per - 1) // per
+    cdef int nt = _threads(n_threads, n, nblocks)
+    cdef double total = 0.0
+    cdef int64_t b
+    cdef double *part
+    if n == 0 or a.cols == 0:
+        return 0.0
+    part = <double*>malloc(nblocks * sizeof(double))
+    if part == NULL:
+        raise MemoryError()
+    with nogil:
+        if nt == 1:
+            for b in range(nblocks):
+                part[b] = fn(&a, b * per, min(n, (b + 1) * per))
+        else:
+            for b in prange(nblocks, schedule="static", num_threads=nt):
+                part[b] = fn(&a, b * per, min(n, (b + 1) * per))
+        for b in range(nblocks):
+            total += part[b]
+    free(part)
+    return total
+
+
+def sigmoid(cnp.ndarray x, cnp.ndarray out, int what, n_threads):
+    """sigmoid (what=0) or log_sigmoid (what=1), elementwise."""
+    cdef int64_t n = cnp.PyArray_SIZE(x)
+    cdef sigmoid_range_fn fn = _table(x).sigmoid_range
+    cdef const void *xp = cnp.PyArray_DATA(x)
+    cdef void *op = cnp.PyArray_DATA(out)
+    cdef int64_t per = BLOCK_ELEMS
+    cdef int64_t nblocks = (n + per - 1) // per
+    cdef int nt = _threads(n_threads, n, nblocks)
+    cdef int64_t b
+    with nogil:
+        if nt == 1:
+            fn(xp, op, 0, n, what)
+        else:
+            for b in prange(nblocks, schedule="static", num_threads=nt):
+                fn(xp, op, b * per, min(n, (b + 1) * per), what)

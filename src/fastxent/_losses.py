@@ -1,0 +1,381 @@
+"""The cross-entropy family of losses (torch.nn.functional names and semantics)."""
+from __future__ import annotations
+
+import math
+from typing import Optional, Tuple, Union
+
+import numpy as np
+
+from . import _core
+from ._checks import (
+    LABEL_CODES,
+    check_reduction,
+    check_threads,
+    class_weight,
+    float_input,
+    kernel_ready,
+    normalize_axis,
+    output_array,
+    write_target,
+)
+
+ArrayLike = Union[np.ndarray, "list", float]
+LossResult = Union[np.floating, np.ndarray, Tuple[Union[np.floating, np.ndarray], np.ndarray]]
+
+
+def _class_axis_last(x: np.ndarray, axis: int) -> np.ndarray:
+    """x with the class axis last, C-contiguous (a transposing copy when axis is not
+    already last)."""
+    if axis != x.ndim - 1:
+        x = np.moveaxis(x, axis, -1)
+    return kernel_ready(x)
+
+
+def _finish(loss_sum: float, denom: float, reduction: str, per_item, dtype,
+            grad, return_grad: bool):
+    if reduction == "none":
+        loss = per_item
+    elif reduction == "sum":
+        loss = dtype.type(loss_sum)
+    else:
+        loss = dtype.type(loss_sum / denom if denom != 0 else math.nan)
+    return (loss, grad) if return_grad else loss
+
+
+def _grad_buffers(x_in: np.ndarray, xk: np.ndarray, axis: int, moved: bool,
+                  return_grad: bool, grad_out, extra_reads=()):
+    """(kernel grad buffer in class-last layout, user-facing grad, buffer to copy to)."""
+    if not return_grad:
+        if grad_out is not None:
+            raise ValueError("grad_out was given but return_grad is False")
+        return None, None, None
+    out = output_array(grad_out, x_in.shape, xk.dtype, "grad_out")
+    if moved:
+        gk = np.empty(xk.shape, dtype=xk.dtype)
+        user = np.moveaxis(gk, -1, axis)
+        return gk, user, out
+    gk, copy_to = write_target(out, xk.shape, xk.dtype, x_in, *extra_reads)
+    # grad_out=input: the kernel reads each logit before writing its gradient
+    return gk, gk if copy_to is None else copy_to, copy_to
+
+
+def _deliver_grad(gk, user, copy_to):
+    if copy_to is not None:
+        np.copyto(copy_to, user if user is not None else gk)
+        return copy_to
+    return user
+
+
+def _labels(target: np.ndarray, expected_shape, x_shape, C: int, ignore_index: int, w64):
+    """Validate hard labels in one pass over them; returns (labels, code, weight sum)."""
+    if target.shape != tuple(expected_shape):
+        raise ValueError(
+            f"target shape {target.shape} does not match input shape {x_shape}: class-index "
+            f"targets must have shape {tuple(expected_shape)}"
+        )
+    labels = kernel_ready(target)
+    code = LABEL_CODES[labels.dtype]
+    pos, bad, wsum = _core.check_labels(labels, code, C, int(ignore_index), w64)
+    if pos >= 0:
+        where = np.unravel_index(pos, labels.shape) if labels.ndim else ()
+        raw = labels.reshape(-1)[pos]
+        raise IndexError(
+            f"target {raw} at position {tuple(int(i) for i in where)} is out of range for "
+            f"{C} classes (valid: 0..{C - 1}, or ignore_index={ignore_index})"
+        )
+    return labels, code, wsum
+
+
+def _softmax_loss(input, target, weight, ignore_index, reduction, label_smoothing, axis,
+                  return_grad, grad_out, n_threads, logprob_input: bool, fname: str):
+    x = float_input(input)
+    check_reduction(reduction)
+    n_threads = check_threads(n_threads)
+    if x.ndim == 0:
+        raise ValueError(f"{fname}: input must have at least 1 dimension (the class axis), got a scalar")
+    # a 1-D input is one unbatched row: its only axis is the class axis
+    ax = 0 if x.ndim == 1 else normalize_axis(axis, x.ndim)
+    if isinstance(ignore_index, bool) or not isinstance(ignore_index, (int, np.integer)):
+        raise TypeError(f"ignore_index must be an int, got {ignore_index!r}")
+    eps = float(label_smoothing)
+    if not 0.0 <= eps <= 1.0:
+        raise ValueError(f"label_smoothing must be in [0, 1], got {label_smoothing}")
+    C = x.shape[ax]
+    item_shape = x.shape[:ax] + x.shape[ax + 1:]
+
+    t = target if isinstance(target, np.ndarray) else np.asarray(target)
+    soft = t.dtype.kind == "f"
+    if t.dtype.kind not in "iuf" or t.dtype.kind == "f" and logprob_input:
+        kinds = "integer class indices" if logprob_input else "integer class indices or float probabilities"
+        raise TypeError(f"{fname}: target must hold {kinds}, got dtype {t.dtype}")
+
+    wk, w64, wtotal = class_weight(weight, C, x.dtype)
+    xk = _class_axis_last(x, ax)
+    moved = ax != x.ndim - 1
+
+    if soft:
+        if t.shape != x.shape:
+            raise ValueError(
+                f"target shape {t.shape} does not match input shape {x.shape}: probability "
+                f"targets must have the input's shape"
+            )
+        yk = _class_axis_last(t.astype(x.dtype, copy=False), ax)
+        labels, code, denom = None, 0, float(int(np.prod(item_shape)))
+    else:
+        yk = None
+        labels, code, denom = _labels(t, item_shape, x.shape, C, ignore_index, w64)
+
+    gk, guser, copy_to = _grad_buffers(x, xk, ax, moved, return_grad, grad_out,
+                                       extra_reads=(t,) if soft else ())
+    scale = 1.0
+    if reduction == "mean":
+        scale = 1.0 / denom if denom != 0 else math.inf
+    per_item = np.empty(item_shape, dtype=x.dtype) if reduction == "none" else None
+    total = _core.ce(xk, labels, code, yk, wk, wtotal, int(ignore_index), eps, scale,
+                     gk, per_item, logprob_input, n_threads)
+    grad = _deliver_grad(gk, guser, copy_to) if return_grad else None
+    return _finish(total, denom, reduction, per_item, x.dtype, grad, return_grad)
+
+
+def cross_entropy(input: ArrayLike, target: ArrayLike, weight: Optional[ArrayLike] = None, *,
+                  ignore_index: int = -100, reduction: str = "mean",
+                  label_smoothing: float = 0.0, axis: int = 1, return_grad: bool = False,
+                  grad_out: Optional[np.ndarray] = None,
+                  n_threads: Optional[int] = None) -> LossResult:
+    """Softmax cross-entropy from logits, as ``torch.nn.functional.cross_entropy``.
+
+    Shapes: ``input`` is ``(C,)``, ``(N, C)`` or ``(N, C, d1, ..., dk)`` with the class
+    axis ``axis`` (1 by default, as in PyTorch; the only axis for 1-D input; ``axis=-1``
+    serves ``(batch, time, vocab)``). ``target`` is either class indices of any integer
+    dtype, shaped like ``input`` without the class axis, or class probabilities shaped
+    like ``input``.
+
+    Per item, with ``lse = log(sum_c exp(x_c))`` and class weights ``w`` (ones if None),
+    ``eps = label_smoothing``::
+
+        indices:       loss = (1-eps) w_t (lse - x_t) + (eps/C) sum_c w_c (lse - x_c)
+        probabilities: loss = sum_c w_c ((1-eps) y_c + eps/C) (lse - x_c)
+
+    ``reduction="mean"`` divides the sum by ``sum of w_t`` over the items whose target is
+    not ``ignore_index`` (index targets; NaN when that is zero, e.g. every target ignored,
+    as in PyTorch) or by the number of items (probability targets). Items whose target
+    is ``ignore_index`` have loss 0 and gradient 0.
+
+    With ``return_grad=True`` returns ``(loss, grad)``, ``grad`` being d loss / d input
+    (for ``"none"``: of ``loss.sum()``), computed in the same pass as the loss. ``grad_out``
+    receives it (``grad_out=input`` overwrites the logits). The loss is a NumPy scalar of
+    the input dtype (an array for ``"none"``), accumulated in float64.
+
+    NaN and inf follow IEEE arithmetic: a NaN logit makes its item's loss and gradient NaN;
+    a ``-inf`` logit on a non-target class is a masked class (finite loss, zero gradient).
+    Deviation from PyTorch: with probability targets a class with probability 0 and logit
+    ``-inf`` contributes 0 (PyTorch gives NaN).
+    """
+    return _softmax_loss(input, target, weight, ignore_index, reduction, label_smoothing,
+                         axis, return_grad, grad_out, n_threads, False, "cross_entropy")
+
+
+def nll_loss(input: ArrayLike, target: ArrayLike, weight: Optional[ArrayLike] = None, *,
+             ignore_index: int = -100, reduction: str = "mean", axis: int = 1,
+             return_grad: bool = False, grad_out: Optional[np.ndarray] = None,
+             n_threads: Optional[int] = None) -> LossResult:
+    """Negative log-likelihood on log-probabilities, as ``torch.nn.functional.nll_loss``.
+
+    ``input`` holds log-probabilities, shaped as for :func:`cross_entropy`; ``target``
+    holds class indices. Per item ``loss = -w_t * input[t]``; ``"mean"`` divides by the
+    summed weight of the non-ignored targets (NaN over nothing). The gradient is
+    ``-w_t`` (times 1/denominator for ``"mean"``) at the target class and 0 elsewhere.
+    """
+    return _softmax_loss(input, target, weight, ignore_index, reduction, 0.0, axis,
+                         return_grad, grad_out, n_threads, True, "nll_loss")
+
+
+def _broadcast_param(p, shape, dtype, name) -> Tuple[Optional[np.ndarray], bool]:
+    """A weight-like parameter for the sigmoid kernel: (array, per_column). Per-column
+    means a vector of the last axis's length, shared by every row (no N x C copy)."""
+    if p is None:
+        return None, False
+    a = float_input(p, name) if not (isinstance(p, np.ndarray) and p.dtype.kind in "iub") else p.astype(dtype)
+    try:
+        b = np.broadcast_to(a, shape)
+    except ValueError:
+        raise ValueError(f"{name} of shape {a.shape} cannot be broadcast to the input shape {tuple(shape)}") from None
+    cols = shape[-1] if len(shape) else 1
+    if a.ndim <= 1 or all(s == 1 for s in a.shape[:-1]):
+        vec = np.broadcast_to(a.reshape(-1) if a.ndim else a.reshape(1), (cols,))
+        return kernel_ready(vec, dtype), True
+    return kernel_ready(b, dtype), False
+
+
+def binary_cross_entropy_with_logits(input: ArrayLike, target: ArrayLike,
+                                     weight: Optional[ArrayLike] = None, *,
+                                     pos_weight: Optional[ArrayLike] = None,
+                                     reduction: str = "mean", return_grad: bool = False,
+                                     grad_out: Optional[np.ndarray] = None,
+                                     n_threads: Optional[int] = None) -> LossResult:
+    """Sigmoid cross-entropy from logits (multi-label), as
+    ``torch.nn.functional.binary_cross_entropy_with_logits``.
+
+    ``input``: logits of any shape; ``target``: same shape, float, bool or uint8.
+    Elementwise, with ``pw = pos_weight`` (broadcast over the last axis, as in PyTorch)::
+
+        loss = w * ((1 - t) x + (1 + (pw - 1) t) * softplus(-x)),
+        softplus(-x) = max(-x, 0) + log1p(exp(-|x|))       (stable for any x)
+        d loss / dx = w * ((1 + (pw - 1) t) sigmoid(x) - pw t)
+
+    ``weight`` and ``pos_weight`` broadcast to the input's shape. ``"mean"`` divides by
+    the number of elements (NaN for an empty input).
+    """
+    x = float_input(input)
+    check_reduction(reduction)
+    n_threads = check_threads(n_threads)
+    t = target if isinstance(target, np.ndarray) else np.asarray(target)
+    if t.dtype.kind not in "fbiu":
+        raise TypeError(f"target must be float, bool or uint8, got dtype {t.dtype}")
+    if t.shape != x.shape:
+        raise ValueError(f"target shape {t.shape} must match input shape {x.shape}")
+    shape = x.shape if x.ndim else (1,)
+    xk = kernel_ready(x).reshape(shape)
+    if t.dtype == np.bool_ or t.dtype == np.uint8:
+        tk = kernel_ready(t.view(np.uint8) if t.dtype == np.bool_ else t).reshape(shape)
+    else:
+        tk = kernel_ready(t, x.dtype).reshape(shape)
+    wk, w_col = _broadcast_param(weight, shape, x.dtype, "weight")
+    pk, p_col = _broadcast_param(pos_weight, shape, x.dtype, "pos_weight")
+    n = x.size
+    denom = float(n)
+    if return_grad:
+        out = output_array(grad_out, x.shape, x.dtype, "grad_out")
+        gk, copy_to = write_target(out, x.shape, x.dtype, x, t)
+        gk = gk.reshape(shape)
+    elif grad_out is not None:
+        raise ValueError("grad_out was given but return_grad is False")
+    else:
+        gk = copy_to = None
+    scale = (1.0 / denom if n else math.inf) if reduction == "mean" else 1.0
+    per_item = np.empty(x.shape, dtype=x.dtype) if reduction == "none" else None
+    total = _core.bce(xk, tk, wk, w_col, pk, p_col, scale, gk,
+                      None if per_item is None else per_item.reshape(shape), n_threads)
+    grad = None
+    if return_grad:
+        grad = gk.reshape(x.shape)
+        if copy_to is not None:
+            np.copyto(copy_to, grad)
+            grad = copy_to
+    return _finish(total, denom, reduction, per_item, x.dtype, grad, return_grad)
+
+
+# PyTorch clamps the logs of binary_cross_entropy at -100 and the denominator of its
+# gradient at 1e-12 (aten/src/ATen/native/Loss.cpp).
+_BCE_LOG_FLOOR = -100.0
+_BCE_GRAD_EPS = 1e-12
+
+
+def binary_cross_entropy(input: ArrayLike, target: ArrayLike, weight: Optional[ArrayLike] = None,
+                         *, reduction: str = "mean", return_grad: bool = False,
+                         grad_out: Optional[np.ndarray] = None,
+                         n_threads: Optional[int] = None) -> LossResult:
+    """Binary cross-entropy on probabilities, as ``torch.nn.functional.binary_cross_entropy``.
+
+    ``loss = -w (t max(log p, -100) + (1 - t) max(log(1 - p), -100))`` elementwise, with
+    PyTorch's gradient ``w (p - t) / max(p (1 - p), 1e-12)``. ``input`` must lie in [0, 1]
+    (ValueError otherwise, as PyTorch raises). Prefer
+    :func:`binary_cross_entropy_with_logits`, which is exact where this one clamps.
+    Computed in float64 with NumPy (not a fused kernel); ``n_threads`` is accepted for a
+    uniform signature.
+    """
+    x = float_input(input)
+    check_reduction(reduction)
+    check_threads(n_threads)
+    t = target if isinstance(target, np.ndarray) else np.asarray(target)
+    if t.dtype.kind not in "fbiu":
+        raise TypeError(f"target must be float, bool or integer, got dtype {t.dtype}")
+    if t.shape != x.shape:
+        raise ValueError(f"target shape {t.shape} must match input shape {x.shape}")
+    p = x.astype(np.float64)
+    if p.size and not ((p >= 0) & (p <= 1)).all():
+        bad = np.flatnonzero(~((p >= 0) & (p <= 1)))[0]
+        raise ValueError(
+            f"binary_cross_entropy: input must lie in [0, 1]; found {p.reshape(-1)[bad]} at "
+            f"position {tuple(int(i) for i in np.unravel_index(bad, p.shape))}"
+        )
+    out = output_array(grad_out, x.shape, x.dtype, "grad_out") if return_grad else None
+    if grad_out is not None and not return_grad:
+        raise ValueError("grad_out was given but return_grad is False")
+    y = t.astype(np.float64)
+    w = None
+    if weight is not None:
+        wa = np.asarray(weight, dtype=np.float64)
+        try:
+            w = np.broadcast_to(wa, x.shape)
+        except ValueError:
+            raise ValueError(f"weight of shape {wa.shape} cannot be broadcast to the input shape {x.shape}") from None
+    with np.errstate(divide="ignore"):
+        logp = np.maximum(np.log(p), _BCE_LOG_FLOOR)
+        log1mp = np.maximum(np.log1p(-p), _BCE_LOG_FLOOR)
+    loss = -(y * logp + (1.0 - y) * log1mp)
+    if w is not None:
+        loss = loss * w
+    n = x.size
+    total = float(loss.sum())
+    grad = None
+    if return_grad:
+        g = (p - y) / np.maximum(p * (1.0 - p), _BCE_GRAD_EPS)
+        if w is not None:
+            g = g * w
+        if reduction == "mean":
+            g = g / n if n else g * math.inf
+        grad = out if out is not None else np.empty(x.shape, dtype=x.dtype)
+        np.copyto(grad, g, casting="unsafe")
+    return _finish(total, float(n), reduction, loss.astype(x.dtype) if reduction == "none" else None,
+                   x.dtype, grad, return_grad)
+
+
+def kl_div(input: ArrayLike, target: ArrayLike, *, reduction: str = "mean",
+           log_target: bool = False, return_grad: bool = False,
+           grad_out: Optional[np.ndarray] = None, n_threads: Optional[int] = None) -> LossResult:
+    """Kullback-Leibler divergence, as ``torch.nn.functional.kl_div``.
+
+    ``input`` holds log-probabilities ``log q``; ``target`` holds probabilities ``p`` (or
+    ``log p`` with ``log_target=True``), same shape. Elementwise
+    ``loss = p (log p - log q)``, with ``0 log 0 = 0``. Reductions: ``"none"``, ``"sum"``,
+    ``"mean"`` (over all elements, PyTorch's default, which is not the KL divergence of
+    the rows) and ``"batchmean"`` (sum / input.shape[0], the true mean KL per row).
+    The gradient with respect to ``input`` is ``-p`` times the reduction's scale.
+    Computed with NumPy in float64.
+    """
+    x = float_input(input)
+    check_reduction(reduction, ("none", "mean", "sum", "batchmean"))
+    check_threads(n_threads)
+    t = float_input(target, "target")
+    if t.shape != x.shape:
+        raise ValueError(f"target shape {t.shape} must match input shape {x.shape}")
+    out = output_array(grad_out, x.shape, x.dtype, "grad_out") if return_grad else None
+    if grad_out is not None and not return_grad:
+        raise ValueError("grad_out was given but return_grad is False")
+    q = x.astype(np.float64)
+    if log_target:
+        lp = t.astype(np.float64)
+        p = np.exp(lp)
+        loss = p * (lp - q)
+    else:
+        p = t.astype(np.float64)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            plogp = np.where(p > 0, p * np.log(np.where(p > 0, p, 1.0)), np.where(p == 0, 0.0, np.nan))
+        loss = plogp - p * q
+    total = float(loss.sum())
+    n = x.size
+    if reduction == "batchmean":
+        denom = float(x.shape[0]) if x.ndim else 1.0
+    else:
+        denom = float(n)
+    grad = None
+    if return_grad:
+        g = -p
+        if reduction in ("mean", "batchmean"):
+            g = g / denom if denom else g * math.inf
+        grad = out if out is not None else np.empty(x.shape, dtype=x.dtype)
+        np.copyto(grad, g, casting="unsafe")
+    red = "mean" if reduction == "batchmean" else reduction
+    return _finish(total, denom, red, loss.astype(x.dtype) if reduction == "none" else None,
+                   x.dtype, grad, return_grad)

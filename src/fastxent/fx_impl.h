@@ -1,0 +1,532 @@
+/*
+ * The per-row math, written once with GCC/Clang generic vectors and instantiated by
+ * fx_precisions.h for each (precision, ISA): FX_REAL, FX_PREC, FX_IS_F32, FX_ISA,
+ * FX_VBYTES, FX_TARGET_ATTR are set by the includer. No include guard on purpose.
+ *
+ * Notation for a row x of C logits: m = max_j x_j, d_j = m - x_j >= 0,
+ * e_j = exp(-d_j), s = sum_j e_j, so logsumexp(x) = m + log s and p_j = e_j / s.
+ *
+ * Every softmax cross-entropy variant is written as
+ *     loss = a * log(s) + sum_j b_j * d_j,      grad_j = scale * (a * p_j - b_j)
+ * with sum_j b_j = a (this is what lets the m's cancel, so no term is ever large and
+ * negative):
+ *     hard label t, smoothing eps, class weights w (W = sum w):
+ *         b_j = (1-eps) w_t [j == t] + (eps/C) w_j,   a = (1-eps) w_t + (eps/C) W
+ *     soft target y:   b_j = w_j ((1-eps) y_j + eps/C),   a = sum_j b_j
+ * (PyTorch's definitions, aten/src/ATen/native/LossNLL.cpp, rearranged.) A term with
+ * b_j == 0 contributes 0 even where d_j is +inf (a masked -inf logit).
+ */
+
+#define FX_N(name) FX_CAT(FX_CAT(name, FX_PREC), FX_ISA)
+#define VL (FX_VBYTES / (int)sizeof(FX_REAL))
+#define VR FX_N(vr)
+#define VI FX_N(vi)
+#define VU FX_N(vu)
+#define VB FX_N(vb)
+#define R FX_REAL
+/* point functions are always inlined so the vectors stay in registers */
+#define FN static inline __attribute__((always_inline)) FX_TARGET_ATTR
+#define KERNEL static FX_TARGET_ATTR
+
+typedef R VR __attribute__((vector_size(FX_VBYTES)));
+typedef uint8_t VB __attribute__((vector_size(VL)));
+#if FX_IS_F32
+typedef int32_t VI __attribute__((vector_size(FX_VBYTES)));
+typedef uint32_t VU __attribute__((vector_size(FX_VBYTES)));
+#else
+typedef int64_t VI __attribute__((vector_size(FX_VBYTES)));
+typedef uint64_t VU __attribute__((vector_size(FX_VBYTES)));
+#endif
+
+/* Float32 sums are folded into a float64 accumulator every this many elements, so a
+   lane never adds more than 256/VL terms in float32. */
+#define FX_FOLD_ELEMS 256
+
+/* ---------------------------------------------------------------- vector basics */
+
+FN VR FX_N(vsplat)(R a) { VR v = {0}; return v + a; }
+FN VR FX_N(vload)(const R *p) { VR v; memcpy(&v, p, sizeof v); return v; }
+FN void FX_N(vstore)(R *p, VR v) { memcpy(p, &v, sizeof v); }
+
+/* Load n < VL elements, filling the rest with pad. */
+FN VR FX_N(vload_part)(const R *p, int64_t n, R pad)
+{
+    R b[VL];
+    for (int i = 0; i < VL; i++) b[i] = i < n ? p[i] : pad;
+    return FX_N(vload)(b);
+}
+
+FN void FX_N(vstore_part)(R *p, VR v, int64_t n)
+{
+    R b[VL];
+    FX_N(vstore)(b, v);
+    for (int64_t i = 0; i < n; i++) p[i] = b[i];
+}
+
+/* Lanes [0, n) set. */
+FN VI FX_N(vlive)(int64_t n)
+{
+    VI lane, nn;
+    for (int i = 0; i < VL; i++) { lane[i] = i; nn[i] = n < VL ? (int)n : VL; }
+    return lane < nn;
+}
+
+FN VR FX_N(vselect)(VI mask, VR a, VR b) { return (VR)((mask & (VI)a) | (~mask & (VI)b)); }
+FN VR FX_N(vzero_unless)(VI mask, VR a) { return (VR)(mask & (VI)a); }
+/* max that keeps a when b is NaN */
+FN VR FX_N(vmax)(VR a, VR b) { return FX_N(vselect)(b > a, b, a); }
+
+FN double FX_N(vhsum)(VR v)
+{
+    double s = 0.0;
+    for (int i = 0; i < VL; i++) s += (double)v[i];
+    return s;
+}
+
+FN R FX_N(vhmax)(VR v)
+{
+    R m = v[0];
+    for (int i = 1; i < VL; i++) m = v[i] > m ? v[i] : m;
+    return m;
+}
+
+FN VR FX_N(vload_u8)(const uint8_t *p)
+{
+    VB b;
+    memcpy(&b, p, sizeof b);
+    return __builtin_convertvector(b, VR);
+}
+
+FN VR FX_N(vload_u8_part)(const uint8_t *p, int64_t n)
+{
+    uint8_t b[VL];
+    for (int i = 0; i < VL; i++) b[i] = i < n ? p[i] : 0;
+    return FX_N(vload_u8)(b);
+}
+
+/* ------------------------------------------------------------ exp and log1p */
+
+/* exp(x) for x <= 0 (NaN passes through; results below the smallest normal are
+   flushed to 0, so exp(-inf) == 0 exactly). Cody-Waite reduction x = n ln2 + r,
+   |r| <= ln2/2, then the Taylor polynomial of exp(r): degree 7 in float32
+   (truncation < 6e-9 relative, under half an ulp) and 13 in float64 (< 5e-18);
+   2^n is built in the exponent bits from the rounding constant's low mantissa bits.
+   Measured bound (tests/test_vecmath.py): see FX_EXP_ULP in the test. */
+FN VR FX_N(vexp_nonpos)(VR x)
+{
+#if FX_IS_F32
+    const R lo = -87.33654475f;                 /* log(2^-126) */
+    const R log2e = 1.44269504088896341f;
+    const R shifter = 12582912.0f;              /* 1.5 * 2^23 */
+    const R ln2hi = 0.693359375f, ln2lo = -2.12194440e-4f;
+    const int mbits = 23;
+    const VI bias = (VI){0} + 0x3f800000;
+#else
+    const R lo = -708.3964185322641;            /* log(2^-1022) */
+    const R log2e = 1.4426950408889634;
+    const R shifter = 6755399441055744.0;       /* 1.5 * 2^52 */
+    const R ln2hi = 6.93147180369123816490e-01, ln2lo = 1.90821492927058770002e-10;
+    const int mbits = 52;
+    const VI bias = (VI){0} + 0x3ff0000000000000LL;
+#endif
+    VI under = x < lo;
+    VR xc = FX_N(vselect)(under, FX_N(vsplat)(lo), x);
+    VR t = xc * log2e + shifter;               /* round(x / ln2) sits in t's low bits */
+    VR n = t - shifter;
+    VR r = xc - n * ln2hi;
+    r = r - n * ln2lo;
+#if FX_IS_F32
+    VR p = FX_N(vsplat)((R)(1.0 / 5040));
+    p = p * r + (R)(1.0 / 720);
+    p = p * r + (R)(1.0 / 120);
+    p = p * r + (R)(1.0 / 24);
+    p = p * r + (R)(1.0 / 6);
+    p = p * r + (R)0.5;
+#else
+    VR p = FX_N(vsplat)(1.0 / 6227020800.0);   /* 1/13! */
+    p = p * r + 1.0 / 479001600.0;
+    p = p * r + 1.0 / 39916800.0;
+    p = p * r + 1.0 / 3628800.0;
+    p = p * r + 1.0 / 362880.0;
+    p = p * r + 1.0 / 40320.0;
+    p = p * r + 1.0 / 5040.0;
+    p = p * r + 1.0 / 720.0;
+    p = p * r + 1.0 / 120.0;
+    p = p * r + 1.0 / 24.0;
+    p = p * r + 1.0 / 6.0;
+    p = p * r + 0.5;
+#endif
+    p = p * r + (R)1;
+    p = p * r + (R)1;
+    VI scale = (VI)(((VU)t) << mbits) + bias;
+    return FX_N(vzero_unless)(~under, p * (VR)scale);
+}
+
+/* log(1 + e) for e in [0, 1] (or NaN); also returns 1/(1+e) through *recip, which the
+   sigmoid needs anyway. With u = fl(1+e), log1p(e) = log(u) + (e - (u-1))/u, where
+   e - (u-1) is exact (Fast2Sum). log(u) = k ln2 + 2 atanh(z), z = (f-1)/(f+1), with
+   f = u or u/2 in [1/sqrt2, sqrt2], so |z| <= 0.1716 and the odd series
+   2z (1 + z^2/3 + z^4/5 + ...) converges fast: truncated after z^10/11 in float32
+   (< 3e-9 relative) and z^20/21 in float64 (< 1e-18). */
+FN VR FX_N(vlog1p_unit)(VR e, VR *recip)
+{
+    const R one = 1;
+    VR u = e + one;
+    VR inv = one / u;
+    VR err = e - (u - one);
+    VI big = u > (R)1.41421356237309504880;
+    VR f = FX_N(vselect)(big, u * (R)0.5, u);
+    VR kln2 = FX_N(vzero_unless)(big, FX_N(vsplat)((R)0.69314718055994530942));
+    VR z = (f - one) / (f + one);
+    VR z2 = z * z;
+#if FX_IS_F32
+    VR q = FX_N(vsplat)((R)(1.0 / 11));
+    q = q * z2 + (R)(1.0 / 9);
+    q = q * z2 + (R)(1.0 / 7);
+#else
+    VR q = FX_N(vsplat)(1.0 / 21);
+    q = q * z2 + 1.0 / 19;
+    q = q * z2 + 1.0 / 17;
+    q = q * z2 + 1.0 / 15;
+    q = q * z2 + 1.0 / 13;
+    q = q * z2 + 1.0 / 11;
+    q = q * z2 + 1.0 / 9;
+    q = q * z2 + 1.0 / 7;
+#endif
+    q = q * z2 + (R)(1.0 / 5);
+    q = q * z2 + (R)(1.0 / 3);
+    q = q * z2 + one;
+    *recip = inv;
+    return kln2 + (z + z) * q + err * inv;
+}
+
+/* ------------------------------------------------------------ row passes */
+
+/* max of a row; NaN if the row holds a NaN (so that NaN reaches every output). */
+FN R FX_N(row_max)(const R *x, int64_t C)
+{
+    VR m0 = FX_N(vsplat)(-INFINITY), m1 = m0;
+    VI nan = {0};
+    int64_t j = 0;
+    for (; j + 2 * VL <= C; j += 2 * VL) {
+        VR v0 = FX_N(vload)(x + j), v1 = FX_N(vload)(x + j + VL);
+        nan |= (v0 != v0) | (v1 != v1);
+        m0 = FX_N(vmax)(m0, v0);
+        m1 = FX_N(vmax)(m1, v1);
+    }
+    for (; j < C; j += VL) {
+        VR v = j + VL <= C ? FX_N(vload)(x + j) : FX_N(vload_part)(x + j, C - j, -INFINITY);
+        nan |= v != v;
+        m0 = FX_N(vmax)(m0, v);
+    }
+    for (int i = 0; i < VL; i++)
+        if (nan[i]) return NAN;
+    return FX_N(vhmax)(FX_N(vmax)(m0, m1));
+}
+
+typedef struct {
+    double s;       /* sum_j e_j */
+    double bd;      /* sum_j b_j d_j  (b_j == 0 terms are 0) */
+    double bsum;    /* sum_j b_j      (soft targets: the row's a) */
+} FX_N(exp_sums);
+
+/* The exp pass: e_j = exp(x_j - m), s = sum e_j, e_j stored to g when g != NULL, and
+   per aux:
+     SMOOTH:  b_j = w_j (or 1)                     -> bd
+     SOFT:    b_j = w_j ((1-eps) y_j + eps/C)      -> bd, bsum
+     ENTROPY: b_j = e_j                            -> bd
+   Called with literal aux and NULL-ness, so after inlining each call site is its own
+   loop with no per-element branches. */
+FN FX_N(exp_sums) FX_N(exp_pass)(const R *x, R *g, int64_t C, R m, int aux,
+                                   const R *w, const R *y, R c1, R c0)
+{
+    FX_N(exp_sums) out = {0.0, 0.0, 0.0};
+    VR zero = {0}, s = zero, bd = zero, bsum = zero;
+    int64_t since_fold = 0;
+    for (int64_t j = 0; j < C; j += VL) {
+        int full = j + VL <= C;
+        int64_t n = full ? VL : C - j;
+        VI live = full ? ~(VI){0} : FX_N(vlive)(n);
+        VR v = full ? FX_N(vload)(x + j) : FX_N(vload_part)(x + j, n, -INFINITY);
+        VR d = m - v;
+        VR e = FX_N(vexp_nonpos)(-d);
+        s += e;
+        if (aux != FX_AUX_NONE) {
+            VR b;
+            if (aux == FX_AUX_ENTROPY) {
+                b = e;
+            } else {
+                VR wv = w ? (full ? FX_N(vload)(w + j) : FX_N(vload_part)(w + j, n, 0))
+                          : FX_N(vsplat)(1);
+                if (aux == FX_AUX_SOFT) {
+                    VR yv = full ? FX_N(vload)(y + j) : FX_N(vload_part)(y + j, n, 0);
+                    b = wv * (yv * c1 + c0);
+                } else {
+                    b = wv;
+                }
+            }
+            b = FX_N(vzero_unless)(live, b);
+            bd += FX_N(vzero_unless)(b != zero, b * d);
+            if (aux == FX_AUX_SOFT) bsum += b;
+        }
+        if (g) {
+            if (full) FX_N(vstore)(g + j, e);
+            else FX_N(vstore_part)(g + j, e, n);
+        }
+        since_fold += VL;
+        if (since_fold >= FX_FOLD_ELEMS) {
+            out.s += FX_N(vhsum)(s); s = zero;
+            if (aux != FX_AUX_NONE) { out.bd += FX_N(vhsum)(bd); bd = zero; }
+            if (aux == FX_AUX_SOFT) { out.bsum += FX_N(vhsum)(bsum); bsum = zero; }
+            since_fold = 0;
+        }
+    }
+    out.s += FX_N(vhsum)(s);
+    out.bd += FX_N(vhsum)(bd);
+    out.bsum += FX_N(vhsum)(bsum);
+    return out;
+}
+
+/* The gradient pass over g, which holds e_j: g_j = alpha e_j - beta b_j, with b_j as in
+   exp_pass (SMOOTH: w_j or 1; SOFT: w_j (c1 y_j + c0); NONE: no b term). */
+FN void FX_N(grad_pass)(R *g, int64_t C, R alpha, R beta, int aux,
+                        const R *w, const R *y, R c1, R c0)
+{
+    for (int64_t j = 0; j < C; j += VL) {
+        int full = j + VL <= C;
+        int64_t n = full ? VL : C - j;
+        VR e = full ? FX_N(vload)(g + j) : FX_N(vload_part)(g + j, n, 0);
+        VR gv = e * alpha;
+        if (aux == FX_AUX_SMOOTH || aux == FX_AUX_SOFT) {
+            VR b = w ? (full ? FX_N(vload)(w + j) : FX_N(vload_part)(w + j, n, 0))
+                     : FX_N(vsplat)(1);
+            if (aux == FX_AUX_SOFT) {
+                VR yv = full ? FX_N(vload)(y + j) : FX_N(vload_part)(y + j, n, 0);
+                b = b * (yv * c1 + c0);
+            }
+            gv = gv - b * beta;
+        }
+        if (full) FX_N(vstore)(g + j, gv);
+        else FX_N(vstore_part)(g + j, gv, n);
+    }
+}
+
+/* ------------------------------------------------------------ kernels */
+
+/* One row of the softmax cross-entropy family; returns the row's loss. */
+FN double FX_N(ce_row)(const fx_ce_args *A, const R *x, R *g, const R *y, int64_t label)
+{
+    const int64_t C = A->C;
+    const R *w = (const R *)A->weight;
+    const double eps = A->smoothing, scale = A->grad_scale;
+
+    if (A->logprob_input) {                         /* nll_loss: loss = -w_t x_t */
+        double wt = w ? (double)w[label] : 1.0;
+        double loss = -wt * (double)x[label];
+        if (g) {
+            memset(g, 0, (size_t)C * sizeof(R));
+            g[label] = (R)(-wt * scale);
+        }
+        return loss;
+    }
+
+    R m = FX_N(row_max)(x, C);
+    double loss;
+    if (y) {                                        /* soft targets */
+        R c1 = (R)(1.0 - eps), c0 = (R)(eps / (double)C);
+        FX_N(exp_sums) S = FX_N(exp_pass)(x, g, C, m, FX_AUX_SOFT, w, y, c1, c0);
+        loss = S.bsum * log(S.s) + S.bd;
+        if (g) FX_N(grad_pass)(g, C, (R)(scale * S.bsum / S.s), (R)scale, FX_AUX_SOFT,
+                               w, y, c1, c0);
+        return loss;
+    }
+
+    /* hard label */
+    double wt = w ? (double)w[label] : 1.0;
+    double d_t = (double)m - (double)x[label];     /* read before g may overwrite x */
+    double b_t = (1.0 - eps) * wt;
+    double a = b_t + eps / (double)C * A->weight_total;
+    if (eps > 0.0) {
+        FX_N(exp_sums) S = FX_N(exp_pass)(x, g, C, m, FX_AUX_SMOOTH, w, NULL, 0, 0);
+        loss = a * log(S.s) + (b_t != 0.0 ? b_t * d_t : 0.0) + eps / (double)C * S.bd;
+        if (g) FX_N(grad_pass)(g, C, (R)(scale * a / S.s), (R)(scale * eps / (double)C),
+                               FX_AUX_SMOOTH, w, NULL, 0, 0);
+    } else {
+        FX_N(exp_sums) S = FX_N(exp_pass)(x, g, C, m, FX_AUX_NONE, NULL, NULL, 0, 0);
+        loss = a * log(S.s) + (b_t != 0.0 ? b_t * d_t : 0.0);
+        if (g) FX_N(grad_pass)(g, C, (R)(scale * a / S.s), 0, FX_AUX_NONE,
+                               NULL, NULL, 0, 0);
+    }
+    if (g) g[label] = (R)((double)g[label] - scale * b_t);
+    return loss;
+}
+
+KERNEL double FX_N(ce_rows)(const fx_ce_args *A, int64_t r0, int64_t r1)
+{
+    const int64_t C = A->C;
+    double total = 0.0;
+    for (int64_t r = r0; r < r1; r++) {
+        const R *x = (const R *)A->x + r * C;
+        R *g = A->grad ? (R *)A->grad + r * C : NULL;
+        const R *y = A->soft ? (const R *)A->soft + r * C : NULL;
+        double loss = 0.0;
+        int64_t label = 0;
+        if (!y) label = fx_read_label(A->labels, A->label_code, r);
+        if (!y && label == A->ignore_index) {
+            if (g) memset(g, 0, (size_t)C * sizeof(R));
+        } else {
+            loss = FX_N(ce_row)(A, x, g, y, label);
+        }
+        if (A->row_loss) ((R *)A->row_loss)[r] = (R)loss;
+        total += loss;
+    }
+    return total;
+}
+
+KERNEL void FX_N(norm_rows)(const void *xv, void *outv, int64_t C, int64_t r0, int64_t r1,
+                            int what)
+{
+    for (int64_t r = r0; r < r1; r++) {
+        const R *x = (const R *)xv + r * C;
+        R m = FX_N(row_max)(x, C);
+        /* logsumexp of a row whose max is infinite: -inf for an all -inf row, +inf when
+           a +inf is present (shifting by m would give inf - inf = NaN). */
+        int inf_row = isinf(m);
+        R shift = inf_row ? 0 : m;
+        if (what == FX_OUT_LSE) {
+            FX_N(exp_sums) S;
+            if (inf_row) { ((R *)outv)[r] = m; continue; }
+            S = FX_N(exp_pass)(x, NULL, C, shift, FX_AUX_NONE, NULL, NULL, 0, 0);
+            ((R *)outv)[r] = (R)((double)m + log(S.s));
+        } else if (what == FX_OUT_ENTROPY) {
+            FX_N(exp_sums) S = FX_N(exp_pass)(x, NULL, C, m, FX_AUX_ENTROPY, NULL, NULL, 0, 0);
+            ((R *)outv)[r] = (R)(log(S.s) + S.bd / S.s);
+        } else if (what == FX_OUT_SOFTMAX) {
+            R *o = (R *)outv + r * C;
+            FX_N(exp_sums) S = FX_N(exp_pass)(x, o, C, m, FX_AUX_NONE, NULL, NULL, 0, 0);
+            FX_N(grad_pass)(o, C, (R)(1.0 / S.s), 0, FX_AUX_NONE, NULL, NULL, 0, 0);
+        } else {                                    /* log_softmax: x - m - log s */
+            R *o = (R *)outv + r * C;
+            FX_N(exp_sums) S = FX_N(exp_pass)(x, NULL, C, m, FX_AUX_NONE, NULL, NULL, 0, 0);
+            R ls = (R)log(S.s);
+            for (int64_t j = 0; j < C; j += VL) {
+                int full = j + VL <= C;
+                VR v = full ? FX_N(vload)(x + j) : FX_N(vload_part)(x + j, C - j, 0);
+                VR o_v = (v - m) - ls;
+                if (full) FX_N(vstore)(o + j, o_v);
+                else FX_N(vstore_part)(o + j, o_v, C - j);
+            }
+        }
+    }
+}
+
+/* ------------------------------------------------------------ sigmoid family */
+
+/* softplus(-x) = -log(sigmoid(x)) = max(-x, 0) + log1p(exp(-|x|)), and sigmoid(x),
+   from one exp and one log1p. sigmoid(x) = 1/(1+e) for x >= 0 and e/(1+e) for x < 0
+   (e = exp(-|x|)), never 1 - sigmoid(-x), which would lose the tiny values. */
+FN VR FX_N(softplus_neg)(VR x, VR *sig)
+{
+    VR zero = {0};
+    VI neg = x < zero;
+    VR ax = FX_N(vselect)(neg, -x, x);
+    VR e = FX_N(vexp_nonpos)(-ax);
+    VR inv;
+    VR l1p = FX_N(vlog1p_unit)(e, &inv);
+    *sig = FX_N(vselect)(neg, e * inv, inv);
+    return FX_N(vzero_unless)(neg, -x) + l1p;
+}
+
+/* BCE with logits: loss = w ((1-t) x + lw softplus(-x)), lw = 1 + (pw-1) t;
+   d loss / dx = w (lw sigmoid(x) - pw t)   (pw = 1 without pos_weight). */
+KERNEL double FX_N(bce_range)(const fx_bce_args *A, int64_t i0, int64_t i1)
+{
+    const int64_t cols = A->cols;
+    const R one = 1;
+    const R scale = (R)A->grad_scale;
+    double total = 0.0;
+    VR acc = {0};
+    int64_t since_fold = 0;
+    int64_t i = i0;
+    while (i < i1) {
+        int64_t row = i / cols, col = i - row * cols;
+        int64_t end = (row + 1) * cols < i1 ? (row + 1) * cols : i1;
+        const R *w = A->weight ? (const R *)A->weight + (A->weight_per_col ? col : i) : NULL;
+        const R *pw = A->pos_weight ? (const R *)A->pos_weight + (A->pos_weight_per_col ? col : i) : NULL;
+        for (int64_t k = 0; i + k < end; k += VL) {
+            int64_t at = i + k;
+            int full = at + VL <= end;
+            int64_t n = full ? VL : end - at;
+            VI live = full ? ~(VI){0} : FX_N(vlive)(n);
+            VR x = full ? FX_N(vload)((const R *)A->x + at) : FX_N(vload_part)((const R *)A->x + at, n, 0);
+            VR t;
+            if (A->target_u8) {
+                const uint8_t *tp = (const uint8_t *)A->target + at;
+                t = full ? FX_N(vload_u8)(tp) : FX_N(vload_u8_part)(tp, n);
+            } else {
+                const R *tp = (const R *)A->target + at;
+                t = full ? FX_N(vload)(tp) : FX_N(vload_part)(tp, n, 0);
+            }
+            VR sig;
+            VR sp = FX_N(softplus_neg)(x, &sig);
+            VR lw = FX_N(vsplat)(one), pwt = t;
+            if (pw) {
+                VR pwv = full ? FX_N(vload)(pw + k) : FX_N(vload_part)(pw + k, n, 0);
+                lw = (pwv - one) * t + one;
+                pwt = pwv * t;
+            }
+            VR loss = (one - t) * x + lw * sp;
+            VR grad = lw * sig - pwt;
+            if (w) {
+                VR wv = full ? FX_N(vload)(w + k) : FX_N(vload_part)(w + k, n, 0);
+                loss = loss * wv;
+                grad = grad * wv;
+            }
+            loss = FX_N(vzero_unless)(live, loss);
+            acc += loss;
+            if (A->elem_loss) {
+                if (full) FX_N(vstore)((R *)A->elem_loss + at, loss);
+                else FX_N(vstore_part)((R *)A->elem_loss + at, loss, n);
+            }
+            if (A->grad) {
+                R *gp = (R *)A->grad + at;
+                if (full) FX_N(vstore)(gp, grad * scale);
+                else FX_N(vstore_part)(gp, grad * scale, n);
+            }
+            since_fold += VL;
+            if (since_fold >= FX_FOLD_ELEMS) { total += FX_N(vhsum)(acc); acc = (VR){0}; since_fold = 0; }
+        }
+        i = end;
+    }
+    return total + FX_N(vhsum)(acc);
+}
+
+KERNEL void FX_N(sigmoid_range)(const void *xv, void *outv, int64_t i0, int64_t i1, int what)
+{
+    for (int64_t i = i0; i < i1; i += VL) {
+        int full = i + VL <= i1;
+        int64_t n = full ? VL : i1 - i;
+        VR x = full ? FX_N(vload)((const R *)xv + i) : FX_N(vload_part)((const R *)xv + i, n, 0);
+        VR sig;
+        VR sp = FX_N(softplus_neg)(x, &sig);
+        VR o = what == FX_OUT_SIGMOID ? sig : -sp;
+        if (full) FX_N(vstore)((R *)outv + i, o);
+        else FX_N(vstore_part)((R *)outv + i, o, n);
+    }
+}
+
+static const fx_table FX_CAT(FX_CAT(fx_tab, FX_PREC), FX_ISA) = {
+    FX_STR(FX_ISA),
+    FX_N(ce_rows), FX_N(norm_rows), FX_N(bce_range), FX_N(sigmoid_range),
+};
+
+#undef FX_N
+#undef VL
+#undef VR
+#undef VI
+#undef VU
+#undef VB
+#undef R
+#undef FN
+#undef KERNEL
+#undef FX_FOLD_ELEMS

@@ -1,0 +1,241 @@
+/*
+ * fastxent row kernels: public C interface and run-time ISA dispatch.
+ *
+ * Goals, in order:
+ *   1. Right answers: log-sum-exp shifted by the row max; every loss term written as a
+ *      non-negative quantity (m - x_j, log s) so that huge logits do not cancel; IEEE
+ *      NaN/inf semantics kept (no -ffast-math anywhere).
+ *   2. One place for each piece of math: fx_impl.h holds the vector exp/log1p and the
+ *      row kernels once; this header instantiates it per precision and per ISA.
+ *   3. Portable and fast: the package is compiled for the baseline ISA and the AVX2 and
+ *      AVX-512 instantiations are chosen at run time (fx_select_isa), so an ordinary
+ *      `pip install` runs the widest vectors the CPU has.
+ *   4. Deterministic: each kernel handles a caller-given range of rows serially and
+ *      returns its partial sum in float64; the caller fixes the blocking, so the result
+ *      does not depend on the number of threads.
+ *
+ * Layout: logits are viewed as (rows, C) C-contiguous, the class axis last.
+ */
+#ifndef FX_KERNELS_H
+#define FX_KERNELS_H
+
+#include <stdint.h>
+#include <string.h>
+#include <math.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+/* OpenMP queries that also compile without OpenMP (a serial build). */
+static int fx_have_openmp(void)
+{
+#ifdef _OPENMP
+    return 1;
+#else
+    return 0;
+#endif
+}
+
+static int fx_omp_max_threads(void)
+{
+#ifdef _OPENMP
+    return omp_get_max_threads();
+#else
+    return 1;
+#endif
+}
+
+/* ------------------------------------------------------------------ labels */
+
+/* Integer label dtypes, read in place (no conversion copy). */
+enum { FX_I8, FX_I16, FX_I32, FX_I64, FX_U8, FX_U16, FX_U32, FX_U64 };
+
+/* Read label i. uint64 values above INT64_MAX map to INT64_MIN, which is never a valid
+   class and never equals an ignore_index that came from a Python int in int64 range
+   unless the user asked for exactly that. */
+static inline int64_t fx_read_label(const void *p, int code, int64_t i)
+{
+    switch (code) {
+    case FX_I8:  return ((const int8_t *)p)[i];
+    case FX_I16: return ((const int16_t *)p)[i];
+    case FX_I32: return ((const int32_t *)p)[i];
+    case FX_I64: return ((const int64_t *)p)[i];
+    case FX_U8:  return ((const uint8_t *)p)[i];
+    case FX_U16: return ((const uint16_t *)p)[i];
+    case FX_U32: return ((const uint32_t *)p)[i];
+    default: {
+        uint64_t v = ((const uint64_t *)p)[i];
+        return v > (uint64_t)INT64_MAX ? INT64_MIN : (int64_t)v;
+    }
+    }
+}
+
+/* ------------------------------------------------------------ argument blocks */
+
+/* Softmax family over rows of length C (cross_entropy, nll_loss). */
+typedef struct {
+    const void *x;          /* (rows, C) logits, or log-probabilities when logprob_input */
+    void *grad;             /* (rows, C) gradient out, may alias x; NULL: no gradient */
+    const void *labels;     /* (rows,) hard class labels; NULL when soft targets are given */
+    int label_code;         /* FX_I8 ... FX_U64 */
+    const void *soft;       /* (rows, C) target probabilities, input dtype; or NULL */
+    const void *weight;     /* (C,) class weights, input dtype; or NULL */
+    double weight_total;    /* sum of weight (C when weight is NULL) */
+    int64_t C;
+    int64_t ignore_index;
+    double smoothing;       /* label_smoothing eps in [0, 1] */
+    double grad_scale;      /* gradient multiplier: 1/denominator for "mean", else 1 */
+    void *row_loss;         /* (rows,) per-row loss out, input dtype; or NULL */
+    int logprob_input;      /* nll_loss: x already holds log-probabilities */
+} fx_ce_args;
+
+/* Elementwise sigmoid family over a flat (rows, cols) array (BCE with logits). */
+typedef struct {
+    const void *x;          /* logits */
+    void *grad;             /* gradient out, may alias x; or NULL */
+    const void *target;     /* same shape; input dtype, or uint8 (bool) when target_u8 */
+    int target_u8;
+    const void *weight;     /* NULL, (cols,) when weight_per_col, else full (rows, cols) */
+    int weight_per_col;
+    const void *pos_weight; /* likewise */
+    int pos_weight_per_col;
+    int64_t cols;
+    double grad_scale;
+    void *elem_loss;        /* per-element loss out, input dtype; or NULL */
+} fx_bce_args;
+
+/* Building-block outputs of fx_norm_rows. */
+enum { FX_OUT_LSE = 0, FX_OUT_SOFTMAX = 1, FX_OUT_LOG_SOFTMAX = 2, FX_OUT_ENTROPY = 3 };
+enum { FX_OUT_SIGMOID = 0, FX_OUT_LOG_SIGMOID = 1 };
+
+/* Which per-element sums the exp pass of fx_impl.h also gathers. */
+enum { FX_AUX_NONE = 0, FX_AUX_SMOOTH = 1, FX_AUX_SOFT = 2, FX_AUX_ENTROPY = 3 };
+
+/* One table of kernels per precision and ISA. */
+/* cross-entropy family over rows [r0, r1): returns the sum of the row losses */
+typedef double (*ce_rows_fn)(const fx_ce_args *a, int64_t r0, int64_t r1);
+/* logsumexp / softmax / log_softmax / entropy over rows [r0, r1) of x (rows, C);
+   out is (rows,) for LSE and ENTROPY, (rows, C) otherwise, input dtype */
+typedef void (*norm_rows_fn)(const void *x, void *out, int64_t C, int64_t r0, int64_t r1,
+                             int what);
+/* BCE with logits over flat elements [i0, i1): returns the sum of the losses */
+typedef double (*bce_range_fn)(const fx_bce_args *a, int64_t i0, int64_t i1);
+/* sigmoid / log_sigmoid elementwise over [i0, i1) */
+typedef void (*sigmoid_range_fn)(const void *x, void *out, int64_t i0, int64_t i1, int what);
+
+typedef struct {
+    const char *isa;
+    ce_rows_fn ce_rows;
+    norm_rows_fn norm_rows;
+    bce_range_fn bce_range;
+    sigmoid_range_fn sigmoid_range;
+} fx_table;
+
+/* ------------------------------------------------------ instantiations */
+
+#define FX_CAT2(a, b) a##_##b
+#define FX_CAT(a, b) FX_CAT2(a, b)
+#define FX_STR2(x) #x
+#define FX_STR(x) FX_STR2(x)
+
+/* baseline: whatever the compiler targets by default (SSE2 on x86-64) */
+#define FX_ISA baseline
+#define FX_VBYTES 16
+#define FX_TARGET_ATTR
+#include "fx_precisions.h"
+#undef FX_ISA
+#undef FX_VBYTES
+#undef FX_TARGET_ATTR
+
+#if (defined(__GNUC__) || defined(__clang__)) && (defined(__x86_64__) || defined(_M_X64))
+#define FX_HAVE_X86_DISPATCH 1
+
+#define FX_ISA avx2
+#define FX_VBYTES 32
+#define FX_TARGET_ATTR __attribute__((target("avx2,fma,bmi,bmi2,f16c,lzcnt,movbe,popcnt")))
+#include "fx_precisions.h"
+#undef FX_ISA
+#undef FX_VBYTES
+#undef FX_TARGET_ATTR
+
+#define FX_ISA avx512
+#define FX_VBYTES 64
+#define FX_TARGET_ATTR __attribute__((target("avx512f,avx512bw,avx512cd,avx512dq,avx512vl,avx2,fma,bmi,bmi2,f16c,lzcnt,movbe,popcnt")))
+#include "fx_precisions.h"
+#undef FX_ISA
+#undef FX_VBYTES
+#undef FX_TARGET_ATTR
+#else
+#define FX_HAVE_X86_DISPATCH 0
+#endif
+
+/* ------------------------------------------------------------ dispatch */
+
+static const fx_table *fx_table_f32 = &fx_tab_f32_baseline;
+static const fx_table *fx_table_f64 = &fx_tab_f64_baseline;
+
+/* Can this CPU run the named variant? */
+static int fx_isa_supported(const char *name)
+{
+    if (strcmp(name, "baseline") == 0) return 1;
+#if FX_HAVE_X86_DISPATCH
+    __builtin_cpu_init();
+    int v3 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")
+             && __builtin_cpu_supports("bmi2");
+    if (strcmp(name, "avx2") == 0) return v3;
+    if (strcmp(name, "avx512") == 0)
+        return v3 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw")
+               && __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl");
+#endif
+    return 0;
+}
+
+/* Select a variant by name ("best" picks the widest supported). Returns 0 on success. */
+static int fx_select_isa(const char *name)
+{
+    if (strcmp(name, "best") == 0) {
+        if (fx_isa_supported("avx512")) name = "avx512";
+        else if (fx_isa_supported("avx2")) name = "avx2";
+        else name = "baseline";
+    }
+    if (!fx_isa_supported(name)) return -1;
+    if (strcmp(name, "baseline") == 0) {
+        fx_table_f32 = &fx_tab_f32_baseline; fx_table_f64 = &fx_tab_f64_baseline;
+    }
+#if FX_HAVE_X86_DISPATCH
+    else if (strcmp(name, "avx2") == 0) {
+        fx_table_f32 = &fx_tab_f32_avx2; fx_table_f64 = &fx_tab_f64_avx2;
+    } else {
+        fx_table_f32 = &fx_tab_f32_avx512; fx_table_f64 = &fx_tab_f64_avx512;
+    }
+#endif
+    return 0;
+}
+
+static const char *fx_current_isa(void) { return fx_table_f32->isa; }
+
+/* -------------------------------------------------- label validation pass */
+
+/* One pass over the labels, before anything is written: returns the position of the
+   first label outside [0, C) that is not ignore_index (or -1), and through *wsum the
+   mean's denominator: the summed class weight of the non-ignored labels. */
+static int64_t fx_check_labels(const void *labels, int code, int64_t n, int64_t C,
+                               int64_t ignore_index, const double *weight, double *wsum,
+                               int64_t *bad_value)
+{
+    double s = 0.0;
+    for (int64_t i = 0; i < n; i++) {
+        int64_t t = fx_read_label(labels, code, i);
+        if (t == ignore_index) continue;
+        if (t < 0 || t >= C) {
+            /* report the value as stored (uint64 beyond int64 shows as INT64_MIN) */
+            *bad_value = t;
+            return i;
+        }
+        s += weight ? weight[t] : 1.0;
+    }
+    *wsum = s;
+    return -1;
+}
+
+#endif /* FX_KERNELS_H */
