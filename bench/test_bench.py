@@ -11,6 +11,7 @@ side-by-side comparison with JAX, scikit-learn and the memory floors, run bench/
 
 import importlib.util
 import os
+import sys
 
 import numpy as np
 import pytest
@@ -23,6 +24,7 @@ _spec = importlib.util.spec_from_file_location(
     "fastxent_bench_compare", os.path.join(os.path.dirname(__file__), "compare.py")
 )
 _compare = importlib.util.module_from_spec(_spec)
+sys.modules[_spec.name] = _compare  # dataclasses look their module up in sys.modules
 _spec.loader.exec_module(_compare)
 numpy_cross_entropy = _compare.numpy_cross_entropy
 numpy_bce_with_logits = _compare.numpy_bce_with_logits

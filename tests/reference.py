@@ -110,13 +110,14 @@ def _hard_labels(target, C, ignore_index):
     t = np.asarray(target)
     if t.dtype.kind not in "iub":
         raise TypeError("hard labels must be integers")
-    # compare as Python ints so that unsigned/signed never wrap
-    t64 = t.astype(np.int64).reshape(-1)
-    valid = t64 != ignore_index
-    bad = valid & ((t64 < 0) | (t64 >= C))
+    # NumPy 2 compares integer arrays with Python ints exactly (no wrap-around of
+    # uint64 against a negative ignore_index), so compare in the label's own dtype
+    t = t.reshape(-1)
+    valid = t != ignore_index
+    bad = valid & ((t < 0) | (t >= C))
     if bad.any():
-        raise IndexError(f"target {t64[bad][0]} out of range")
-    tc = np.where(valid, t64, 0)
+        raise IndexError(f"target {t[bad][0]} out of range")
+    tc = np.where(valid, t, 0).astype(np.int64)
     return tc, valid
 
 

@@ -106,35 +106,12 @@ FN VR FX_N(vload_u8_part)(const uint8_t *p, int64_t n)
 
 /* ------------------------------------------------------------ exp and log1p */
 
-/* exp(x) for x <= 0 (NaN passes through; results below the smallest normal are
-   flushed to 0, so exp(-inf) == 0 exactly). Cody-Waite reduction x = n ln2 + r,
-   |r| <= ln2/2, then the Taylor polynomial of exp(r): degree 7 in float32
-   (truncation < 6e-9 relative, under half an ulp) and 13 in float64 (< 5e-18);
-   2^n is built in the exponent bits from the rounding constant's low mantissa bits.
-   Measured bound (tests/test_vecmath.py): see FX_EXP_ULP in the test. */
-FN VR FX_N(vexp_nonpos)(VR x)
+/* exp(x) for x <= 0 (NaN passes through; exp(-inf) == 0 exactly). Cody-Waite
+   reduction x = n ln2 + r, |r| <= ln2/2, then the Taylor polynomial of exp(r): degree 7
+   in float32 (truncation < 6e-9 relative, under 0.1 ulp) and 13 in float64 (< 5e-18).
+   The measured error bound is in tests/test_vecmath.py. */
+FN VR FX_N(vexp_poly)(VR r)
 {
-#if FX_IS_F32
-    const R lo = -87.33654475f;                 /* log(2^-126) */
-    const R log2e = 1.44269504088896341f;
-    const R shifter = 12582912.0f;              /* 1.5 * 2^23 */
-    const R ln2hi = 0.693359375f, ln2lo = -2.12194440e-4f;
-    const int mbits = 23;
-    const VI bias = (VI){0} + 0x3f800000;
-#else
-    const R lo = -708.3964185322641;            /* log(2^-1022) */
-    const R log2e = 1.4426950408889634;
-    const R shifter = 6755399441055744.0;       /* 1.5 * 2^52 */
-    const R ln2hi = 6.93147180369123816490e-01, ln2lo = 1.90821492927058770002e-10;
-    const int mbits = 52;
-    const VI bias = (VI){0} + 0x3ff0000000000000LL;
-#endif
-    VI under = x < lo;
-    VR xc = FX_N(vselect)(under, FX_N(vsplat)(lo), x);
-    VR t = xc * log2e + shifter;               /* round(x / ln2) sits in t's low bits */
-    VR n = t - shifter;
-    VR r = xc - n * ln2hi;
-    r = r - n * ln2lo;
 #if FX_IS_F32
     VR p = FX_N(vsplat)((R)(1.0 / 5040));
     p = p * r + (R)(1.0 / 720);
@@ -157,10 +134,73 @@ FN VR FX_N(vexp_nonpos)(VR x)
     p = p * r + 0.5;
 #endif
     p = p * r + (R)1;
-    p = p * r + (R)1;
+    return p * r + (R)1;
+}
+
+#if FX_IS_F32
+#define FX_LOG2E 1.44269504088896341f
+#define FX_LN2HI 0.693359375f              /* ln2 in 9 bits: n * FX_LN2HI is exact */
+#define FX_LN2LO -2.12194440e-4f
+#else
+#define FX_LOG2E 1.4426950408889634
+#define FX_LN2HI 6.93147180369123816490e-01
+#define FX_LN2LO 1.90821492927058770002e-10
+#endif
+
+#if FX_VBYTES == 64
+/* AVX-512: round with vrndscale and scale by 2^n with vscalef, which underflows to 0
+   by itself (so -inf needs only a clamp: x is clamped where 2^n * exp(r) rounds to 0,
+   and max(lo, NaN) keeps the NaN). */
+FN VR FX_N(vexp_nonpos)(VR x)
+{
+#if FX_IS_F32
+    __m512 xc = _mm512_max_ps(_mm512_set1_ps(-110.0f), (__m512)x);
+    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(xc, _mm512_set1_ps(FX_LOG2E)),
+                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+#else
+    __m512d xc = _mm512_max_pd(_mm512_set1_pd(-760.0), (__m512d)x);
+    __m512d n = _mm512_roundscale_pd(_mm512_mul_pd(xc, _mm512_set1_pd(FX_LOG2E)),
+                                     _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+#endif
+    VR r = (VR)xc - (VR)n * FX_LN2HI;
+    r = r - (VR)n * FX_LN2LO;
+    VR p = FX_N(vexp_poly)(r);
+#if FX_IS_F32
+    return (VR)_mm512_scalef_ps((__m512)p, n);
+#else
+    return (VR)_mm512_scalef_pd((__m512d)p, n);
+#endif
+}
+#else
+/* AVX2 and baseline: 2^n is built in the exponent bits from the low mantissa bits of
+   the rounding constant; results below the smallest normal are flushed to 0. */
+FN VR FX_N(vexp_nonpos)(VR x)
+{
+#if FX_IS_F32
+    const R lo = -87.33654475f;                 /* log(2^-126) */
+    const R shifter = 12582912.0f;              /* 1.5 * 2^23 */
+    const int mbits = 23;
+    const VI bias = (VI){0} + 0x3f800000;
+#else
+    const R lo = -708.3964185322641;            /* log(2^-1022) */
+    const R shifter = 6755399441055744.0;       /* 1.5 * 2^52 */
+    const int mbits = 52;
+    const VI bias = (VI){0} + 0x3ff0000000000000LL;
+#endif
+    VI under = x < lo;
+    VR xc = FX_N(vselect)(under, FX_N(vsplat)(lo), x);
+    VR t = xc * FX_LOG2E + shifter;            /* round(x / ln2) sits in t's low bits */
+    VR n = t - shifter;
+    VR r = xc - n * FX_LN2HI;
+    r = r - n * FX_LN2LO;
+    VR p = FX_N(vexp_poly)(r);
     VI scale = (VI)(((VU)t) << mbits) + bias;
     return FX_N(vzero_unless)(~under, p * (VR)scale);
 }
+#endif
+#undef FX_LOG2E
+#undef FX_LN2HI
+#undef FX_LN2LO
 
 /* log(1 + e) for e in [0, 1] (or NaN); also returns 1/(1+e) through *recip, which the
    sigmoid needs anyway. With u = fl(1+e), log1p(e) = log(u) + (e - (u-1))/u, where

@@ -149,6 +149,7 @@ typedef struct {
 
 #if (defined(__GNUC__) || defined(__clang__)) && (defined(__x86_64__) || defined(_M_X64))
 #define FX_HAVE_X86_DISPATCH 1
+#include <immintrin.h>
 
 #define FX_ISA avx2
 #define FX_VBYTES 32
