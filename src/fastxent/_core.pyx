@@ -47,6 +47,7 @@ cdef extern from "fx_kernels.h" nogil:
     ctypedef void (*norm_rows_fn)(const void *x, void *out, int64_t C, int64_t r0, int64_t r1, int what) noexcept nogil
     ctypedef double (*bce_range_fn)(const fx_bce_args *a, int64_t i0, int64_t i1) noexcept nogil
     ctypedef void (*sigmoid_range_fn)(const void *x, void *out, int64_t i0, int64_t i1, int what) noexcept nogil
+    ctypedef void (*vecmath_fn)(const void *x, void *out, int64_t n, int what) noexcept nogil
 
     ctypedef struct fx_table:
         const char *isa
@@ -54,6 +55,7 @@ cdef extern from "fx_kernels.h" nogil:
         norm_rows_fn norm_rows
         bce_range_fn bce_range
         sigmoid_range_fn sigmoid_range
+        vecmath_fn vecmath
 
     const fx_table *fx_table_f32
     const fx_table *fx_table_f64
@@ -280,3 +282,9 @@ def sigmoid(cnp.ndarray x, cnp.ndarray out, int what, n_threads):
         else:
             for b in prange(nblocks, schedule="static", num_threads=nt):
                 fn(xp, op, b * per, min(n, (b + 1) * per), what)
+
+
+def vecmath(cnp.ndarray x, cnp.ndarray out, int what):
+    """Test hook: the kernels' own exp (what=0, for x <= 0) or log1p (what=1, for x in
+    [0, 1]) over a contiguous float array, so their error can be measured in ulps."""
+    _table(x).vecmath(cnp.PyArray_DATA(x), cnp.PyArray_DATA(out), cnp.PyArray_SIZE(x), what)

@@ -122,6 +122,8 @@ typedef void (*norm_rows_fn)(const void *x, void *out, int64_t C, int64_t r0, in
 typedef double (*bce_range_fn)(const fx_bce_args *a, int64_t i0, int64_t i1);
 /* sigmoid / log_sigmoid elementwise over [i0, i1) */
 typedef void (*sigmoid_range_fn)(const void *x, void *out, int64_t i0, int64_t i1, int what);
+/* test hook: exp_nonpos (what 0) or log1p_unit (what 1) elementwise over n values */
+typedef void (*vecmath_fn)(const void *x, void *out, int64_t n, int what);
 
 typedef struct {
     const char *isa;
@@ -129,6 +131,7 @@ typedef struct {
     norm_rows_fn norm_rows;
     bce_range_fn bce_range;
     sigmoid_range_fn sigmoid_range;
+    vecmath_fn vecmath;
 } fx_table;
 
 /* ------------------------------------------------------ instantiations */
