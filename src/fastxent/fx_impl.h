@@ -264,34 +264,29 @@ FN R FX_N(row_max)(const R *x, int64_t C)
     return FX_N(vhmax)(FX_N(vmax)(m0, m1));
 }
 
-typedef struct {
-    double s;       /* sum_j e_j */
-    double bd;      /* sum_j b_j d_j  (b_j == 0 terms are 0) */
-    double bsum;    /* sum_j b_j      (soft targets: the row's a) */
-} FX_N(exp_sums);
-
-/* The exp pass: e_j = exp(x_j - m), s = sum e_j, e_j stored to g when g != NULL, and
-   per aux:
-     SMOOTH:  b_j = w_j (or 1)                     -> bd
-     SOFT:    b_j = w_j ((1-eps) y_j + eps/C)      -> bd, bsum
+/* The exp pass over one chunk: e_j = exp(x_j - sh), s = sum e_j, e_j stored to g when
+   g != NULL, and per aux, with d_j = sh - x_j:
+     SMOOTH:  b_j = w_j (or 1)                     -> bd = sum b_j d_j, bsum = sum b_j
+     SOFT:    b_j = w_j (c1 y_j + c0)              -> bd, bsum
      ENTROPY: b_j = e_j                            -> bd
-   Called with literal aux and NULL-ness, so after inlining each call site is its own
-   loop with no per-element branches. */
-FN FX_N(exp_sums) FX_N(exp_pass)(const R *x, R *g, int64_t C, R m, int aux,
-                                   const R *w, const R *y, R c1, R c0)
+   (b_j == 0 terms count 0 even where d_j is inf.) Called with literal aux and
+   NULL-ness, so after inlining each call site is its own loop with no per-element
+   branches. */
+FN void FX_N(exp_pass)(const R *x, R *g, int64_t C, R sh, int aux, const R *w, const R *y,
+                       R c1, R c0, fx_chunk *out)
 {
-    FX_N(exp_sums) out = {0.0, 0.0, 0.0};
     VR zero = {0}, s = zero, bd = zero, bsum = zero;
+    double s_acc = 0.0, bd_acc = 0.0, bsum_acc = 0.0;
     int64_t since_fold = 0;
     for (int64_t j = 0; j < C; j += VL) {
         int full = j + VL <= C;
         int64_t n = full ? VL : C - j;
         VI live = full ? ~(VI){0} : FX_N(vlive)(n);
         VR v = full ? FX_N(vload)(x + j) : FX_N(vload_part)(x + j, n, -INFINITY);
-        VR e = FX_N(vexp_nonpos)(v - m);
+        VR e = FX_N(vexp_nonpos)(v - sh);
         s += e;
         if (aux != FX_AUX_NONE) {
-            VR d = m - v;
+            VR d = sh - v;
             VR b;
             if (aux == FX_AUX_ENTROPY) {
                 b = e;
@@ -304,10 +299,10 @@ FN FX_N(exp_sums) FX_N(exp_pass)(const R *x, R *g, int64_t C, R m, int aux,
                 } else {
                     b = wv;
                 }
+                b = FX_N(vzero_unless)(live, b);
+                bsum += b;
             }
-            b = FX_N(vzero_unless)(live, b);
             bd += FX_N(vzero_unless)(b != zero, b * d);
-            if (aux == FX_AUX_SOFT) bsum += b;
         }
         if (g) {
             if (full) FX_N(vstore)(g + j, e);
@@ -315,16 +310,17 @@ FN FX_N(exp_sums) FX_N(exp_pass)(const R *x, R *g, int64_t C, R m, int aux,
         }
         since_fold += VL;
         if (since_fold >= FX_FOLD_ELEMS) {
-            out.s += FX_N(vhsum)(s); s = zero;
-            if (aux != FX_AUX_NONE) { out.bd += FX_N(vhsum)(bd); bd = zero; }
-            if (aux == FX_AUX_SOFT) { out.bsum += FX_N(vhsum)(bsum); bsum = zero; }
+            s_acc += FX_N(vhsum)(s); s = zero;
+            if (aux != FX_AUX_NONE) {
+                bd_acc += FX_N(vhsum)(bd); bd = zero;
+                bsum_acc += FX_N(vhsum)(bsum); bsum = zero;
+            }
             since_fold = 0;
         }
     }
-    out.s += FX_N(vhsum)(s);
-    out.bd += FX_N(vhsum)(bd);
-    out.bsum += FX_N(vhsum)(bsum);
-    return out;
+    out->s = s_acc + FX_N(vhsum)(s);
+    out->bd = bd_acc + FX_N(vhsum)(bd);
+    out->bsum = bsum_acc + FX_N(vhsum)(bsum);
 }
 
 /* The gradient pass over g, which holds e_j: g_j = alpha e_j - beta b_j, with b_j as in
@@ -351,113 +347,216 @@ FN void FX_N(grad_pass)(R *g, int64_t C, R alpha, R beta, int aux,
     }
 }
 
-/* ------------------------------------------------------------ kernels */
+/* Statistics of one chunk: its max m, the shift sh it used (m, or 0 for a chunk of
+   -inf only, whose e_j are then exactly 0), and exp_pass's sums. */
+FN void FX_N(chunk_stats)(const R *x, R *g, int64_t n, int aux, const R *w, const R *y,
+                          R c1, R c0, fx_chunk *st)
+{
+    R m = FX_N(row_max)(x, n);
+    R sh = m == -INFINITY ? 0 : m;
+    FX_N(exp_pass)(x, g, n, sh, aux, w, y, c1, c0, st);
+    st->m = m;
+    st->sh = sh;
+}
 
-/* One row of the softmax cross-entropy family; returns the row's loss. */
-FN double FX_N(ce_row)(const fx_ce_args *A, const R *x, R *g, const R *y, int64_t label)
+/* ------------------------------------------------ softmax cross-entropy family */
+
+/* A row is cut into chunks of FX_CHUNK_BYTES (fixed, so the numerics do not depend on
+   how rows are spread over threads); each chunk's passes run while it sits in L1.
+   Phase 1 per chunk: stats (and e_j into g). Phase 2 per row: merge, loss, and the
+   chunk's gradient factor. Phase 3 per chunk: the gradient. The row path (ce_rows)
+   and the chunk-parallel path (few long rows, driven from _core.pyx) call the same
+   three functions in the same order per row, so they give the same bits. */
+#define CHUNK ((int64_t)(FX_CHUNK_BYTES / sizeof(R)))
+
+FN int FX_N(ce_aux)(const fx_ce_args *A)
+{
+    if (A->soft) return FX_AUX_SOFT;
+    return A->smoothing > 0.0 ? FX_AUX_SMOOTH : FX_AUX_NONE;
+}
+
+KERNEL void FX_N(ce_phase1)(const fx_ce_args *A, int64_t row, int64_t c, fx_chunk *st)
+{
+    const int64_t C = A->C, j0 = c * CHUNK;
+    const int64_t n = C - j0 < CHUNK ? C - j0 : CHUNK;
+    const R *x = (const R *)A->x + row * C + j0;
+    R *g = A->grad ? (R *)A->grad + row * C + j0 : NULL;
+    const R *w = A->weight ? (const R *)A->weight + j0 : NULL;
+    const R *y = A->soft ? (const R *)A->soft + row * C + j0 : NULL;
+    const double eps = A->smoothing;
+    const R c1 = (R)(1.0 - eps), c0 = (R)(eps / (double)C);
+    int64_t label = A->soft ? -1 : fx_read_label(A->labels, A->label_code, row);
+    st->xt = 0.0;
+    if (!A->soft && label == A->ignore_index) {
+        if (g) memset(g, 0, (size_t)n * sizeof(R));
+        st->m = st->sh = st->s = st->bd = st->bsum = 0.0;
+        return;
+    }
+    if (label >= j0 && label < j0 + n) st->xt = (double)x[label - j0];  /* before g overwrites x */
+    switch (FX_N(ce_aux)(A)) {
+    case FX_AUX_SOFT:
+        if (w) FX_N(chunk_stats)(x, g, n, FX_AUX_SOFT, w, y, c1, c0, st);
+        else FX_N(chunk_stats)(x, g, n, FX_AUX_SOFT, NULL, y, c1, c0, st);
+        break;
+    case FX_AUX_SMOOTH:
+        if (w) FX_N(chunk_stats)(x, g, n, FX_AUX_SMOOTH, w, NULL, 0, 0, st);
+        else FX_N(chunk_stats)(x, g, n, FX_AUX_SMOOTH, NULL, NULL, 0, 0, st);
+        break;
+    default:
+        if (g) FX_N(chunk_stats)(x, g, n, FX_AUX_NONE, NULL, NULL, 0, 0, st);
+        else FX_N(chunk_stats)(x, NULL, n, FX_AUX_NONE, NULL, NULL, 0, 0, st);
+    }
+}
+
+/* loss = a log S + sum_j b_j (M - x_j); sets each chunk's gradient factor
+   alpha_c = scale * a * exp(sh_c - M) / S (0 for a chunk whose e are all 0). */
+KERNEL double FX_N(ce_phase2)(const fx_ce_args *A, int64_t row, fx_chunk *st)
+{
+    const int64_t C = A->C, nch = (C + CHUNK - 1) / CHUNK;
+    const double eps = A->smoothing;
+    double loss;
+    if (!A->soft) {
+        int64_t label = fx_read_label(A->labels, A->label_code, row);
+        if (label == A->ignore_index) { loss = 0.0; goto done; }
+    }
+    {
+        fx_merged mg = fx_merge_chunks(st, nch);
+        double a, bd;
+        if (A->soft) {
+            a = mg.bsum;
+            bd = mg.bdM;
+        } else {
+            int64_t label = fx_read_label(A->labels, A->label_code, row);
+            double wt = A->weight ? (double)((const R *)A->weight)[label] : 1.0;
+            double b_t = (1.0 - eps) * wt, d_t = mg.M - st[label / CHUNK].xt;
+            a = b_t + eps / (double)C * A->weight_total;
+            bd = (b_t != 0.0 ? b_t * d_t : 0.0);
+            if (eps > 0.0) bd += eps / (double)C * mg.bdM;
+        }
+        loss = a * log(mg.S) + bd;
+        fx_set_alphas(st, nch, &mg, A->grad_scale * a);
+    }
+done:
+    if (A->row_loss) ((R *)A->row_loss)[row] = (R)loss;
+    return loss;
+}
+
+KERNEL void FX_N(ce_phase3)(const fx_ce_args *A, int64_t row, int64_t c, const fx_chunk *st)
+{
+    const int64_t C = A->C, j0 = c * CHUNK;
+    const int64_t n = C - j0 < CHUNK ? C - j0 : CHUNK;
+    R *g = (R *)A->grad + row * C + j0;
+    const R *w = A->weight ? (const R *)A->weight + j0 : NULL;
+    const R *y = A->soft ? (const R *)A->soft + row * C + j0 : NULL;
+    const double eps = A->smoothing, scale = A->grad_scale;
+    const R c1 = (R)(1.0 - eps), c0 = (R)(eps / (double)C);
+    const R alpha = (R)st[c].alpha;
+    int64_t label = A->soft ? -1 : fx_read_label(A->labels, A->label_code, row);
+    if (!A->soft && label == A->ignore_index) return;     /* zeroed in phase 1 */
+    switch (FX_N(ce_aux)(A)) {
+    case FX_AUX_SOFT:
+        if (w) FX_N(grad_pass)(g, n, alpha, (R)scale, FX_AUX_SOFT, w, y, c1, c0);
+        else FX_N(grad_pass)(g, n, alpha, (R)scale, FX_AUX_SOFT, NULL, y, c1, c0);
+        return;
+    case FX_AUX_SMOOTH:
+        if (w) FX_N(grad_pass)(g, n, alpha, (R)(scale * eps / (double)C), FX_AUX_SMOOTH, w, NULL, 0, 0);
+        else FX_N(grad_pass)(g, n, alpha, (R)(scale * eps / (double)C), FX_AUX_SMOOTH, NULL, NULL, 0, 0);
+        break;
+    default:
+        FX_N(grad_pass)(g, n, alpha, 0, FX_AUX_NONE, NULL, NULL, 0, 0);
+    }
+    if (label >= j0 && label < j0 + n) {
+        double wt = A->weight ? (double)((const R *)A->weight)[label] : 1.0;
+        g[label - j0] = (R)((double)g[label - j0] - scale * (1.0 - eps) * wt);
+    }
+}
+
+/* nll_loss on log-probabilities: loss = -w_t x_t, gradient -w_t * scale at t. */
+FN double FX_N(nll_row)(const fx_ce_args *A, int64_t row)
 {
     const int64_t C = A->C;
-    const R *w = (const R *)A->weight;
-    const double eps = A->smoothing, scale = A->grad_scale;
-
-    if (A->logprob_input) {                         /* nll_loss: loss = -w_t x_t */
-        double wt = w ? (double)w[label] : 1.0;
-        double loss = -wt * (double)x[label];
+    const R *x = (const R *)A->x + row * C;
+    R *g = A->grad ? (R *)A->grad + row * C : NULL;
+    int64_t label = fx_read_label(A->labels, A->label_code, row);
+    double loss = 0.0;
+    if (label != A->ignore_index) {
+        double wt = A->weight ? (double)((const R *)A->weight)[label] : 1.0;
+        loss = -wt * (double)x[label];
         if (g) {
             memset(g, 0, (size_t)C * sizeof(R));
-            g[label] = (R)(-wt * scale);
+            g[label] = (R)(-wt * A->grad_scale);
         }
-        return loss;
+    } else if (g) {
+        memset(g, 0, (size_t)C * sizeof(R));
     }
-
-    R m = FX_N(row_max)(x, C);
-    double loss;
-    if (y) {                                        /* soft targets */
-        R c1 = (R)(1.0 - eps), c0 = (R)(eps / (double)C);
-        FX_N(exp_sums) S = FX_N(exp_pass)(x, g, C, m, FX_AUX_SOFT, w, y, c1, c0);
-        loss = S.bsum * log(S.s) + S.bd;
-        if (g) FX_N(grad_pass)(g, C, (R)(scale * S.bsum / S.s), (R)scale, FX_AUX_SOFT,
-                               w, y, c1, c0);
-        return loss;
-    }
-
-    /* hard label */
-    double wt = w ? (double)w[label] : 1.0;
-    double d_t = (double)m - (double)x[label];     /* read before g may overwrite x */
-    double b_t = (1.0 - eps) * wt;
-    double a = b_t + eps / (double)C * A->weight_total;
-    if (eps > 0.0) {
-        FX_N(exp_sums) S = FX_N(exp_pass)(x, g, C, m, FX_AUX_SMOOTH, w, NULL, 0, 0);
-        loss = a * log(S.s) + (b_t != 0.0 ? b_t * d_t : 0.0) + eps / (double)C * S.bd;
-        if (g) FX_N(grad_pass)(g, C, (R)(scale * a / S.s), (R)(scale * eps / (double)C),
-                               FX_AUX_SMOOTH, w, NULL, 0, 0);
-    } else {
-        FX_N(exp_sums) S = FX_N(exp_pass)(x, g, C, m, FX_AUX_NONE, NULL, NULL, 0, 0);
-        loss = a * log(S.s) + (b_t != 0.0 ? b_t * d_t : 0.0);
-        if (g) FX_N(grad_pass)(g, C, (R)(scale * a / S.s), 0, FX_AUX_NONE,
-                               NULL, NULL, 0, 0);
-    }
-    if (g) g[label] = (R)((double)g[label] - scale * b_t);
+    if (A->row_loss) ((R *)A->row_loss)[row] = (R)loss;
     return loss;
 }
 
 KERNEL double FX_N(ce_rows)(const fx_ce_args *A, int64_t r0, int64_t r1)
 {
-    const int64_t C = A->C;
+    const int64_t nch = (A->C + CHUNK - 1) / CHUNK;
+    fx_chunk local[FX_LOCAL_CHUNKS];
+    fx_chunk *st = nch <= FX_LOCAL_CHUNKS ? local : (fx_chunk *)malloc((size_t)nch * sizeof(fx_chunk));
     double total = 0.0;
+    if (!st) return NAN;   /* out of memory for a row of millions of classes: NaN, not a crash */
     for (int64_t r = r0; r < r1; r++) {
-        const R *x = (const R *)A->x + r * C;
-        R *g = A->grad ? (R *)A->grad + r * C : NULL;
-        const R *y = A->soft ? (const R *)A->soft + r * C : NULL;
-        double loss = 0.0;
-        int64_t label = 0;
-        if (!y) label = fx_read_label(A->labels, A->label_code, r);
-        if (!y && label == A->ignore_index) {
-            if (g) memset(g, 0, (size_t)C * sizeof(R));
-        } else {
-            loss = FX_N(ce_row)(A, x, g, y, label);
-        }
-        if (A->row_loss) ((R *)A->row_loss)[r] = (R)loss;
-        total += loss;
+        if (A->logprob_input) { total += FX_N(nll_row)(A, r); continue; }
+        for (int64_t c = 0; c < nch; c++) FX_N(ce_phase1)(A, r, c, st + c);
+        total += FX_N(ce_phase2)(A, r, st);
+        if (A->grad)
+            for (int64_t c = 0; c < nch; c++) FX_N(ce_phase3)(A, r, c, st);
     }
+    if (st != local) free(st);
     return total;
 }
+
+/* ------------------------------------------------ building blocks over rows */
 
 KERNEL void FX_N(norm_rows)(const void *xv, void *outv, int64_t C, int64_t r0, int64_t r1,
                             int what)
 {
+    const int64_t nch = (C + CHUNK - 1) / CHUNK;
+    fx_chunk local[FX_LOCAL_CHUNKS];
+    fx_chunk *st = nch <= FX_LOCAL_CHUNKS ? local : (fx_chunk *)malloc((size_t)nch * sizeof(fx_chunk));
+    if (!st) return;
     for (int64_t r = r0; r < r1; r++) {
         const R *x = (const R *)xv + r * C;
-        R m = FX_N(row_max)(x, C);
-        /* logsumexp of a row whose max is infinite: -inf for an all -inf row, +inf when
-           a +inf is present (shifting by m would give inf - inf = NaN). */
-        int inf_row = isinf(m);
-        R shift = inf_row ? 0 : m;
+        R *o = (R *)outv + r * C;
+        int store = what == FX_OUT_SOFTMAX;
+        for (int64_t c = 0; c < nch; c++) {
+            int64_t j0 = c * CHUNK, n = C - j0 < CHUNK ? C - j0 : CHUNK;
+            if (what == FX_OUT_ENTROPY)
+                FX_N(chunk_stats)(x + j0, NULL, n, FX_AUX_ENTROPY, NULL, NULL, 0, 0, st + c);
+            else if (store)
+                FX_N(chunk_stats)(x + j0, o + j0, n, FX_AUX_NONE, NULL, NULL, 0, 0, st + c);
+            else
+                FX_N(chunk_stats)(x + j0, NULL, n, FX_AUX_NONE, NULL, NULL, 0, 0, st + c);
+        }
+        fx_merged mg = fx_merge_chunks(st, nch);
         if (what == FX_OUT_LSE) {
-            FX_N(exp_sums) S;
-            if (inf_row) { ((R *)outv)[r] = m; continue; }
-            S = FX_N(exp_pass)(x, NULL, C, shift, FX_AUX_NONE, NULL, NULL, 0, 0);
-            ((R *)outv)[r] = (R)((double)m + log(S.s));
+            /* an infinite max is the answer (-inf: all -inf; +inf: a +inf, no NaN) */
+            ((R *)outv)[r] = (R)(isinf(mg.M) || isnan(mg.M) ? mg.M : mg.M + log(mg.S));
         } else if (what == FX_OUT_ENTROPY) {
-            FX_N(exp_sums) S = FX_N(exp_pass)(x, NULL, C, m, FX_AUX_ENTROPY, NULL, NULL, 0, 0);
-            ((R *)outv)[r] = (R)(log(S.s) + S.bd / S.s);
+            ((R *)outv)[r] = (R)(log(mg.S) + fx_entropy_term(st, nch, &mg));
         } else if (what == FX_OUT_SOFTMAX) {
-            R *o = (R *)outv + r * C;
-            FX_N(exp_sums) S = FX_N(exp_pass)(x, o, C, m, FX_AUX_NONE, NULL, NULL, 0, 0);
-            FX_N(grad_pass)(o, C, (R)(1.0 / S.s), 0, FX_AUX_NONE, NULL, NULL, 0, 0);
-        } else {                                    /* log_softmax: x - m - log s */
-            R *o = (R *)outv + r * C;
-            FX_N(exp_sums) S = FX_N(exp_pass)(x, NULL, C, m, FX_AUX_NONE, NULL, NULL, 0, 0);
-            R ls = (R)log(S.s);
+            fx_set_alphas(st, nch, &mg, 1.0);
+            for (int64_t c = 0; c < nch; c++) {
+                int64_t j0 = c * CHUNK, n = C - j0 < CHUNK ? C - j0 : CHUNK;
+                FX_N(grad_pass)(o + j0, n, (R)st[c].alpha, 0, FX_AUX_NONE, NULL, NULL, 0, 0);
+            }
+        } else {                                    /* log_softmax: x - M - log S */
+            R shift = (R)(mg.M + log(mg.S));
             for (int64_t j = 0; j < C; j += VL) {
                 int full = j + VL <= C;
                 VR v = full ? FX_N(vload)(x + j) : FX_N(vload_part)(x + j, C - j, 0);
-                VR o_v = (v - m) - ls;
+                VR o_v = v - shift;
                 if (full) FX_N(vstore)(o + j, o_v);
                 else FX_N(vstore_part)(o + j, o_v, C - j);
             }
         }
     }
+    if (st != local) free(st);
 }
 
 /* ------------------------------------------------------------ sigmoid family */
@@ -572,7 +671,8 @@ KERNEL void FX_N(vecmath_range)(const void *xv, void *outv, int64_t n, int what)
 
 static const fx_table FX_CAT(FX_CAT(fx_tab, FX_PREC), FX_ISA) = {
     FX_STR(FX_ISA),
-    FX_N(ce_rows), FX_N(norm_rows), FX_N(bce_range), FX_N(sigmoid_range),
+    FX_N(ce_rows), FX_N(ce_phase1), FX_N(ce_phase2), FX_N(ce_phase3),
+    FX_N(norm_rows), FX_N(bce_range), FX_N(sigmoid_range),
     FX_N(vecmath_range),
 };
 
@@ -586,3 +686,4 @@ static const fx_table FX_CAT(FX_CAT(fx_tab, FX_PREC), FX_ISA) = {
 #undef FN
 #undef KERNEL
 #undef FX_FOLD_ELEMS
+#undef CHUNK

@@ -20,6 +20,7 @@
 #define FX_KERNELS_H
 
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 #include <math.h>
 #ifdef _OPENMP
@@ -108,6 +109,69 @@ typedef struct {
 enum { FX_OUT_LSE = 0, FX_OUT_SOFTMAX = 1, FX_OUT_LOG_SOFTMAX = 2, FX_OUT_ENTROPY = 3 };
 enum { FX_OUT_SIGMOID = 0, FX_OUT_LOG_SIGMOID = 1 };
 
+/* ------------------------------------------------- chunks of a softmax row */
+
+/* Rows are processed in chunks of this many bytes (16 KiB: a chunk's second pass reads
+   it from L1). Fixed, so that a row's numerics never depend on the thread count. */
+#define FX_CHUNK_BYTES 16384
+/* Chunk statistics of a row live on the stack up to this many chunks (a row of 256K
+   float32 classes); longer rows allocate. */
+#define FX_LOCAL_CHUNKS 64
+
+/* Statistics of one chunk of a row (float64 whatever the input dtype). */
+typedef struct {
+    double m;       /* max of the chunk (NaN if it holds a NaN) */
+    double sh;      /* shift used: m, or 0 when m == -inf */
+    double s;       /* sum_j exp(x_j - sh) */
+    double bd;      /* sum_j b_j (sh - x_j), b_j == 0 terms counted 0 */
+    double bsum;    /* sum_j b_j */
+    double xt;      /* the target logit, if the target class lies in this chunk */
+    double alpha;   /* phase 2 -> 3: gradient factor of the chunk's e_j */
+} fx_chunk;
+
+/* A row's chunks merged (Milakov & Gimelshein's online normaliser, per chunk):
+   M = max m_c, S = sum_c s_c exp(sh_c - M), bdM = sum_j b_j (M - x_j). */
+typedef struct { double M, S, bsum, bdM; } fx_merged;
+
+static inline fx_merged fx_merge_chunks(const fx_chunk *st, int64_t nch)
+{
+    fx_merged r = {-INFINITY, 0.0, 0.0, 0.0};
+    int nan = 0;
+    for (int64_t c = 0; c < nch; c++) {
+        if (isnan(st[c].m)) nan = 1;
+        else if (st[c].m > r.M) r.M = st[c].m;
+    }
+    if (nan) r.M = NAN;
+    for (int64_t c = 0; c < nch; c++) {
+        /* a chunk with s == 0 holds only -inf: it adds nothing (and exp(sh - M) could
+           overflow there) */
+        if (st[c].s != 0.0) r.S += st[c].s * exp(st[c].sh - r.M);
+        r.bsum += st[c].bsum;
+        r.bdM += st[c].bd + (st[c].bsum != 0.0 ? (r.M - st[c].sh) * st[c].bsum : 0.0);
+    }
+    return r;
+}
+
+/* alpha_c = k exp(sh_c - M) / S: the factor that turns the chunk's stored e_j into
+   k p_j. A row whose S is 0 (all -inf) or NaN has no distribution: NaN everywhere. */
+static inline void fx_set_alphas(fx_chunk *st, int64_t nch, const fx_merged *mg, double k)
+{
+    int undefined = !(mg->S > 0.0);
+    for (int64_t c = 0; c < nch; c++)
+        st[c].alpha = undefined ? NAN
+                    : st[c].s != 0.0 ? k * exp(st[c].sh - mg->M) / mg->S : 0.0;
+}
+
+/* sum_j p_j (M - x_j) from ENTROPY chunk sums (bd_c = sum_j e_j (sh_c - x_j)). */
+static inline double fx_entropy_term(const fx_chunk *st, int64_t nch, const fx_merged *mg)
+{
+    double t = 0.0;
+    for (int64_t c = 0; c < nch; c++)
+        if (st[c].s != 0.0)
+            t += exp(st[c].sh - mg->M) * (st[c].bd + (mg->M - st[c].sh) * st[c].s);
+    return t / mg->S;
+}
+
 /* Which per-element sums the exp pass of fx_impl.h also gathers. */
 enum { FX_AUX_NONE = 0, FX_AUX_SMOOTH = 1, FX_AUX_SOFT = 2, FX_AUX_ENTROPY = 3 };
 
@@ -125,9 +189,17 @@ typedef void (*sigmoid_range_fn)(const void *x, void *out, int64_t i0, int64_t i
 /* test hook: exp_nonpos (what 0) or log1p_unit (what 1) elementwise over n values */
 typedef void (*vecmath_fn)(const void *x, void *out, int64_t n, int what);
 
+/* the three phases of ce_rows, for the chunk-parallel path over few long rows */
+typedef void (*ce_phase1_fn)(const fx_ce_args *a, int64_t row, int64_t chunk, fx_chunk *st);
+typedef double (*ce_phase2_fn)(const fx_ce_args *a, int64_t row, fx_chunk *row_chunks);
+typedef void (*ce_phase3_fn)(const fx_ce_args *a, int64_t row, int64_t chunk, const fx_chunk *row_chunks);
+
 typedef struct {
     const char *isa;
     ce_rows_fn ce_rows;
+    ce_phase1_fn ce_phase1;
+    ce_phase2_fn ce_phase2;
+    ce_phase3_fn ce_phase3;
     norm_rows_fn norm_rows;
     bce_range_fn bce_range;
     sigmoid_range_fn sigmoid_range;
