@@ -46,6 +46,14 @@ def require_torch():
     return torch
 
 
+def require_hypothesis():
+    return _require("hypothesis", "hypothesis")
+
+
+def require_sklearn():
+    return _require("sklearn", "scikit-learn")
+
+
 def require_scipy():
     _require("scipy", "scipy")
     import scipy.special

@@ -60,21 +60,30 @@ def _reduce(loss_items, reduction, denom):
 
 
 # ------------------------------------------------------------------ building blocks
-def logsumexp(x, axis=-1):
-    """Stable log(sum(exp(x))) along axis; handles +-inf like scipy.special."""
-    x = _f64(x)
+def _lse_parts(x, axis):
+    """(m, log(sum(exp(x - m)))) with m the finite-safe max, keepdims."""
     m = np.max(x, axis=axis, keepdims=True)
     m_safe = np.where(np.isfinite(m), m, 0.0)
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        s = np.sum(np.exp(x - m_safe), axis=axis, keepdims=True)
-        out = np.log(s) + m_safe
-    return np.squeeze(out, axis=axis)
+        log_s = np.log(np.sum(np.exp(x - m_safe), axis=axis, keepdims=True))
+    return m_safe, log_s
+
+
+def logsumexp(x, axis=-1):
+    """Stable log(sum(exp(x))) along axis; handles +-inf like scipy.special."""
+    x = _f64(x)
+    m, log_s = _lse_parts(x, axis)
+    with np.errstate(invalid="ignore"):
+        return np.squeeze(log_s + m, axis=axis)
 
 
 def log_softmax(x, axis=-1):
+    # (x - m) - log(s), not x - logsumexp(x): with |m| ~ 1e30 the latter would
+    # absorb log(s) into m and return 0 for every class of a tied row
     x = _f64(x)
+    m, log_s = _lse_parts(x, axis)
     with np.errstate(invalid="ignore"):
-        return x - np.expand_dims(logsumexp(x, axis=axis), axis)
+        return (x - m) - log_s
 
 
 def softmax(x, axis=-1):

@@ -8,7 +8,8 @@ import pytest
 import fastxent as fx
 import reference as ref
 from conftest import (FLOAT_DTYPES, INT_DTYPES, REDUCTIONS, assert_close,
-                      check_grad_type, check_loss_type, make_logits, make_probs, tol)
+                      check_grad_type, check_loss_type, make_logits, make_probs,
+                      require_hypothesis, tol)
 
 SHAPES_2D = {"C": (7,), "NC": (9, 7)}
 
@@ -533,3 +534,62 @@ def test_softmax_family_extremes(isa, dtype):
     y = np.array([[-inf, -inf], [inf, 1.0], [inf, -inf], [np.nan, 0.0]], dtype=dtype)
     r = fx.logsumexp(y)
     assert r[0] == -inf and r[1] == inf and r[2] == inf and np.isnan(r[3])
+
+
+# ------------------------------------------------------------------ property tests
+try:
+    from hypothesis import HealthCheck, given, settings, strategies as st
+    import hypothesis.extra.numpy as hnp
+except ImportError:  # pragma: no cover - hypothesis is in the [test] extra
+    def test_property_cross_entropy_any_layout():
+        require_hypothesis()  # fails on CI (CI=true), skips elsewhere
+else:
+    @st.composite
+    def _ce_cases(draw):
+        dtype = draw(st.sampled_from(FLOAT_DTYPES))
+        N = draw(st.integers(1, 5))
+        C = draw(st.integers(1, 8))
+        extra = tuple(draw(st.lists(st.integers(1, 3), min_size=0, max_size=2)))
+        shape = (N, C) + extra
+        x = draw(hnp.arrays(np.float64, shape, elements=st.one_of(
+            st.floats(-30, 30), st.sampled_from([1e4, -1e4, -np.inf]))))
+        t = draw(hnp.arrays(np.int64, (N,) + extra, elements=st.integers(0, C - 1)))
+        # the target's own logit stays finite (a -inf there is an infinite loss,
+        # tested elsewhere); other classes may be masked with -inf
+        tx = np.take_along_axis(x, t[:, None], axis=1)
+        np.put_along_axis(x, t[:, None], np.where(np.isfinite(tx), tx, 0.0), axis=1)
+        # class axis anywhere (a non-contiguous view), optional row stride
+        axis = draw(st.integers(0, len(shape) - 1))
+        if draw(st.booleans()):
+            x = np.repeat(x, 2, axis=0)[::2]
+        x = np.moveaxis(x.astype(dtype), 1, axis)
+        # moving the class axis keeps the other axes in order: t stays (N, *extra)
+        t = t.astype(draw(st.sampled_from(INT_DTYPES)))
+        weighted = draw(st.booleans())
+        w = draw(hnp.arrays(np.float64, (C,), elements=st.floats(0.1, 3))) if weighted else None
+        reduction = draw(st.sampled_from(REDUCTIONS))
+        return x, t, axis, w, reduction
+
+
+    @settings(max_examples=80, deadline=None, derandomize=True,
+              suppress_health_check=[HealthCheck.too_slow])
+    @given(_ce_cases())
+    def test_property_cross_entropy_any_layout(case):
+        x, t, axis, w, reduction = case
+        dtype = x.dtype
+        assert t.shape == x.shape[:axis] + x.shape[axis + 1:]
+        w = None if w is None else w.astype(dtype)
+        loss_ref, grad_ref = ref.cross_entropy(x, t, w, reduction=reduction, axis=axis)
+        loss, grad = fx.cross_entropy(x, t, w, reduction=reduction, axis=axis, return_grad=True)
+        check_grad_type(grad, x)
+        assert_close(loss, loss_ref, tol(dtype), what="loss")
+        # gradient tolerance relative to its natural magnitude max_c w_c / (W or 1):
+        # with C = 1 (or one live class) the exact gradient is 0 everywhere, and
+        # p - 1 = O(eps) is then rounding, not an error
+        wmax = 1.0 if w is None else float(np.max(w))
+        W = float(np.sum((np.ones(x.shape[axis]) if w is None else w)[t.astype(np.int64)]))
+        natural = wmax / W if reduction == "mean" else wmax
+        assert_close(grad, grad_ref, tol(dtype),
+                     scale=max(float(np.max(np.abs(grad_ref))), natural), what="grad")
+        assert np.all(grad[np.isneginf(x)] == 0)
+        assert_close(fx.log_softmax(x, axis=axis), ref.log_softmax(x, axis=axis), tol(dtype))

@@ -384,3 +384,39 @@ def test_kl_div_of_identical_distributions_is_zero(rng, dtype):
         loss = fx.kl_div(q.astype(dtype), tgt.astype(dtype), reduction="batchmean",
                          log_target=log_target)
         assert abs(float(loss)) < 50 * np.finfo(dtype).eps
+
+
+# ------------------------------------------------------ grad_out for the rest of the family
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=DT_IDS)
+def test_grad_out_nll_bce_kl(rng, dtype, reduction):
+    lp = ref.log_softmax(rng.standard_normal((6, 4)), axis=1).astype(dtype)
+    t = rng.integers(0, 4, size=6)
+    pr = ref.sigmoid(rng.standard_normal((6, 4))).astype(dtype)
+    tb = rng.random((6, 4)).astype(dtype)
+    p = make_probs(rng, (6, 4), 1, dtype)
+    cases = [
+        ("nll_loss", lambda a, **kw: fx.nll_loss(a, t, **kw), lp,
+         lambda a: ref.nll_loss(a, t, reduction=reduction)),
+        ("binary_cross_entropy", lambda a, **kw: fx.binary_cross_entropy(a, tb, **kw), pr,
+         lambda a: ref.binary_cross_entropy(a, tb, reduction=reduction)),
+        ("kl_div", lambda a, **kw: fx.kl_div(a, p, **kw), lp,
+         lambda a: ref.kl_div(a, p, reduction=reduction)),
+    ]
+    for name, fn, x, rf in cases:
+        loss_ref, grad_ref = rf(x)
+        scale = None
+        if name == "kl_div" and reduction != "none":
+            # kl terms have both signs: scale by the sum of their magnitudes
+            scale = np.abs(ref.kl_div(x, p, reduction="none")[0]).sum()
+            scale /= (x.size if reduction == "mean" else 1)
+        go = np.full_like(x, np.nan)
+        loss, grad = fn(x, reduction=reduction, return_grad=True, grad_out=go)
+        assert grad is go, name
+        assert_close(loss, loss_ref, tol(dtype), scale=scale, what=name)
+        assert_close(go, grad_ref, tol(dtype), what=f"{name} grad_out")
+        xi = x.copy()
+        loss, grad = fn(xi, reduction=reduction, return_grad=True, grad_out=xi)
+        assert grad is xi, name
+        assert_close(loss, loss_ref, tol(dtype), scale=scale, what=f"{name} in place")
+        assert_close(xi, grad_ref, tol(dtype), what=f"{name} in-place grad")

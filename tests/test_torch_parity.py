@@ -1,7 +1,8 @@
 """Parity with torch.nn.functional + autograd over a grid of every option
 combination and layout, losses and gradients, float64 and float32.
 
-Runs wherever torch is installed; on CI (CI=true) a missing torch is a failure.
+Runs wherever torch is installed; on CI (CI=true) a missing torch is a failure:
+every test takes the ``torch`` fixture of conftest.py, which calls require_torch().
 """
 
 import itertools
@@ -10,7 +11,7 @@ import numpy as np
 import pytest
 
 import fastxent as fx
-from conftest import make_logits, make_probs, require_torch
+from conftest import make_logits, make_probs
 
 # float64: both sides are exact to ~1e-15; 1e-9 allows for different summation
 #   orders (torch's cascade sum vs our float64 blocks) and PyTorch's float32
@@ -21,11 +22,6 @@ RTOL = {np.dtype(np.float64): 1e-9, np.dtype(np.float32): 5e-5}
 DTYPES = (np.float64, np.float32)
 DT_IDS = lambda d: np.dtype(d).name  # noqa: E731
 REDUCTIONS = ("none", "mean", "sum")
-
-
-@pytest.fixture(scope="module")
-def torch():
-    return require_torch()  # fails on CI (CI=true) when torch is missing
 
 
 def _close(actual, expected, dtype, what, scale=None):

@@ -50,6 +50,7 @@ cdef extern from "fx_kernels.h" nogil:
     ctypedef void (*ce_phase1_fn)(const fx_ce_args *a, int64_t row, int64_t chunk, fx_chunk *st) noexcept nogil
     ctypedef double (*ce_phase2_fn)(const fx_ce_args *a, int64_t row, fx_chunk *row_chunks) noexcept nogil
     ctypedef void (*ce_phase3_fn)(const fx_ce_args *a, int64_t row, int64_t chunk, const fx_chunk *row_chunks) noexcept nogil
+    ctypedef double (*ce_cols_fn)(const fx_ce_args *a, int64_t inner, int64_t k0, int64_t k1) noexcept nogil
     ctypedef void (*norm_rows_fn)(const void *x, void *out, int64_t C, int64_t r0, int64_t r1, int what) noexcept nogil
     ctypedef double (*bce_range_fn)(const fx_bce_args *a, int64_t i0, int64_t i1) noexcept nogil
     ctypedef void (*sigmoid_range_fn)(const void *x, void *out, int64_t i0, int64_t i1, int what) noexcept nogil
@@ -57,10 +58,12 @@ cdef extern from "fx_kernels.h" nogil:
 
     ctypedef struct fx_table:
         const char *isa
+        int lanes
         ce_rows_fn ce_rows
         ce_phase1_fn ce_phase1
         ce_phase2_fn ce_phase2
         ce_phase3_fn ce_phase3
+        ce_cols_fn ce_cols
         norm_rows_fn norm_rows
         bce_range_fn bce_range
         sigmoid_range_fn sigmoid_range
@@ -167,12 +170,12 @@ def check_labels(cnp.ndarray labels, int code, int64_t C, int64_t ignore_index, 
     return pos, bad_value, wsum
 
 
-def ce(cnp.ndarray x, labels, int label_code, soft, weight, double weight_total,
-       int64_t ignore_index, double smoothing, double grad_scale, grad, row_loss,
-       bint logprob_input, n_threads):
-    """Softmax cross-entropy family over x viewed as (rows, C); returns the summed loss."""
+def ce(cnp.ndarray x, int64_t C, int64_t inner, labels, int label_code, soft, weight,
+       double weight_total, int64_t ignore_index, double smoothing, double grad_scale, grad,
+       row_loss, bint logprob_input, n_threads):
+    """Softmax cross-entropy family over x viewed as (outer, C, inner), C-contiguous;
+    returns the summed loss. inner == 1 is the row layout (class axis last)."""
     cdef fx_ce_args a
-    cdef int64_t C = x.shape[x.ndim - 1]
     cdef int64_t rows = cnp.PyArray_SIZE(x) // C if C > 0 else 0
     a.x = cnp.PyArray_DATA(x)
     a.grad = _ptr(grad)
@@ -188,6 +191,8 @@ def ce(cnp.ndarray x, labels, int label_code, soft, weight, double weight_total,
     a.row_loss = _ptr(row_loss)
     a.logprob_input = logprob_input
     cdef const fx_table *tab = _table(x)
+    if inner != 1:
+        return _ce_cols(&a, tab, rows // inner, inner, n_threads)
     cdef int64_t per = BLOCK_ELEMS // C if C > 0 else 1
     if per < 1:
         per = 1
@@ -232,6 +237,35 @@ def ce(cnp.ndarray x, labels, int label_code, soft, weight, double weight_total,
             total += part[b]
     free(part)
     free(st)
+    return total
+
+
+cdef double _ce_cols(fx_ce_args *a, const fx_table *tab, int64_t outer, int64_t inner,
+                     n_threads) except? -1.0:
+    """The column layout: parallel over tiles of `lanes` positions along `inner`."""
+    cdef int64_t tpo = (inner + tab.lanes - 1) // tab.lanes
+    cdef int64_t ntiles = outer * tpo
+    cdef int64_t per = BLOCK_ELEMS // (a.C * tab.lanes) if a.C * tab.lanes < BLOCK_ELEMS else 1
+    cdef int64_t nblocks = (ntiles + per - 1) // per
+    cdef int nt = _threads(n_threads, outer * inner * a.C, nblocks)
+    cdef double total = 0.0
+    cdef int64_t b
+    cdef double *part
+    if ntiles == 0:
+        return 0.0
+    part = <double*>malloc(nblocks * sizeof(double))
+    if part == NULL:
+        raise MemoryError()
+    with nogil:
+        if nt == 1:
+            for b in range(nblocks):
+                part[b] = tab.ce_cols(a, inner, b * per, min(ntiles, (b + 1) * per))
+        else:
+            for b in prange(nblocks, schedule="static", num_threads=nt):
+                part[b] = tab.ce_cols(a, inner, b * per, min(ntiles, (b + 1) * per))
+        for b in range(nblocks):
+            total += part[b]
+    free(part)
     return total
 
 

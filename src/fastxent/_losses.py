@@ -23,14 +23,6 @@ ArrayLike = Union[np.ndarray, "list", float]
 LossResult = Union[np.floating, np.ndarray, Tuple[Union[np.floating, np.ndarray], np.ndarray]]
 
 
-def _class_axis_last(x: np.ndarray, axis: int) -> np.ndarray:
-    """x with the class axis last, C-contiguous (a transposing copy when axis is not
-    already last)."""
-    if axis != x.ndim - 1:
-        x = np.moveaxis(x, axis, -1)
-    return kernel_ready(x)
-
-
 def _finish(loss_sum: float, denom: float, reduction: str, per_item, dtype,
             grad, return_grad: bool):
     if reduction == "none":
@@ -40,30 +32,6 @@ def _finish(loss_sum: float, denom: float, reduction: str, per_item, dtype,
     else:
         loss = dtype.type(loss_sum / denom if denom != 0 else math.nan)
     return (loss, grad) if return_grad else loss
-
-
-def _grad_buffers(x_in: np.ndarray, xk: np.ndarray, axis: int, moved: bool,
-                  return_grad: bool, grad_out, extra_reads=()):
-    """(kernel grad buffer in class-last layout, user-facing grad, buffer to copy to)."""
-    if not return_grad:
-        if grad_out is not None:
-            raise ValueError("grad_out was given but return_grad is False")
-        return None, None, None
-    out = output_array(grad_out, x_in.shape, xk.dtype, "grad_out")
-    if moved:
-        gk = np.empty(xk.shape, dtype=xk.dtype)
-        user = np.moveaxis(gk, -1, axis)
-        return gk, user, out
-    gk, copy_to = write_target(out, xk.shape, xk.dtype, x_in, *extra_reads)
-    # grad_out=input: the kernel reads each logit before writing its gradient
-    return gk, gk if copy_to is None else copy_to, copy_to
-
-
-def _deliver_grad(gk, user, copy_to):
-    if copy_to is not None:
-        np.copyto(copy_to, user if user is not None else gk)
-        return copy_to
-    return user
 
 
 def _labels(target: np.ndarray, expected_shape, x_shape, C: int, ignore_index: int, w64):
@@ -110,8 +78,10 @@ def _softmax_loss(input, target, weight, ignore_index, reduction, label_smoothin
         raise TypeError(f"{fname}: target must hold {kinds}, got dtype {t.dtype}")
 
     wk, w64, wtotal = class_weight(weight, C, x.dtype)
-    xk = _class_axis_last(x, ax)
-    moved = ax != x.ndim - 1
+    # (outer, C, inner) view: the kernels read a class axis that is not last with
+    # stride `inner`, so no transposing copy is made
+    inner = int(np.prod(x.shape[ax + 1:], dtype=np.int64))
+    xk = kernel_ready(x)
 
     if soft:
         if t.shape != x.shape:
@@ -119,21 +89,29 @@ def _softmax_loss(input, target, weight, ignore_index, reduction, label_smoothin
                 f"target shape {t.shape} does not match input shape {x.shape}: probability "
                 f"targets must have the input's shape"
             )
-        yk = _class_axis_last(t.astype(x.dtype, copy=False), ax)
+        yk = kernel_ready(t, x.dtype)
         labels, code, denom = None, 0, float(int(np.prod(item_shape)))
     else:
         yk = None
         labels, code, denom = _labels(t, item_shape, x.shape, C, ignore_index, w64)
 
-    gk, guser, copy_to = _grad_buffers(x, xk, ax, moved, return_grad, grad_out,
-                                       extra_reads=(t,) if soft else ())
+    gk, copy_to = None, None
+    if return_grad:
+        out = output_array(grad_out, x.shape, x.dtype, "grad_out")
+        # grad_out=input: the kernels read each logit before writing its gradient
+        gk, copy_to = write_target(out, x.shape, x.dtype, x, *((t,) if soft else ()))
+    elif grad_out is not None:
+        raise ValueError("grad_out was given but return_grad is False")
     scale = 1.0
     if reduction == "mean":
         scale = 1.0 / denom if denom != 0 else math.inf
     per_item = np.empty(item_shape, dtype=x.dtype) if reduction == "none" else None
-    total = _core.ce(xk, labels, code, yk, wk, wtotal, int(ignore_index), eps, scale,
+    total = _core.ce(xk, C, inner, labels, code, yk, wk, wtotal, int(ignore_index), eps, scale,
                      gk, per_item, logprob_input, n_threads)
-    grad = _deliver_grad(gk, guser, copy_to) if return_grad else None
+    grad = gk
+    if copy_to is not None:
+        np.copyto(copy_to, gk)
+        grad = copy_to
     return _finish(total, denom, reduction, per_item, x.dtype, grad, return_grad)
 
 

@@ -412,31 +412,13 @@ KERNEL void FX_N(ce_phase1)(const fx_ce_args *A, int64_t row, int64_t c, fx_chun
    alpha_c = scale * a * exp(sh_c - M) / S (0 for a chunk whose e are all 0). */
 KERNEL double FX_N(ce_phase2)(const fx_ce_args *A, int64_t row, fx_chunk *st)
 {
-    const int64_t C = A->C, nch = (C + CHUNK - 1) / CHUNK;
-    const double eps = A->smoothing;
-    double loss;
-    if (!A->soft) {
-        int64_t label = fx_read_label(A->labels, A->label_code, row);
-        if (label == A->ignore_index) { loss = 0.0; goto done; }
+    const int64_t nch = (A->C + CHUNK - 1) / CHUNK;
+    double loss = 0.0;
+    int64_t label = A->soft ? -1 : fx_read_label(A->labels, A->label_code, row);
+    if (A->soft || label != A->ignore_index) {
+        double wt = A->weight && !A->soft ? (double)((const R *)A->weight)[label] : 1.0;
+        loss = fx_item_loss(A, st, nch, wt, A->soft ? 0.0 : st[label / CHUNK].xt);
     }
-    {
-        fx_merged mg = fx_merge_chunks(st, nch);
-        double a, bd;
-        if (A->soft) {
-            a = mg.bsum;
-            bd = mg.bdM;
-        } else {
-            int64_t label = fx_read_label(A->labels, A->label_code, row);
-            double wt = A->weight ? (double)((const R *)A->weight)[label] : 1.0;
-            double b_t = (1.0 - eps) * wt, d_t = mg.M - st[label / CHUNK].xt;
-            a = b_t + eps / (double)C * A->weight_total;
-            bd = (b_t != 0.0 ? b_t * d_t : 0.0);
-            if (eps > 0.0) bd += eps / (double)C * mg.bdM;
-        }
-        loss = a * log(mg.S) + bd;
-        fx_set_alphas(st, nch, &mg, A->grad_scale * a);
-    }
-done:
     if (A->row_loss) ((R *)A->row_loss)[row] = (R)loss;
     return loss;
 }
@@ -508,6 +490,141 @@ KERNEL double FX_N(ce_rows)(const fx_ce_args *A, int64_t r0, int64_t r1)
             for (int64_t c = 0; c < nch; c++) FX_N(ce_phase3)(A, r, c, st);
     }
     if (st != local) free(st);
+    return total;
+}
+
+/* ------------------------------------- class axis not last: (outer, C, inner) */
+
+/* A tile is VL neighbouring positions along `inner`, each with its own softmax over the
+   C classes that lie `inner` elements apart. Vectors run along `inner` (contiguous), the
+   loop runs over classes, so (N, C, H, W) needs no transposing copy. Each lane is an
+   item with one chunk; its loss comes from fx_item_loss, as for rows. */
+FN double FX_N(ce_tile)(const fx_ce_args *A, int64_t inner, int64_t item0, int64_t n,
+                        const R *x, R *g, const R *y)
+{
+    const int64_t C = A->C;
+    const R *w = (const R *)A->weight;
+    const double eps = A->smoothing, scale = A->grad_scale;
+    const R c1 = (R)(1.0 - eps), c0 = (R)(eps / (double)C);
+    const int full = n == VL, aux = FX_N(ce_aux)(A);
+    const VI live = full ? ~(VI){0} : FX_N(vlive)(n);
+    VR zero = {0};
+    int64_t label[VL];
+    fx_chunk st[VL];
+    VI keep = live;                                  /* lanes that are not ignored */
+    double total = 0.0;
+#define LOAD(p, pad) (full ? FX_N(vload)(p) : FX_N(vload_part)((p), n, (pad)))
+#define STORE(p, v) do { if (full) FX_N(vstore)((p), (v)); else FX_N(vstore_part)((p), (v), n); } while (0)
+    for (int l = 0; l < VL; l++) {
+        label[l] = 0;
+        if (l >= n) continue;
+        if (!A->soft) {
+            label[l] = fx_read_label(A->labels, A->label_code, item0 + l);
+            if (label[l] == A->ignore_index) { keep[l] = 0; continue; }
+        }
+        st[l].xt = A->soft ? 0.0 : (double)x[label[l] * inner + l];   /* before g overwrites x */
+    }
+
+    if (A->logprob_input) {                          /* nll_loss */
+        if (g) for (int64_t c = 0; c < C; c++) STORE(g + c * inner, zero);
+        for (int l = 0; l < n; l++) {
+            if (!keep[l]) continue;
+            double wt = w ? (double)w[label[l]] : 1.0;
+            double loss = -wt * st[l].xt;
+            if (g) g[label[l] * inner + l] = (R)(-wt * scale);
+            if (A->row_loss) ((R *)A->row_loss)[item0 + l] = (R)loss;
+            total += loss;
+        }
+        for (int l = 0; l < n; l++)
+            if (!keep[l] && A->row_loss) ((R *)A->row_loss)[item0 + l] = 0;
+        return total;
+    }
+
+    /* pass 1: max per lane (NaN if the lane holds a NaN) */
+    VR m = FX_N(vsplat)(-INFINITY);
+    VI nan = {0};
+    for (int64_t c = 0; c < C; c++) {
+        VR v = LOAD(x + c * inner, -INFINITY);
+        nan |= v != v;
+        m = FX_N(vmax)(m, v);
+    }
+    m = FX_N(vselect)(nan, FX_N(vsplat)(NAN), m);
+    VR sh = FX_N(vselect)(m == FX_N(vsplat)(-INFINITY), zero, m);
+
+    /* pass 2: e = exp(x - sh) into g; sums per lane, folded to float64 every 16 */
+    VR s = zero, bd = zero, bsum = zero;
+    double s_acc[VL] = {0}, bd_acc[VL] = {0}, bsum_acc[VL] = {0};
+    for (int64_t c = 0; c < C; c++) {
+        VR v = LOAD(x + c * inner, -INFINITY);
+        VR e = FX_N(vexp_nonpos)(v - sh);
+        s += e;
+        if (aux != FX_AUX_NONE) {
+            VR b = FX_N(vsplat)(w ? w[c] : (R)1);
+            if (aux == FX_AUX_SOFT) b = b * (LOAD(y + c * inner, 0) * c1 + c0);
+            b = FX_N(vzero_unless)(live, b);
+            bsum += b;
+            bd += FX_N(vzero_unless)(b != zero, b * (sh - v));
+        }
+        if (g) STORE(g + c * inner, e);
+        if ((c & 15) == 15 || c == C - 1) {
+            for (int l = 0; l < VL; l++) { s_acc[l] += s[l]; bd_acc[l] += bd[l]; bsum_acc[l] += bsum[l]; }
+            s = bd = bsum = zero;
+        }
+    }
+
+    /* per lane: the loss and the gradient factor */
+    VR alpha = zero;
+    for (int l = 0; l < n; l++) {
+        double loss = 0.0;
+        if (keep[l]) {
+            st[l].m = m[l]; st[l].sh = sh[l];
+            st[l].s = s_acc[l]; st[l].bd = bd_acc[l]; st[l].bsum = bsum_acc[l];
+            double wt = w && !A->soft ? (double)w[label[l]] : 1.0;
+            loss = fx_item_loss(A, st + l, 1, wt, st[l].xt);
+            alpha[l] = (R)st[l].alpha;
+        }
+        if (A->row_loss) ((R *)A->row_loss)[item0 + l] = (R)loss;
+        total += loss;
+    }
+    if (!g) return total;
+
+    /* pass 3: g = alpha e - beta b; ignored lanes get exactly 0 */
+    R beta = (R)(aux == FX_AUX_SOFT ? scale : scale * eps / (double)C);
+    for (int64_t c = 0; c < C; c++) {
+        VR gv = LOAD(g + c * inner, 0) * alpha;
+        if (aux != FX_AUX_NONE) {
+            VR b = FX_N(vsplat)(w ? w[c] : (R)1);
+            if (aux == FX_AUX_SOFT) b = b * (LOAD(y + c * inner, 0) * c1 + c0);
+            gv = gv - b * beta;
+        }
+        STORE(g + c * inner, FX_N(vzero_unless)(keep, gv));
+    }
+    if (!A->soft)
+        for (int l = 0; l < n; l++) {
+            if (!keep[l]) continue;
+            double wt = w ? (double)w[label[l]] : 1.0;
+            R *gt = g + label[l] * inner + l;
+            *gt = (R)((double)*gt - scale * (1.0 - eps) * wt);
+        }
+#undef LOAD
+#undef STORE
+    return total;
+}
+
+/* Tiles [k0, k1) of x viewed as (outer, C, inner): tile k covers outer index
+   k / tiles_per_outer and inner positions from (k % tiles_per_outer) * VL. */
+KERNEL double FX_N(ce_cols)(const fx_ce_args *A, int64_t inner, int64_t k0, int64_t k1)
+{
+    const int64_t C = A->C, tpo = (inner + VL - 1) / VL;
+    double total = 0.0;
+    for (int64_t k = k0; k < k1; k++) {
+        int64_t o = k / tpo, i0 = (k % tpo) * VL;
+        int64_t n = inner - i0 < VL ? inner - i0 : VL;
+        int64_t base = o * C * inner + i0;
+        total += FX_N(ce_tile)(A, inner, o * inner + i0, n, (const R *)A->x + base,
+                               A->grad ? (R *)A->grad + base : NULL,
+                               A->soft ? (const R *)A->soft + base : NULL);
+    }
     return total;
 }
 
@@ -671,7 +788,8 @@ KERNEL void FX_N(vecmath_range)(const void *xv, void *outv, int64_t n, int what)
 
 static const fx_table FX_CAT(FX_CAT(fx_tab, FX_PREC), FX_ISA) = {
     FX_STR(FX_ISA),
-    FX_N(ce_rows), FX_N(ce_phase1), FX_N(ce_phase2), FX_N(ce_phase3),
+    VL,
+    FX_N(ce_rows), FX_N(ce_phase1), FX_N(ce_phase2), FX_N(ce_phase3), FX_N(ce_cols),
     FX_N(norm_rows), FX_N(bce_range), FX_N(sigmoid_range),
     FX_N(vecmath_range),
 };

@@ -71,44 +71,6 @@ static inline int64_t fx_read_label(const void *p, int code, int64_t i)
     }
 }
 
-/* ------------------------------------------------------------ argument blocks */
-
-/* Softmax family over rows of length C (cross_entropy, nll_loss). */
-typedef struct {
-    const void *x;          /* (rows, C) logits, or log-probabilities when logprob_input */
-    void *grad;             /* (rows, C) gradient out, may alias x; NULL: no gradient */
-    const void *labels;     /* (rows,) hard class labels; NULL when soft targets are given */
-    int label_code;         /* FX_I8 ... FX_U64 */
-    const void *soft;       /* (rows, C) target probabilities, input dtype; or NULL */
-    const void *weight;     /* (C,) class weights, input dtype; or NULL */
-    double weight_total;    /* sum of weight (C when weight is NULL) */
-    int64_t C;
-    int64_t ignore_index;
-    double smoothing;       /* label_smoothing eps in [0, 1] */
-    double grad_scale;      /* gradient multiplier: 1/denominator for "mean", else 1 */
-    void *row_loss;         /* (rows,) per-row loss out, input dtype; or NULL */
-    int logprob_input;      /* nll_loss: x already holds log-probabilities */
-} fx_ce_args;
-
-/* Elementwise sigmoid family over a flat (rows, cols) array (BCE with logits). */
-typedef struct {
-    const void *x;          /* logits */
-    void *grad;             /* gradient out, may alias x; or NULL */
-    const void *target;     /* same shape; input dtype, or uint8 (bool) when target_u8 */
-    int target_u8;
-    const void *weight;     /* NULL, (cols,) when weight_per_col, else full (rows, cols) */
-    int weight_per_col;
-    const void *pos_weight; /* likewise */
-    int pos_weight_per_col;
-    int64_t cols;
-    double grad_scale;
-    void *elem_loss;        /* per-element loss out, input dtype; or NULL */
-} fx_bce_args;
-
-/* Building-block outputs of fx_norm_rows. */
-enum { FX_OUT_LSE = 0, FX_OUT_SOFTMAX = 1, FX_OUT_LOG_SOFTMAX = 2, FX_OUT_ENTROPY = 3 };
-enum { FX_OUT_SIGMOID = 0, FX_OUT_LOG_SIGMOID = 1 };
-
 /* ------------------------------------------------- chunks of a softmax row */
 
 /* Rows are processed in chunks of this many bytes (16 KiB: a chunk's second pass reads
@@ -172,6 +134,70 @@ static inline double fx_entropy_term(const fx_chunk *st, int64_t nch, const fx_m
     return t / mg->S;
 }
 
+/* ------------------------------------------------------------ argument blocks */
+
+/* Softmax family over rows of length C (cross_entropy, nll_loss). */
+typedef struct {
+    const void *x;          /* (rows, C) logits, or log-probabilities when logprob_input */
+    void *grad;             /* (rows, C) gradient out, may alias x; NULL: no gradient */
+    const void *labels;     /* (rows,) hard class labels; NULL when soft targets are given */
+    int label_code;         /* FX_I8 ... FX_U64 */
+    const void *soft;       /* (rows, C) target probabilities, input dtype; or NULL */
+    const void *weight;     /* (C,) class weights, input dtype; or NULL */
+    double weight_total;    /* sum of weight (C when weight is NULL) */
+    int64_t C;
+    int64_t ignore_index;
+    double smoothing;       /* label_smoothing eps in [0, 1] */
+    double grad_scale;      /* gradient multiplier: 1/denominator for "mean", else 1 */
+    void *row_loss;         /* (rows,) per-row loss out, input dtype; or NULL */
+    int logprob_input;      /* nll_loss: x already holds log-probabilities */
+} fx_ce_args;
+
+/* The loss of one item from its chunks (see fx_impl.h for the notation):
+       loss = a log S + sum_j b_j (M - x_j)
+   hard label t (wt = w_t, xt = x_t):  a = (1-eps) wt + (eps/C) W,
+       sum_j b_j (M - x_j) = (1-eps) wt (M - xt) + (eps/C) sum_j w_j (M - x_j)
+   soft targets:  a = sum_j b_j.
+   Also sets each chunk's gradient factor (scale * a * p_j / e_j). The one place where
+   the formula lives: the row, chunk-parallel and column paths all call it. */
+static inline double fx_item_loss(const fx_ce_args *A, fx_chunk *st, int64_t nch,
+                                  double wt, double xt)
+{
+    const double eps = A->smoothing, C = (double)A->C;
+    fx_merged mg = fx_merge_chunks(st, nch);
+    double a, bd;
+    if (A->soft) {
+        a = mg.bsum;
+        bd = mg.bdM;
+    } else {
+        double b_t = (1.0 - eps) * wt;
+        a = b_t + eps / C * A->weight_total;
+        bd = b_t != 0.0 ? b_t * (mg.M - xt) : 0.0;
+        if (eps > 0.0) bd += eps / C * mg.bdM;
+    }
+    fx_set_alphas(st, nch, &mg, A->grad_scale * a);
+    return a * log(mg.S) + bd;
+}
+
+/* Elementwise sigmoid family over a flat (rows, cols) array (BCE with logits). */
+typedef struct {
+    const void *x;          /* logits */
+    void *grad;             /* gradient out, may alias x; or NULL */
+    const void *target;     /* same shape; input dtype, or uint8 (bool) when target_u8 */
+    int target_u8;
+    const void *weight;     /* NULL, (cols,) when weight_per_col, else full (rows, cols) */
+    int weight_per_col;
+    const void *pos_weight; /* likewise */
+    int pos_weight_per_col;
+    int64_t cols;
+    double grad_scale;
+    void *elem_loss;        /* per-element loss out, input dtype; or NULL */
+} fx_bce_args;
+
+/* Building-block outputs of fx_norm_rows. */
+enum { FX_OUT_LSE = 0, FX_OUT_SOFTMAX = 1, FX_OUT_LOG_SOFTMAX = 2, FX_OUT_ENTROPY = 3 };
+enum { FX_OUT_SIGMOID = 0, FX_OUT_LOG_SIGMOID = 1 };
+
 /* Which per-element sums the exp pass of fx_impl.h also gathers. */
 enum { FX_AUX_NONE = 0, FX_AUX_SMOOTH = 1, FX_AUX_SOFT = 2, FX_AUX_ENTROPY = 3 };
 
@@ -194,12 +220,17 @@ typedef void (*ce_phase1_fn)(const fx_ce_args *a, int64_t row, int64_t chunk, fx
 typedef double (*ce_phase2_fn)(const fx_ce_args *a, int64_t row, fx_chunk *row_chunks);
 typedef void (*ce_phase3_fn)(const fx_ce_args *a, int64_t row, int64_t chunk, const fx_chunk *row_chunks);
 
+/* cross-entropy family with the class axis not last: tiles [k0, k1) of (outer, C, inner) */
+typedef double (*ce_cols_fn)(const fx_ce_args *a, int64_t inner, int64_t k0, int64_t k1);
+
 typedef struct {
     const char *isa;
+    int lanes;              /* vector lanes: the tile width of ce_cols */
     ce_rows_fn ce_rows;
     ce_phase1_fn ce_phase1;
     ce_phase2_fn ce_phase2;
     ce_phase3_fn ce_phase3;
+    ce_cols_fn ce_cols;
     norm_rows_fn norm_rows;
     bce_range_fn bce_range;
     sigmoid_range_fn sigmoid_range;
