@@ -37,8 +37,14 @@ def float_input(x, name: str = "input") -> np.ndarray:
 
 def kernel_ready(a: np.ndarray, dtype=None) -> np.ndarray:
     """C-contiguous, aligned, native byte order (a copy only when needed)."""
-    dt = np.dtype(dtype if dtype is not None else a.dtype.type)
-    if a.dtype == dt and a.flags.c_contiguous and a.flags.aligned:
+    if dtype is None:
+        dt = a.dtype
+        if not dt.isnative:
+            dt = dt.newbyteorder("=")
+    else:
+        dt = np.dtype(dtype)
+    f = a.flags
+    if a.dtype == dt and f.c_contiguous and f.aligned:
         return a
     return np.require(a, dtype=dt, requirements=["C", "A"])
 

@@ -80,7 +80,7 @@ def _softmax_loss(input, target, weight, ignore_index, reduction, label_smoothin
     wk, w64, wtotal = class_weight(weight, C, x.dtype)
     # (outer, C, inner) view: the kernels read a class axis that is not last with
     # stride `inner`, so no transposing copy is made
-    inner = int(np.prod(x.shape[ax + 1:], dtype=np.int64))
+    inner = math.prod(x.shape[ax + 1:])
     xk = kernel_ready(x)
 
     if soft:
@@ -90,7 +90,7 @@ def _softmax_loss(input, target, weight, ignore_index, reduction, label_smoothin
                 f"targets must have the input's shape"
             )
         yk = kernel_ready(t, x.dtype)
-        labels, code, denom = None, 0, float(int(np.prod(item_shape)))
+        labels, code, denom = None, 0, float(math.prod(item_shape))
     else:
         yk = None
         labels, code, denom = _labels(t, item_shape, x.shape, C, ignore_index, w64)

@@ -48,21 +48,6 @@ FN VR FX_N(vsplat)(R a) { VR v = {0}; return v + a; }
 FN VR FX_N(vload)(const R *p) { VR v; memcpy(&v, p, sizeof v); return v; }
 FN void FX_N(vstore)(R *p, VR v) { memcpy(p, &v, sizeof v); }
 
-/* Load n < VL elements, filling the rest with pad. */
-FN VR FX_N(vload_part)(const R *p, int64_t n, R pad)
-{
-    R b[VL];
-    for (int i = 0; i < VL; i++) b[i] = i < n ? p[i] : pad;
-    return FX_N(vload)(b);
-}
-
-FN void FX_N(vstore_part)(R *p, VR v, int64_t n)
-{
-    R b[VL];
-    FX_N(vstore)(b, v);
-    for (int64_t i = 0; i < n; i++) p[i] = b[i];
-}
-
 /* Lanes [0, n) set. */
 FN VI FX_N(vlive)(int64_t n)
 {
@@ -75,20 +60,126 @@ FN VR FX_N(vselect)(VI mask, VR a, VR b) { return (VR)((mask & (VI)a) | (~mask &
 FN VR FX_N(vzero_unless)(VI mask, VR a) { return (VR)(mask & (VI)a); }
 /* max that keeps a when b is NaN */
 FN VR FX_N(vmax)(VR a, VR b) { return FX_N(vselect)(b > a, b, a); }
+/* max that turns NaN once either holds one (b's NaN enters, a's stays) */
+FN VR FX_N(vmax_nan)(VR a, VR b) { return FX_N(vselect)((b > a) | (b != b), b, a); }
 
+/* Load n < VL elements, filling the rest with pad; store the first n lanes. Row tails
+   and column tiles go through these, so the ISAs with masked moves use them. */
+#if FX_VBYTES == 64
+#if FX_IS_F32
+#define FX_KMASK(n) ((__mmask16)((1u << (n)) - 1u))
+FN VR FX_N(vload_part)(const R *p, int64_t n, R pad)
+{ return (VR)_mm512_mask_loadu_ps(_mm512_set1_ps(pad), FX_KMASK(n), p); }
+FN void FX_N(vstore_part)(R *p, VR v, int64_t n) { _mm512_mask_storeu_ps(p, FX_KMASK(n), (__m512)v); }
+#else
+#define FX_KMASK(n) ((__mmask8)((1u << (n)) - 1u))
+FN VR FX_N(vload_part)(const R *p, int64_t n, R pad)
+{ return (VR)_mm512_mask_loadu_pd(_mm512_set1_pd(pad), FX_KMASK(n), p); }
+FN void FX_N(vstore_part)(R *p, VR v, int64_t n) { _mm512_mask_storeu_pd(p, FX_KMASK(n), (__m512d)v); }
+#endif
+#undef FX_KMASK
+#elif FX_VBYTES == 32
+#if FX_IS_F32
+FN VR FX_N(vload_part)(const R *p, int64_t n, R pad)
+{
+    VI live = FX_N(vlive)(n);
+    return FX_N(vselect)(live, (VR)_mm256_maskload_ps(p, (__m256i)live), FX_N(vsplat)(pad));
+}
+FN void FX_N(vstore_part)(R *p, VR v, int64_t n) { _mm256_maskstore_ps(p, (__m256i)FX_N(vlive)(n), (__m256)v); }
+#else
+FN VR FX_N(vload_part)(const R *p, int64_t n, R pad)
+{
+    VI live = FX_N(vlive)(n);
+    return FX_N(vselect)(live, (VR)_mm256_maskload_pd(p, (__m256i)live), FX_N(vsplat)(pad));
+}
+FN void FX_N(vstore_part)(R *p, VR v, int64_t n) { _mm256_maskstore_pd(p, (__m256i)FX_N(vlive)(n), (__m256d)v); }
+#endif
+#else
+FN VR FX_N(vload_part)(const R *p, int64_t n, R pad)
+{
+    R b[VL];
+    for (int i = 0; i < VL; i++) b[i] = i < n ? p[i] : pad;
+    return FX_N(vload)(b);
+}
+FN void FX_N(vstore_part)(R *p, VR v, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++) p[i] = v[i];
+}
+#endif
+
+/* Horizontal sum in float64 and horizontal max (NaN if any lane is NaN), by fixed
+   shuffle trees: short rows pay for these once per pass. */
+#if FX_VBYTES == 64 && FX_IS_F32
 FN double FX_N(vhsum)(VR v)
 {
-    double s = 0.0;
-    for (int i = 0; i < VL; i++) s += (double)v[i];
-    return s;
+    __m512 x = (__m512)v;
+    __m256 hi = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(x), 1));
+    return _mm512_reduce_add_pd(_mm512_add_pd(_mm512_cvtps_pd(_mm512_castps512_ps256(x)),
+                                              _mm512_cvtps_pd(hi)));
 }
-
-FN R FX_N(vhmax)(VR v)
+FN R FX_N(vhmax_nan)(VR v)
+{
+    __m512 x = (__m512)v;
+    return _mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q) ? NAN : _mm512_reduce_max_ps(x);
+}
+#elif FX_VBYTES == 64
+FN double FX_N(vhsum)(VR v) { return _mm512_reduce_add_pd((__m512d)v); }
+FN R FX_N(vhmax_nan)(VR v)
+{
+    __m512d x = (__m512d)v;
+    return _mm512_cmp_pd_mask(x, x, _CMP_UNORD_Q) ? NAN : _mm512_reduce_max_pd(x);
+}
+#elif FX_VBYTES == 32 && FX_IS_F32
+FN double FX_N(vhsum)(VR v)
+{
+    __m256 x = (__m256)v;
+    __m256d d = _mm256_add_pd(_mm256_cvtps_pd(_mm256_castps256_ps128(x)),
+                              _mm256_cvtps_pd(_mm256_extractf128_ps(x, 1)));
+    __m128d h = _mm_add_pd(_mm256_castpd256_pd128(d), _mm256_extractf128_pd(d, 1));
+    return _mm_cvtsd_f64(_mm_add_sd(h, _mm_unpackhi_pd(h, h)));
+}
+FN R FX_N(vhmax_nan)(VR v)
+{
+    __m256 x = (__m256)v;
+    if (_mm256_movemask_ps(_mm256_cmp_ps(x, x, _CMP_UNORD_Q))) return NAN;
+    __m128 m = _mm_max_ps(_mm256_castps256_ps128(x), _mm256_extractf128_ps(x, 1));
+    m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+    m = _mm_max_ss(m, _mm_shuffle_ps(m, m, 1));
+    return _mm_cvtss_f32(m);
+}
+#elif FX_VBYTES == 32
+FN double FX_N(vhsum)(VR v)
+{
+    __m256d d = (__m256d)v;
+    __m128d h = _mm_add_pd(_mm256_castpd256_pd128(d), _mm256_extractf128_pd(d, 1));
+    return _mm_cvtsd_f64(_mm_add_sd(h, _mm_unpackhi_pd(h, h)));
+}
+FN R FX_N(vhmax_nan)(VR v)
+{
+    __m256d x = (__m256d)v;
+    if (_mm256_movemask_pd(_mm256_cmp_pd(x, x, _CMP_UNORD_Q))) return NAN;
+    __m128d m = _mm_max_pd(_mm256_castpd256_pd128(x), _mm256_extractf128_pd(x, 1));
+    return _mm_cvtsd_f64(_mm_max_sd(m, _mm_unpackhi_pd(m, m)));
+}
+#else
+FN double FX_N(vhsum)(VR v)
+{
+    double a[VL];
+    for (int i = 0; i < VL; i++) a[i] = (double)v[i];
+    for (int w = VL / 2; w >= 1; w /= 2)
+        for (int i = 0; i < w; i++) a[i] += a[i + w];
+    return a[0];
+}
+FN R FX_N(vhmax_nan)(VR v)
 {
     R m = v[0];
-    for (int i = 1; i < VL; i++) m = v[i] > m ? v[i] : m;
+    for (int i = 0; i < VL; i++) {
+        if (v[i] != v[i]) return NAN;
+        m = v[i] > m ? v[i] : m;
+    }
     return m;
 }
+#endif
 
 FN VR FX_N(vload_u8)(const uint8_t *p)
 {
@@ -246,22 +337,16 @@ FN VR FX_N(vlog1p_unit)(VR e, VR *recip)
 FN R FX_N(row_max)(const R *x, int64_t C)
 {
     VR m0 = FX_N(vsplat)(-INFINITY), m1 = m0;
-    VI nan = {0};
     int64_t j = 0;
     for (; j + 2 * VL <= C; j += 2 * VL) {
-        VR v0 = FX_N(vload)(x + j), v1 = FX_N(vload)(x + j + VL);
-        nan |= (v0 != v0) | (v1 != v1);
-        m0 = FX_N(vmax)(m0, v0);
-        m1 = FX_N(vmax)(m1, v1);
+        m0 = FX_N(vmax_nan)(m0, FX_N(vload)(x + j));
+        m1 = FX_N(vmax_nan)(m1, FX_N(vload)(x + j + VL));
     }
     for (; j < C; j += VL) {
         VR v = j + VL <= C ? FX_N(vload)(x + j) : FX_N(vload_part)(x + j, C - j, -INFINITY);
-        nan |= v != v;
-        m0 = FX_N(vmax)(m0, v);
+        m0 = FX_N(vmax_nan)(m0, v);
     }
-    for (int i = 0; i < VL; i++)
-        if (nan[i]) return NAN;
-    return FX_N(vhmax)(FX_N(vmax)(m0, m1));
+    return FX_N(vhmax_nan)(FX_N(vmax_nan)(m0, m1));
 }
 
 /* The exp pass over one chunk: e_j = exp(x_j - sh), s = sum e_j, e_j stored to g when
@@ -542,13 +627,7 @@ FN double FX_N(ce_tile)(const fx_ce_args *A, int64_t inner, int64_t item0, int64
 
     /* pass 1: max per lane (NaN if the lane holds a NaN) */
     VR m = FX_N(vsplat)(-INFINITY);
-    VI nan = {0};
-    for (int64_t c = 0; c < C; c++) {
-        VR v = LOAD(x + c * inner, -INFINITY);
-        nan |= v != v;
-        m = FX_N(vmax)(m, v);
-    }
-    m = FX_N(vselect)(nan, FX_N(vsplat)(NAN), m);
+    for (int64_t c = 0; c < C; c++) m = FX_N(vmax_nan)(m, LOAD(x + c * inner, -INFINITY));
     VR sh = FX_N(vselect)(m == FX_N(vsplat)(-INFINITY), zero, m);
 
     /* pass 2: e = exp(x - sh) into g; sums per lane, folded to float64 every 16 */

@@ -99,6 +99,13 @@ static inline fx_merged fx_merge_chunks(const fx_chunk *st, int64_t nch)
 {
     fx_merged r = {-INFINITY, 0.0, 0.0, 0.0};
     int nan = 0;
+    if (nch == 1) {             /* one chunk (every row up to 4096 float32 classes) */
+        r.M = st->m;
+        r.S = st->s;
+        r.bsum = st->bsum;
+        r.bdM = st->bd + (st->bsum != 0.0 ? (r.M - st->sh) * st->bsum : 0.0);
+        return r;
+    }
     for (int64_t c = 0; c < nch; c++) {
         if (isnan(st[c].m)) nan = 1;
         else if (st[c].m > r.M) r.M = st[c].m;
@@ -119,6 +126,10 @@ static inline fx_merged fx_merge_chunks(const fx_chunk *st, int64_t nch)
 static inline void fx_set_alphas(fx_chunk *st, int64_t nch, const fx_merged *mg, double k)
 {
     int undefined = !(mg->S > 0.0);
+    if (nch == 1) {
+        st->alpha = undefined ? NAN : k / mg->S;
+        return;
+    }
     for (int64_t c = 0; c < nch; c++)
         st[c].alpha = undefined ? NAN
                     : st[c].s != 0.0 ? k * exp(st[c].sh - mg->M) / mg->S : 0.0;
