@@ -1,9 +1,10 @@
 """The kernels' own exp and log1p, measured in ulps against extended precision.
 
-These are the two point functions every kernel leans on (fx_impl.h: vexp_nonpos for
-x <= 0, vlog1p_unit for e in [0, 1]); they are tested directly through the test hook
+These are the point functions every kernel leans on (fx_impl.h: vexp_nonpos for
+x <= 0, vlog1p_unit for e in [0, 1], vlog for binary_cross_entropy and kl_div); they are
+tested directly through the test hook
 _core.vecmath, for every ISA variant this CPU can run. Bounds (stated in fx_impl.h):
-exp within 1.5 ulp, log1p within 4 ulp, both in float32 and float64.
+exp within 1.5 ulp, log1p and log within 4 ulp, in float32 and float64.
 """
 import numpy as np
 import pytest
@@ -58,3 +59,20 @@ def test_log1p_ulp_bound(isa, dtype):
     err = _ulp_error(_run(e, 1), np.log1p(e.astype(np.longdouble)), dtype)
     assert err.max() <= LOG1P_ULP, f"max {err.max():.3f} ulp at e={e[err.argmax()]!r}"
     assert np.isnan(_run(np.array([np.nan], dtype=dtype), 1)[0])
+
+
+LOG_ULP = 4.0
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_log_ulp_bound_and_special_values(isa, dtype):
+    fi = np.finfo(dtype)
+    x = np.concatenate([
+        np.linspace(0.5, 2.0, 200_001),
+        np.logspace(np.log10(fi.smallest_subnormal) + 1, np.log10(fi.max) - 1, 200_001),
+    ]).astype(dtype)
+    err = _ulp_error(_run(x, 2), np.log(x.astype(np.longdouble)), dtype)
+    assert err.max() <= LOG_ULP, f"max {err.max():.3f} ulp at x={x[err.argmax()]!r}"
+    special = _run(np.array([0.0, -0.0, np.inf, -1.0, -np.inf, np.nan, 1.0], dtype=dtype), 2)
+    assert special[0] == -np.inf and special[1] == -np.inf and special[2] == np.inf
+    assert np.isnan(special[3:6]).all() and special[6] == 0.0

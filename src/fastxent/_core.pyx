@@ -30,7 +30,8 @@ cdef extern from "fx_kernels.h" nogil:
         void *row_loss
         int logprob_input
 
-    ctypedef struct fx_bce_args:
+    ctypedef struct fx_elem_args:
+        int kind
         const void *x
         void *grad
         const void *target
@@ -52,7 +53,7 @@ cdef extern from "fx_kernels.h" nogil:
     ctypedef void (*ce_phase3_fn)(const fx_ce_args *a, int64_t row, int64_t chunk, const fx_chunk *row_chunks) noexcept nogil
     ctypedef double (*ce_cols_fn)(const fx_ce_args *a, int64_t inner, int64_t k0, int64_t k1) noexcept nogil
     ctypedef void (*norm_rows_fn)(const void *x, void *out, int64_t C, int64_t r0, int64_t r1, int what) noexcept nogil
-    ctypedef double (*bce_range_fn)(const fx_bce_args *a, int64_t i0, int64_t i1) noexcept nogil
+    ctypedef double (*pointwise_range_fn)(const fx_elem_args *a, int64_t i0, int64_t i1) noexcept nogil
     ctypedef void (*sigmoid_range_fn)(const void *x, void *out, int64_t i0, int64_t i1, int what) noexcept nogil
     ctypedef void (*vecmath_fn)(const void *x, void *out, int64_t n, int what) noexcept nogil
 
@@ -65,7 +66,7 @@ cdef extern from "fx_kernels.h" nogil:
         ce_phase3_fn ce_phase3
         ce_cols_fn ce_cols
         norm_rows_fn norm_rows
-        bce_range_fn bce_range
+        pointwise_range_fn pointwise_range
         sigmoid_range_fn sigmoid_range
         vecmath_fn vecmath
 
@@ -77,6 +78,7 @@ cdef extern from "fx_kernels.h" nogil:
     int fx_have_openmp()
     int fx_omp_max_threads()
     int FX_CHUNK_BYTES
+    int64_t fx_find_outside_unit(const void *x, int is_f32, int64_t n)
     int64_t fx_check_labels(const void *labels, int code, int64_t n, int64_t C,
                             int64_t ignore_index, const double *weight, double *wsum,
                             int64_t *bad_value)
@@ -290,11 +292,14 @@ def norm(cnp.ndarray x, cnp.ndarray out, int what, n_threads):
                 fn(xp, op, C, b * per, min(rows, (b + 1) * per), what)
 
 
-def bce(cnp.ndarray x, cnp.ndarray target, weight, bint weight_per_col, pos_weight,
-        bint pos_weight_per_col, double grad_scale, grad, elem_loss, n_threads):
-    """BCE with logits over x viewed as (rows, cols), cols = last axis; returns the sum."""
-    cdef fx_bce_args a
+def pointwise(int kind, cnp.ndarray x, cnp.ndarray target, weight, bint weight_per_col,
+              pos_weight, bint pos_weight_per_col, double grad_scale, grad, elem_loss,
+              n_threads):
+    """Elementwise losses (kind: 0 BCE with logits, 1 BCE on probabilities, 2 KL, 3 KL
+    with log-target) over x viewed as (rows, cols), cols = last axis; returns the sum."""
+    cdef fx_elem_args a
     cdef int64_t n = cnp.PyArray_SIZE(x)
+    a.kind = kind
     a.x = cnp.PyArray_DATA(x)
     a.grad = _ptr(grad)
     a.target = cnp.PyArray_DATA(target)
@@ -306,7 +311,7 @@ def bce(cnp.ndarray x, cnp.ndarray target, weight, bint weight_per_col, pos_weig
     a.cols = x.shape[x.ndim - 1] if x.ndim > 0 else 1
     a.grad_scale = grad_scale
     a.elem_loss = _ptr(elem_loss)
-    cdef bce_range_fn fn = _table(x).bce_range
+    cdef pointwise_range_fn fn = _table(x).pointwise_range
     cdef int64_t per = BLOCK_ELEMS
     cdef int64_t nblocks = (n + per - 1) // per
     cdef int nt = _threads(n_threads, n, nblocks)
@@ -331,6 +336,16 @@ def bce(cnp.ndarray x, cnp.ndarray target, weight, bint weight_per_col, pos_weig
     return total
 
 
+def find_outside_unit(cnp.ndarray x):
+    """Flat position of the first value of x not in [0, 1] (NaN included), or -1."""
+    cdef const void *p = cnp.PyArray_DATA(x)
+    cdef int f32 = cnp.PyArray_TYPE(x) == cnp.NPY_FLOAT32
+    cdef int64_t n = cnp.PyArray_SIZE(x), pos
+    with nogil:
+        pos = fx_find_outside_unit(p, f32, n)
+    return pos
+
+
 def sigmoid(cnp.ndarray x, cnp.ndarray out, int what, n_threads):
     """sigmoid (what=0) or log_sigmoid (what=1), elementwise."""
     cdef int64_t n = cnp.PyArray_SIZE(x)
@@ -350,6 +365,7 @@ def sigmoid(cnp.ndarray x, cnp.ndarray out, int what, n_threads):
 
 
 def vecmath(cnp.ndarray x, cnp.ndarray out, int what):
-    """Test hook: the kernels' own exp (what=0, for x <= 0) or log1p (what=1, for x in
-    [0, 1]) over a contiguous float array, so their error can be measured in ulps."""
+    """Test hook: the kernels' own exp (what=0, for x <= 0), log1p (what=1, for x in
+    [0, 1]) or log (what=2) over a contiguous float array, so their error can be
+    measured in ulps."""
     _table(x).vecmath(cnp.PyArray_DATA(x), cnp.PyArray_DATA(out), cnp.PyArray_SIZE(x), what)

@@ -204,16 +204,36 @@ def binary_cross_entropy_with_logits(input: ArrayLike, target: ArrayLike,
     ``weight`` and ``pos_weight`` broadcast to the input's shape. ``"mean"`` divides by
     the number of elements (NaN for an empty input).
     """
+    return _elementwise_loss(_PW_BCE_LOGITS, input, target, weight, pos_weight, reduction,
+                             return_grad, grad_out, n_threads)
+
+
+_PW_BCE_LOGITS, _PW_BCE_PROBS, _PW_KL, _PW_KL_LOG_TARGET = 0, 1, 2, 3
+
+
+def _elementwise_loss(kind: int, input, target, weight, pos_weight, reduction: str,
+                      return_grad: bool, grad_out, n_threads, allowed=("none", "mean", "sum")):
+    """The elementwise losses: checks, layout and outputs, then one fused kernel pass."""
     x = float_input(input)
-    check_reduction(reduction)
+    check_reduction(reduction, allowed)
     n_threads = check_threads(n_threads)
-    t = target if isinstance(target, np.ndarray) else np.asarray(target)
-    if t.dtype.kind not in "fbiu":
-        raise TypeError(f"target must be float, bool or uint8, got dtype {t.dtype}")
+    if kind in (_PW_KL, _PW_KL_LOG_TARGET):
+        t = float_input(target, "target")
+    else:
+        t = target if isinstance(target, np.ndarray) else np.asarray(target)
+        if t.dtype.kind not in "fbiu":
+            raise TypeError(f"target must be float, bool or uint8, got dtype {t.dtype}")
     if t.shape != x.shape:
         raise ValueError(f"target shape {t.shape} must match input shape {x.shape}")
     shape = x.shape if x.ndim else (1,)
     xk = kernel_ready(x).reshape(shape)
+    if kind == _PW_BCE_PROBS and x.size:
+        bad = _core.find_outside_unit(xk)
+        if bad >= 0:
+            raise ValueError(
+                f"binary_cross_entropy: input must lie in [0, 1]; found {xk.reshape(-1)[bad]} "
+                f"at position {tuple(int(i) for i in np.unravel_index(bad, x.shape))}"
+            )
     if t.dtype == np.bool_ or t.dtype == np.uint8:
         tk = kernel_ready(t.view(np.uint8) if t.dtype == np.bool_ else t).reshape(shape)
     else:
@@ -221,7 +241,7 @@ def binary_cross_entropy_with_logits(input: ArrayLike, target: ArrayLike,
     wk, w_col = _broadcast_param(weight, shape, x.dtype, "weight")
     pk, p_col = _broadcast_param(pos_weight, shape, x.dtype, "pos_weight")
     n = x.size
-    denom = float(n)
+    denom = float(x.shape[0] if x.ndim else 1) if reduction == "batchmean" else float(n)
     if return_grad:
         out = output_array(grad_out, x.shape, x.dtype, "grad_out")
         gbuf, copy_to = write_target(out, x.shape, x.dtype, x, t)
@@ -229,24 +249,19 @@ def binary_cross_entropy_with_logits(input: ArrayLike, target: ArrayLike,
         raise ValueError("grad_out was given but return_grad is False")
     else:
         gbuf = copy_to = None
-    scale = (1.0 / denom if n else math.inf) if reduction == "mean" else 1.0
+    scale = 1.0
+    if reduction in ("mean", "batchmean"):
+        scale = 1.0 / denom if denom else math.inf
     per_item = np.empty(x.shape, dtype=x.dtype) if reduction == "none" else None
-    total = _core.bce(xk, tk, wk, w_col, pk, p_col, scale,
-                      None if gbuf is None else gbuf.reshape(shape),
-                      None if per_item is None else per_item.reshape(shape), n_threads)
+    total = _core.pointwise(kind, xk, tk, wk, w_col, pk, p_col, scale,
+                            None if gbuf is None else gbuf.reshape(shape),
+                            None if per_item is None else per_item.reshape(shape), n_threads)
     grad = gbuf
     if copy_to is not None:
         np.copyto(copy_to, gbuf)
         grad = copy_to
-    return _finish(total, denom, reduction, per_item, x.dtype, grad, return_grad)
-
-
-# PyTorch clamps the logs of binary_cross_entropy at -100 and the denominator of its
-# gradient at EPSILON = 1e-12 (aten/src/ATen/native/Loss.cpp). Measured with torch 2.13
-# in float64, the clamp acts as 1e-12 rounded to float32 (9.9999999600e-13): the
-# gradient at p = 1e-30, t = 0.3 is -3.0000000119874e11, not -3e11. We match that.
-_BCE_LOG_FLOOR = -100.0
-_BCE_GRAD_EPS = float(np.float32(1e-12))
+    red = "mean" if reduction == "batchmean" else reduction
+    return _finish(total, denom, red, per_item, x.dtype, grad, return_grad)
 
 
 def binary_cross_entropy(input: ArrayLike, target: ArrayLike, weight: Optional[ArrayLike] = None,
@@ -259,54 +274,11 @@ def binary_cross_entropy(input: ArrayLike, target: ArrayLike, weight: Optional[A
     PyTorch's gradient ``w (p - t) / max(p (1 - p), 1e-12)``. ``input`` must lie in [0, 1]
     (ValueError otherwise, as PyTorch raises). Prefer
     :func:`binary_cross_entropy_with_logits`, which is exact where this one clamps.
-    Computed in float64 with NumPy (not a fused kernel); ``n_threads`` is accepted for a
-    uniform signature.
+    PyTorch's clamp of the gradient's denominator is ``1e-12`` rounded to float32
+    (``9.99999996e-13``), which is what a float64 PyTorch computation shows; we match it.
     """
-    x = float_input(input)
-    check_reduction(reduction)
-    check_threads(n_threads)
-    t = target if isinstance(target, np.ndarray) else np.asarray(target)
-    if t.dtype.kind not in "fbiu":
-        raise TypeError(f"target must be float, bool or integer, got dtype {t.dtype}")
-    if t.shape != x.shape:
-        raise ValueError(f"target shape {t.shape} must match input shape {x.shape}")
-    p = x.astype(np.float64)
-    if p.size and not ((p >= 0) & (p <= 1)).all():
-        bad = np.flatnonzero(~((p >= 0) & (p <= 1)))[0]
-        raise ValueError(
-            f"binary_cross_entropy: input must lie in [0, 1]; found {p.reshape(-1)[bad]} at "
-            f"position {tuple(int(i) for i in np.unravel_index(bad, p.shape))}"
-        )
-    out = output_array(grad_out, x.shape, x.dtype, "grad_out") if return_grad else None
-    if grad_out is not None and not return_grad:
-        raise ValueError("grad_out was given but return_grad is False")
-    y = t.astype(np.float64)
-    w = None
-    if weight is not None:
-        wa = np.asarray(weight, dtype=np.float64)
-        try:
-            w = np.broadcast_to(wa, x.shape)
-        except ValueError:
-            raise ValueError(f"weight of shape {wa.shape} cannot be broadcast to the input shape {x.shape}") from None
-    with np.errstate(divide="ignore"):
-        logp = np.maximum(np.log(p), _BCE_LOG_FLOOR)
-        log1mp = np.maximum(np.log1p(-p), _BCE_LOG_FLOOR)
-    loss = -(y * logp + (1.0 - y) * log1mp)
-    if w is not None:
-        loss = loss * w
-    n = x.size
-    total = float(loss.sum())
-    grad = None
-    if return_grad:
-        g = (p - y) / np.maximum(p * (1.0 - p), _BCE_GRAD_EPS)
-        if w is not None:
-            g = g * w
-        if reduction == "mean":
-            g = g / n if n else g * math.inf
-        grad = out if out is not None else np.empty(x.shape, dtype=x.dtype)
-        np.copyto(grad, g, casting="unsafe")
-    return _finish(total, float(n), reduction, loss.astype(x.dtype) if reduction == "none" else None,
-                   x.dtype, grad, return_grad)
+    return _elementwise_loss(_PW_BCE_PROBS, input, target, weight, None, reduction,
+                             return_grad, grad_out, n_threads)
 
 
 def kl_div(input: ArrayLike, target: ArrayLike, *, reduction: str = "mean",
@@ -320,40 +292,7 @@ def kl_div(input: ArrayLike, target: ArrayLike, *, reduction: str = "mean",
     ``"mean"`` (over all elements, PyTorch's default, which is not the KL divergence of
     the rows) and ``"batchmean"`` (sum / input.shape[0], the true mean KL per row).
     The gradient with respect to ``input`` is ``-p`` times the reduction's scale.
-    Computed with NumPy in float64.
     """
-    x = float_input(input)
-    check_reduction(reduction, ("none", "mean", "sum", "batchmean"))
-    check_threads(n_threads)
-    t = float_input(target, "target")
-    if t.shape != x.shape:
-        raise ValueError(f"target shape {t.shape} must match input shape {x.shape}")
-    out = output_array(grad_out, x.shape, x.dtype, "grad_out") if return_grad else None
-    if grad_out is not None and not return_grad:
-        raise ValueError("grad_out was given but return_grad is False")
-    q = x.astype(np.float64)
-    if log_target:
-        lp = t.astype(np.float64)
-        p = np.exp(lp)
-        loss = p * (lp - q)
-    else:
-        p = t.astype(np.float64)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            plogp = np.where(p > 0, p * np.log(np.where(p > 0, p, 1.0)), np.where(p == 0, 0.0, np.nan))
-        loss = plogp - p * q
-    total = float(loss.sum())
-    n = x.size
-    if reduction == "batchmean":
-        denom = float(x.shape[0]) if x.ndim else 1.0
-    else:
-        denom = float(n)
-    grad = None
-    if return_grad:
-        g = -p
-        if reduction in ("mean", "batchmean"):
-            g = g / denom if denom else g * math.inf
-        grad = out if out is not None else np.empty(x.shape, dtype=x.dtype)
-        np.copyto(grad, g, casting="unsafe")
-    red = "mean" if reduction == "batchmean" else reduction
-    return _finish(total, denom, red, loss.astype(x.dtype) if reduction == "none" else None,
-                   x.dtype, grad, return_grad)
+    kind = _PW_KL_LOG_TARGET if log_target else _PW_KL
+    return _elementwise_loss(kind, input, target, None, None, reduction, return_grad,
+                             grad_out, n_threads, allowed=("none", "mean", "sum", "batchmean"))

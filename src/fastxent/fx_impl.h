@@ -293,21 +293,12 @@ FN VR FX_N(vexp_nonpos)(VR x)
 #undef FX_LN2HI
 #undef FX_LN2LO
 
-/* log(1 + e) for e in [0, 1] (or NaN); also returns 1/(1+e) through *recip, which the
-   sigmoid needs anyway. With u = fl(1+e), log1p(e) = log(u) + (e - (u-1))/u, where
-   e - (u-1) is exact (Fast2Sum). log(u) = k ln2 + 2 atanh(z), z = (f-1)/(f+1), with
-   f = u or u/2 in [1/sqrt2, sqrt2], so |z| <= 0.1716 and the odd series
-   2z (1 + z^2/3 + z^4/5 + ...) converges fast: truncated after z^10/11 in float32
+/* log(f) for f in [1/sqrt2, sqrt2]: 2 atanh(z), z = (f-1)/(f+1), |z| <= 0.1716, by the
+   odd series 2z (1 + z^2/3 + z^4/5 + ...), truncated after z^10/11 in float32
    (< 3e-9 relative) and z^20/21 in float64 (< 1e-18). */
-FN VR FX_N(vlog1p_unit)(VR e, VR *recip)
+FN VR FX_N(vlog_reduced)(VR f)
 {
     const R one = 1;
-    VR u = e + one;
-    VR inv = one / u;
-    VR err = e - (u - one);
-    VI big = u > (R)1.41421356237309504880;
-    VR f = FX_N(vselect)(big, u * (R)0.5, u);
-    VR kln2 = FX_N(vzero_unless)(big, FX_N(vsplat)((R)0.69314718055994530942));
     VR z = (f - one) / (f + one);
     VR z2 = z * z;
 #if FX_IS_F32
@@ -327,8 +318,69 @@ FN VR FX_N(vlog1p_unit)(VR e, VR *recip)
     q = q * z2 + (R)(1.0 / 5);
     q = q * z2 + (R)(1.0 / 3);
     q = q * z2 + one;
+    return (z + z) * q;
+}
+
+#define FX_SQRT2 ((R)1.41421356237309504880)
+#define FX_LN2 ((R)0.69314718055994530942)
+
+/* log(1 + e) for e in [0, 1] (or NaN); also returns 1/(1+e) through *recip, which the
+   sigmoid needs anyway. With u = fl(1+e), log1p(e) = log(u) + (e - (u-1))/u, where
+   e - (u-1) is exact (Fast2Sum); log(u) = k ln2 + log(f), f = u or u/2. */
+FN VR FX_N(vlog1p_unit)(VR e, VR *recip)
+{
+    const R one = 1;
+    VR u = e + one;
+    VR inv = one / u;
+    VR err = e - (u - one);
+    VI big = u > FX_SQRT2;
+    VR f = FX_N(vselect)(big, u * (R)0.5, u);
+    VR kln2 = FX_N(vzero_unless)(big, FX_N(vsplat)(FX_LN2));
     *recip = inv;
-    return kln2 + (z + z) * q + err * inv;
+    return kln2 + FX_N(vlog_reduced)(f) + err * inv;
+}
+
+/* log(x) for any x: x = 2^k f with f in [1/sqrt2, sqrt2) from the exponent bits
+   (subnormals scaled up first); log(0) = -inf, log(inf) = inf, log(<0) = log(NaN) = NaN.
+   k ln2 is added in two parts so that it stays exact. */
+FN VR FX_N(vlog)(VR x)
+{
+#if FX_IS_F32
+    const int mbits = 23, ebias = 127;
+    const VI mant = (VI){0} + 0x007fffff, onebits = (VI){0} + 0x3f800000;
+    const R tiny = 1.17549435e-38f, up = 8388608.0f;       /* 2^-126, 2^23 */
+    const R ln2hi = 0.693359375f, ln2lo = -2.12194440e-4f;
+#else
+    const int mbits = 52, ebias = 1023;
+    const VI mant = (VI){0} + 0x000fffffffffffffLL, onebits = (VI){0} + 0x3ff0000000000000LL;
+    const R tiny = 2.2250738585072014e-308, up = 4503599627370496.0;   /* 2^-1022, 2^52 */
+    const R ln2hi = 6.93147180369123816490e-01, ln2lo = 1.90821492927058770002e-10;
+#endif
+    VR zero = {0};
+    VI sub = (x < tiny) & (x > zero);
+    VR xs = FX_N(vselect)(sub, x * up, x);
+    VI bits = (VI)xs;
+    VI k = ((bits >> mbits) & (VI)((VI){0} + 0x7ff)) - ebias;
+    k = k - (sub & ((VI){0} + mbits));
+    VR f = (VR)((bits & mant) | onebits);                  /* [1, 2) */
+    VI big = f > FX_SQRT2;
+    f = FX_N(vselect)(big, f * (R)0.5, f);
+    k = k - big;                                           /* big is -1 where set */
+    VR kr = __builtin_convertvector(k, VR);
+    VR r = kr * ln2hi + (kr * ln2lo + FX_N(vlog_reduced)(f));
+    r = FX_N(vselect)(x == zero, FX_N(vsplat)(-INFINITY), r);
+    r = FX_N(vselect)(x == FX_N(vsplat)(INFINITY), x, r);
+    return FX_N(vselect)((x < zero) | (x != x), FX_N(vsplat)(NAN), r);
+}
+
+/* exp(x) for any x: the vector exp below 0, libm for the (rare) positive lanes. */
+FN VR FX_N(vexp_any)(VR x)
+{
+    VI pos = x > (R)0;
+    VR r = FX_N(vexp_nonpos)(FX_N(vselect)(pos, (VR){0}, x));
+    for (int i = 0; i < VL; i++)
+        if (pos[i]) r[i] = (R)exp((double)x[i]);
+    return r;
 }
 
 /* ------------------------------------------------------------ row passes */
@@ -772,52 +824,80 @@ FN VR FX_N(softplus_neg)(VR x, VR *sig)
     return FX_N(vzero_unless)(neg, -x) + l1p;
 }
 
-/* BCE with logits: loss = w ((1-t) x + lw softplus(-x)), lw = 1 + (pw-1) t;
-   d loss / dx = w (lw sigmoid(x) - pw t)   (pw = 1 without pos_weight). */
-KERNEL double FX_N(bce_range)(const fx_bce_args *A, int64_t i0, int64_t i1)
+/* The elementwise losses, d loss/dx alongside (before weight and scale):
+     FX_PW_BCE_LOGITS: loss = (1-t) x + lw softplus(-x),  lw = 1 + (pw-1) t
+                       grad = lw sigmoid(x) - pw t        (pw = 1 without pos_weight)
+     FX_PW_BCE_PROBS:  loss = -(t max(log x, -100) + (1-t) max(log1p(-x), -100))
+                       grad = (x - t) / max(x (1-x), eps)   (PyTorch's clamps)
+     FX_PW_KL:         loss = t (log t - x) (0 where t == 0), grad = -t
+     FX_PW_KL_LOGT:    loss = e^t (t - x),                    grad = -e^t          */
+FN void FX_N(pointwise)(int kind, VR x, VR t, VR pw, int has_pw, VR *loss, VR *grad)
+{
+    const R one = 1;
+    VR zero = {0};
+    if (kind == FX_PW_BCE_LOGITS) {
+        VR sig;
+        VR sp = FX_N(softplus_neg)(x, &sig);
+        VR lw = has_pw ? (pw - one) * t + one : FX_N(vsplat)(one);
+        *loss = (one - t) * x + lw * sp;
+        *grad = lw * sig - (has_pw ? pw * t : t);
+    } else if (kind == FX_PW_BCE_PROBS) {
+        const VR floor = FX_N(vsplat)((R)-100);
+        VR u = one - x;
+        VR err = (one - u) - x;                 /* exact: log1p(-x) = log(u) - err/u */
+        VR l0 = FX_N(vlog)(x), l1 = FX_N(vlog)(u) + err / u;
+        l1 = FX_N(vselect)(u == zero, FX_N(vsplat)(-INFINITY), l1);
+        l0 = FX_N(vmax)(l0, floor);             /* NaN-free here: x was checked in [0, 1] */
+        l1 = FX_N(vmax)(l1, floor);
+        *loss = -(t * l0 + (one - t) * l1);
+        VR den = x * u;
+        den = FX_N(vmax)(den, FX_N(vsplat)((R)FX_BCE_GRAD_EPS));
+        *grad = (x - t) / den;
+    } else if (kind == FX_PW_KL) {
+        VR tlogt = t * FX_N(vlog)(FX_N(vselect)(t == zero, FX_N(vsplat)(one), t));
+        *loss = tlogt - t * x;                  /* xlogy(t, t) - t x, as PyTorch */
+        *grad = -t;
+    } else {
+        VR et = FX_N(vexp_any)(t);
+        *loss = et * (t - x);
+        *grad = -et;
+    }
+}
+
+FN double FX_N(pointwise_loop)(const fx_elem_args *A, int64_t i0, int64_t i1, int kind,
+                               int u8, int has_w, int has_pw)
 {
     const int64_t cols = A->cols;
-    const R one = 1;
     const R scale = (R)A->grad_scale;
     double total = 0.0;
     VR acc = {0};
     int64_t since_fold = 0;
     int64_t i = i0;
+    /* segments never cross a row, so per-column weights load as plain vectors */
     while (i < i1) {
         int64_t row = i / cols, col = i - row * cols;
         int64_t end = (row + 1) * cols < i1 ? (row + 1) * cols : i1;
-        const R *w = A->weight ? (const R *)A->weight + (A->weight_per_col ? col : i) : NULL;
-        const R *pw = A->pos_weight ? (const R *)A->pos_weight + (A->pos_weight_per_col ? col : i) : NULL;
+        const R *w = has_w ? (const R *)A->weight + (A->weight_per_col ? col : i) : NULL;
+        const R *pw = has_pw ? (const R *)A->pos_weight + (A->pos_weight_per_col ? col : i) : NULL;
         for (int64_t k = 0; i + k < end; k += VL) {
             int64_t at = i + k;
             int full = at + VL <= end;
             int64_t n = full ? VL : end - at;
-            VI live = full ? ~(VI){0} : FX_N(vlive)(n);
-            VR x = full ? FX_N(vload)((const R *)A->x + at) : FX_N(vload_part)((const R *)A->x + at, n, 0);
-            VR t;
-            if (A->target_u8) {
-                const uint8_t *tp = (const uint8_t *)A->target + at;
-                t = full ? FX_N(vload_u8)(tp) : FX_N(vload_u8_part)(tp, n);
-            } else {
-                const R *tp = (const R *)A->target + at;
-                t = full ? FX_N(vload)(tp) : FX_N(vload_part)(tp, n, 0);
-            }
-            VR sig;
-            VR sp = FX_N(softplus_neg)(x, &sig);
-            VR lw = FX_N(vsplat)(one), pwt = t;
-            if (pw) {
-                VR pwv = full ? FX_N(vload)(pw + k) : FX_N(vload_part)(pw + k, n, 0);
-                lw = (pwv - one) * t + one;
-                pwt = pwv * t;
-            }
-            VR loss = (one - t) * x + lw * sp;
-            VR grad = lw * sig - pwt;
-            if (w) {
-                VR wv = full ? FX_N(vload)(w + k) : FX_N(vload_part)(w + k, n, 0);
+#define LOAD(p, pad) (full ? FX_N(vload)(p) : FX_N(vload_part)((p), n, (pad)))
+            VR x = LOAD((const R *)A->x + at, (R)0.5);
+            VR t = u8 ? (full ? FX_N(vload_u8)((const uint8_t *)A->target + at)
+                              : FX_N(vload_u8_part)((const uint8_t *)A->target + at, n))
+                      : LOAD((const R *)A->target + at, 0);
+            VR pwv = has_pw ? LOAD(pw + k, 0) : (VR){0};
+            VR loss, grad;
+            FX_N(pointwise)(kind, x, t, pwv, has_pw, &loss, &grad);
+            if (has_w) {
+                VR wv = LOAD(w + k, 0);
                 loss = loss * wv;
                 grad = grad * wv;
             }
-            loss = FX_N(vzero_unless)(live, loss);
+#undef LOAD
+            if (!full) loss = FX_N(vzero_unless)(FX_N(vlive)(n), loss);
             acc += loss;
             if (A->elem_loss) {
                 if (full) FX_N(vstore)((R *)A->elem_loss + at, loss);
@@ -834,6 +914,37 @@ KERNEL double FX_N(bce_range)(const fx_bce_args *A, int64_t i0, int64_t i1)
         i = end;
     }
     return total + FX_N(vhsum)(acc);
+}
+
+/* One loop per (kind, target type, weight, pos_weight) combination, each with its
+   options fixed at compile time. */
+KERNEL double FX_N(pointwise_range)(const fx_elem_args *A, int64_t i0, int64_t i1)
+{
+    const int u8 = A->target_u8, w = A->weight != NULL, pw = A->pos_weight != NULL;
+#define FX_PW_CASE(KIND)                                                                  \
+    if (u8) return w ? FX_N(pointwise_loop)(A, i0, i1, KIND, 1, 1, 0)                     \
+                     : FX_N(pointwise_loop)(A, i0, i1, KIND, 1, 0, 0);                    \
+    return w ? FX_N(pointwise_loop)(A, i0, i1, KIND, 0, 1, 0)                             \
+             : FX_N(pointwise_loop)(A, i0, i1, KIND, 0, 0, 0);
+    switch (A->kind) {
+    case FX_PW_BCE_LOGITS:
+        if (pw) {
+            if (u8) return w ? FX_N(pointwise_loop)(A, i0, i1, FX_PW_BCE_LOGITS, 1, 1, 1)
+                             : FX_N(pointwise_loop)(A, i0, i1, FX_PW_BCE_LOGITS, 1, 0, 1);
+            return w ? FX_N(pointwise_loop)(A, i0, i1, FX_PW_BCE_LOGITS, 0, 1, 1)
+                     : FX_N(pointwise_loop)(A, i0, i1, FX_PW_BCE_LOGITS, 0, 0, 1);
+        }
+        FX_PW_CASE(FX_PW_BCE_LOGITS)
+    case FX_PW_BCE_PROBS:
+        FX_PW_CASE(FX_PW_BCE_PROBS)
+    case FX_PW_KL:
+        return w ? FX_N(pointwise_loop)(A, i0, i1, FX_PW_KL, 0, 1, 0)
+                 : FX_N(pointwise_loop)(A, i0, i1, FX_PW_KL, 0, 0, 0);
+    default:
+        return w ? FX_N(pointwise_loop)(A, i0, i1, FX_PW_KL_LOGT, 0, 1, 0)
+                 : FX_N(pointwise_loop)(A, i0, i1, FX_PW_KL_LOGT, 0, 0, 0);
+    }
+#undef FX_PW_CASE
 }
 
 KERNEL void FX_N(sigmoid_range)(const void *xv, void *outv, int64_t i0, int64_t i1, int what)
@@ -859,7 +970,7 @@ KERNEL void FX_N(vecmath_range)(const void *xv, void *outv, int64_t n, int what)
         int64_t k = full ? VL : n - i;
         VR x = full ? FX_N(vload)((const R *)xv + i) : FX_N(vload_part)((const R *)xv + i, k, 0);
         VR o, inv;
-        o = what == 0 ? FX_N(vexp_nonpos)(x) : FX_N(vlog1p_unit)(x, &inv);
+        o = what == 0 ? FX_N(vexp_nonpos)(x) : what == 1 ? FX_N(vlog1p_unit)(x, &inv) : FX_N(vlog)(x);
         if (full) FX_N(vstore)((R *)outv + i, o);
         else FX_N(vstore_part)((R *)outv + i, o, k);
     }
@@ -869,7 +980,7 @@ static const fx_table FX_CAT(FX_CAT(fx_tab, FX_PREC), FX_ISA) = {
     FX_STR(FX_ISA),
     VL,
     FX_N(ce_rows), FX_N(ce_phase1), FX_N(ce_phase2), FX_N(ce_phase3), FX_N(ce_cols),
-    FX_N(norm_rows), FX_N(bce_range), FX_N(sigmoid_range),
+    FX_N(norm_rows), FX_N(pointwise_range), FX_N(sigmoid_range),
     FX_N(vecmath_range),
 };
 
@@ -884,3 +995,5 @@ static const fx_table FX_CAT(FX_CAT(fx_tab, FX_PREC), FX_ISA) = {
 #undef KERNEL
 #undef FX_FOLD_ELEMS
 #undef CHUNK
+#undef FX_SQRT2
+#undef FX_LN2

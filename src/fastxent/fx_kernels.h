@@ -190,20 +190,38 @@ static inline double fx_item_loss(const fx_ce_args *A, fx_chunk *st, int64_t nch
     return a * log(mg.S) + bd;
 }
 
-/* Elementwise sigmoid family over a flat (rows, cols) array (BCE with logits). */
+/* Elementwise losses over a flat (rows, cols) array, cols = the last axis. */
+enum { FX_PW_BCE_LOGITS = 0, FX_PW_BCE_PROBS = 1, FX_PW_KL = 2, FX_PW_KL_LOGT = 3 };
+/* PyTorch's binary_cross_entropy gradient clamp, EPSILON = 1e-12 declared as float */
+#define FX_BCE_GRAD_EPS 9.999999960041972e-13
+
 typedef struct {
-    const void *x;          /* logits */
+    int kind;               /* FX_PW_* */
+    const void *x;          /* input (logits, probabilities or log-probabilities) */
     void *grad;             /* gradient out, may alias x; or NULL */
     const void *target;     /* same shape; input dtype, or uint8 (bool) when target_u8 */
     int target_u8;
     const void *weight;     /* NULL, (cols,) when weight_per_col, else full (rows, cols) */
     int weight_per_col;
-    const void *pos_weight; /* likewise */
+    const void *pos_weight; /* likewise (BCE with logits only) */
     int pos_weight_per_col;
     int64_t cols;
     double grad_scale;
     void *elem_loss;        /* per-element loss out, input dtype; or NULL */
-} fx_bce_args;
+} fx_elem_args;
+
+/* First position in [0, n) whose value is not in [0, 1] (NaN included), or -1. */
+static int64_t fx_find_outside_unit(const void *x, int is_f32, int64_t n)
+{
+    if (is_f32) {
+        const float *p = (const float *)x;
+        for (int64_t i = 0; i < n; i++) if (!(p[i] >= 0.0f && p[i] <= 1.0f)) return i;
+    } else {
+        const double *p = (const double *)x;
+        for (int64_t i = 0; i < n; i++) if (!(p[i] >= 0.0 && p[i] <= 1.0)) return i;
+    }
+    return -1;
+}
 
 /* Building-block outputs of fx_norm_rows. */
 enum { FX_OUT_LSE = 0, FX_OUT_SOFTMAX = 1, FX_OUT_LOG_SOFTMAX = 2, FX_OUT_ENTROPY = 3 };
@@ -219,11 +237,11 @@ typedef double (*ce_rows_fn)(const fx_ce_args *a, int64_t r0, int64_t r1);
    out is (rows,) for LSE and ENTROPY, (rows, C) otherwise, input dtype */
 typedef void (*norm_rows_fn)(const void *x, void *out, int64_t C, int64_t r0, int64_t r1,
                              int what);
-/* BCE with logits over flat elements [i0, i1): returns the sum of the losses */
-typedef double (*bce_range_fn)(const fx_bce_args *a, int64_t i0, int64_t i1);
+/* elementwise losses over flat elements [i0, i1): returns the sum of the losses */
+typedef double (*pointwise_range_fn)(const fx_elem_args *a, int64_t i0, int64_t i1);
 /* sigmoid / log_sigmoid elementwise over [i0, i1) */
 typedef void (*sigmoid_range_fn)(const void *x, void *out, int64_t i0, int64_t i1, int what);
-/* test hook: exp_nonpos (what 0) or log1p_unit (what 1) elementwise over n values */
+/* test hook: exp_nonpos (what 0), log1p_unit (1) or log (2) elementwise over n values */
 typedef void (*vecmath_fn)(const void *x, void *out, int64_t n, int what);
 
 /* the three phases of ce_rows, for the chunk-parallel path over few long rows */
@@ -243,7 +261,7 @@ typedef struct {
     ce_phase3_fn ce_phase3;
     ce_cols_fn ce_cols;
     norm_rows_fn norm_rows;
-    bce_range_fn bce_range;
+    pointwise_range_fn pointwise_range;
     sigmoid_range_fn sigmoid_range;
     vecmath_fn vecmath;
 } fx_table;

@@ -1,0 +1,582 @@
+"""IEEE semantics and sizes.
+
+* NaN propagates (to its item's loss and gradient row; other items untouched).
+* +inf logits: PyTorch's semantics, which the API promises to match: a softmax row
+  holding +inf has no defined distribution, so its loss and gradient are NaN (logsumexp is
+  +inf); BCE with logits and the sigmoids follow the float64 reference.
+* -inf on a non-target class is a masked class: finite loss, exactly zero gradient there;
+  a -inf target logit gives +inf; a row of all -inf is NaN.
+* Extreme finite logits (+-3e38 in float32, +-1.7e308 in float64) stay finite wherever the
+  true answer is finite in the dtype.
+* Tiny losses (confident, correct predictions) keep their relative accuracy in BCE with
+  logits, whose docstring promises the stable softplus form.
+* Sizes: an empty batch for every loss and reduction (mean -> NaN), C = 1, a row of 2**24
+  classes, and N x C beyond 2**31 elements (runs when the machine has the memory).
+"""
+
+import math
+from decimal import Decimal, localcontext
+
+import numpy as np
+import pytest
+
+import fastxent as fx
+import reference as ref
+from conftest import tol
+
+# the float64 reference evaluates IEEE arithmetic on purpose here (inf - inf, ...)
+pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")
+
+DTYPES = [np.float32, np.float64]
+DT_IDS = ["f32", "f64"]
+BIG = {np.float32: float(np.float32(3e38)), np.float64: 1.7e308}
+inf, nan = math.inf, math.nan
+
+
+def close(actual, expected, dtype, what="", unit=0.0):
+    """actual agrees with the float64 `expected`: the NaN pattern and the infinities of
+    `expected` rounded to `dtype` (a true 6e38 is inf in float32) match exactly; finite
+    entries within tol(dtype) relative to the largest finite entry (or `unit`, the size of
+    the terms that cancel), plus the dtype's smallest normal (subnormals may flush)."""
+    a = np.asarray(actual, dtype=np.float64)
+    e = np.asarray(expected, dtype=np.float64)
+    assert a.shape == e.shape, f"{what}: shape {a.shape} != {e.shape}"
+    with np.errstate(over="ignore"):
+        er = e.astype(dtype).astype(np.float64)
+    np.testing.assert_array_equal(np.isnan(a), np.isnan(er), err_msg=f"{what}: NaN pattern")
+    isinf = np.isinf(er)
+    np.testing.assert_array_equal(a[isinf], er[isinf], err_msg=f"{what}: infinities")
+    fin = np.isfinite(er)
+    scale = max(float(np.abs(e[fin]).max()) if fin.any() and e.ndim else 0.0, unit)
+    np.testing.assert_allclose(a[fin], e[fin], rtol=tol(dtype),
+                               atol=tol(dtype) * scale + float(np.finfo(dtype).tiny), err_msg=what)
+
+
+def exact_ce_items(x, target, smoothing=0.0):
+    """Per-row softmax cross-entropy of a 2-D x, in 400-digit decimal arithmetic (no
+    overflow of m - x_j even at +-1.7e308): sum_j b_j (logsumexp(x) - x_j), with
+    b_j = (1-eps) [j == t] + eps/C (index targets) or (1-eps) y_j + eps/C (probabilities);
+    terms with b_j == 0 are 0."""
+    out = []
+    with localcontext() as ctx:
+        ctx.prec = 400   # 1.7e308 has 309 integer digits; keep 90 more
+        for r, row in enumerate(np.asarray(x, np.float64)):
+            C = len(row)
+            xs = [Decimal(float(v)) for v in row]
+            m = max(xs)
+            lse = m + sum(((v - m).exp() for v in xs), Decimal(0)).ln()
+            t = np.asarray(target)
+            if t.dtype.kind == "f":
+                b = [Decimal(1 - smoothing) * Decimal(float(y)) + Decimal(smoothing) / C for y in t[r]]
+            else:
+                b = [Decimal(1 - smoothing) * (j == int(t[r])) + Decimal(smoothing) / C for j in range(C)]
+            out.append(float(sum((bj * (lse - v) for bj, v in zip(b, xs) if bj != 0), Decimal(0))))
+    return np.array(out)
+
+
+def _logits(rng, shape, dtype, scale=3.0):
+    return (rng.standard_normal(shape) * scale).astype(dtype)
+
+
+# ------------------------------------------------------------------------------- NaN
+@pytest.mark.parametrize("smoothing", [0.0, 0.2])
+@pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
+def test_nan_logit_propagates_to_its_row_only(rng, dtype, smoothing):
+    x = _logits(rng, (6, 7), dtype)
+    t = np.array([0, 1, 2, 3, 4, 5])
+    x[1, 1] = nan          # at the target
+    x[4, 0] = nan          # elsewhere in the row
+    w = rng.uniform(0.5, 2, 7).astype(dtype)
+    for weight in (None, w):
+        rl, rg = ref.cross_entropy(x, t, weight, reduction="none", label_smoothing=smoothing)
+        loss, grad = fx.cross_entropy(x, t, weight, reduction="none", label_smoothing=smoothing,
+                                      return_grad=True)
+        assert np.isnan(loss[[1, 4]]).all() and np.isfinite(loss[[0, 2, 3, 5]]).all()
+        assert np.isnan(grad[[1, 4]]).all(), "every gradient entry of a NaN row is NaN"
+        close(loss, rl, dtype, "loss")
+        close(grad[[0, 2, 3, 5]], rg[[0, 2, 3, 5]], dtype, "grad of the other rows")
+        for reduction in ("mean", "sum"):
+            lr, gr = fx.cross_entropy(x, t, weight, reduction=reduction, label_smoothing=smoothing,
+                                      return_grad=True)
+            assert np.isnan(lr)
+            assert np.isnan(gr[[1, 4]]).all() and np.isfinite(gr[[0, 2, 3, 5]]).all()
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
+def test_nan_in_soft_target_or_logits_propagates(rng, dtype):
+    x = _logits(rng, (4, 5), dtype)
+    y = ref.softmax(rng.standard_normal((4, 5))).astype(dtype)
+    x[0, 3] = nan
+    y[2, 1] = nan
+    rl, rg = ref.cross_entropy(x, y, reduction="none")
+    loss, grad = fx.cross_entropy(x, y, reduction="none", return_grad=True)
+    assert np.isnan(loss[[0, 2]]).all() and np.isfinite(loss[[1, 3]]).all()
+    close(loss, rl, dtype, "loss")
+    assert np.isnan(grad[0]).all()
+    close(grad[[1, 3]], rg[[1, 3]], dtype, "grad")
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
+def test_nan_nll_loss_reads_only_the_target(rng, dtype):
+    x = ref.log_softmax(_logits(rng, (3, 4), np.float64)).astype(dtype)
+    t = np.array([0, 1, 2])
+    x[0, 0] = nan   # target: NaN loss
+    x[1, 3] = nan   # not read by nll_loss (as in PyTorch)
+    rl, rg = ref.nll_loss(x, t, reduction="none")
+    loss, grad = fx.nll_loss(x, t, reduction="none", return_grad=True)
+    close(loss, rl, dtype, "loss")
+    close(grad, rg, dtype, "grad")
+    assert np.isnan(loss[0]) and np.isfinite(loss[1:]).all()
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
+def test_nan_propagates_elementwise_losses(rng, dtype):
+    x = _logits(rng, (3, 4), dtype)
+    t = (rng.random((3, 4)) < 0.5).astype(dtype)
+    x[1, 2] = nan
+    for kw in ({}, {"pos_weight": np.full(4, 2.0, dtype)}):
+        rl, rg = ref.binary_cross_entropy_with_logits(x, t, reduction="none", **kw)
+        loss, grad = fx.binary_cross_entropy_with_logits(x, t, reduction="none", return_grad=True, **kw)
+        assert np.isnan(loss[1, 2]) and np.isnan(grad[1, 2])
+        assert np.isnan(loss).sum() == 1 and np.isnan(grad).sum() == 1
+        close(loss, rl, dtype, "bce loss")
+        close(grad, rg, dtype, "bce grad")
+        assert np.isnan(fx.binary_cross_entropy_with_logits(x, t, **kw))
+    lq = ref.log_softmax(_logits(rng, (3, 4), np.float64)).astype(dtype)
+    p = ref.softmax(_logits(rng, (3, 4), np.float64)).astype(dtype)
+    lq[2, 0] = nan
+    loss = fx.kl_div(lq, p, reduction="none")
+    assert np.isnan(loss[2, 0]) and np.isnan(loss).sum() == 1
+    assert np.isnan(fx.kl_div(lq, p, reduction="batchmean"))
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
+def test_nan_propagates_building_blocks(rng, dtype):
+    x = _logits(rng, (4, 6), dtype)
+    x[2, 5] = nan
+    for name in ("logsumexp", "entropy"):
+        v = getattr(fx, name)(x)
+        assert np.isnan(v[2]) and np.isfinite(np.delete(v, 2)).all(), name
+    for name in ("softmax", "log_softmax"):
+        v = getattr(fx, name)(x)
+        assert np.isnan(v[2]).all() and np.isfinite(np.delete(v, 2, axis=0)).all(), name
+        close(np.delete(v, 2, axis=0), getattr(ref, name)(np.delete(x, 2, axis=0)), dtype, name)
+    for name in ("sigmoid", "log_sigmoid"):
+        v = getattr(fx, name)(x)
+        assert np.isnan(v[2, 5]) and np.isnan(v).sum() == 1, name
+
+
+# ------------------------------------------------------------------------------ +inf
+@pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
+def test_pos_inf_logit_makes_its_row_nan_as_pytorch(rng, dtype):
+    """PyTorch: log_softmax of a row holding +inf is NaN (inf - inf), so cross_entropy is
+    NaN for that row, whether +inf is on the target or not, and its gradient is NaN."""
+    x = _logits(rng, (5, 4), dtype)
+    t = np.array([0, 1, 2, 3, 0])
+    x[1, 1] = inf      # on the target
+    x[3, 0] = inf      # elsewhere
+    for y in (t, ref.softmax(rng.standard_normal((5, 4))).astype(dtype)):
+        loss, grad = fx.cross_entropy(x, y, reduction="none", return_grad=True)
+        assert np.isnan(loss[[1, 3]]).all(), loss
+        assert np.isnan(grad[[1, 3]]).all(), grad
+        rl, rg = ref.cross_entropy(x, y, reduction="none")
+        close(loss[[0, 2, 4]], rl[[0, 2, 4]], dtype, "other rows")
+        close(grad[[0, 2, 4]], rg[[0, 2, 4]], dtype, "other rows' grad")
+        assert np.isnan(fx.cross_entropy(x, y))
+    lse = fx.logsumexp(x)
+    assert lse[1] == inf and lse[3] == inf
+    close(np.delete(lse, [1, 3]), ref.logsumexp(np.delete(x, [1, 3], axis=0)), dtype, "lse")
+    for name in ("softmax", "log_softmax"):
+        v = getattr(fx, name)(x)
+        assert np.isnan(v[[1, 3]]).all(), name
+        assert np.isfinite(v[[0, 2, 4]]).all(), name
+    e = fx.entropy(x)
+    assert np.isnan(e[[1, 3]]).all() and np.isfinite(e[[0, 2, 4]]).all()
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
+def test_infinite_logits_in_sigmoid_family(dtype):
+    x = np.array([inf, -inf, inf, -inf, inf, -inf, 0.0, 5.0], dtype)
+    t = np.array([1, 1, 0, 0, 0.5, 0.5, 1, 0], dtype)
+    for kw in ({}, {"pos_weight": np.array(3.0, dtype)}):
+        rl, rg = ref.binary_cross_entropy_with_logits(x, t, reduction="none", **kw)
+        loss, grad = fx.binary_cross_entropy_with_logits(x, t, reduction="none", return_grad=True, **kw)
+        close(loss, rl, dtype, f"bce loss {kw}")
+        close(grad, rg, dtype, f"bce grad {kw}")
+    np.testing.assert_array_equal(fx.sigmoid(x[:2]), [1.0, 0.0])
+    np.testing.assert_array_equal(fx.log_sigmoid(x[:2]), [0.0, -inf])
+
+
+# ------------------------------------------------------------------ -inf (masked classes)
+@pytest.mark.parametrize("reduction", ["none", "mean", "sum"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
+def test_masked_vocabulary_finite_loss_zero_gradient(rng, dtype, reduction):
+    N, C = 16, 50
+    x = _logits(rng, (N, C), dtype)
+    t = rng.integers(0, C, N)
+    mask = rng.random((N, C)) < 0.7
+    mask[np.arange(N), t] = False            # never the target
+    mask[3] = True                           # one row masked everywhere but its target
+    mask[3, t[3]] = False
+    x[mask] = -inf
+    w = rng.uniform(0.5, 2.0, C).astype(dtype)
+    for weight in (None, w):
+        loss, grad = fx.cross_entropy(x, t, weight, reduction=reduction, return_grad=True)
+        assert np.isfinite(loss).all(), loss
+        assert (grad[mask] == 0).all(), "masked classes must get exactly zero gradient"
+        rl, rg = ref.cross_entropy(x, t, weight, reduction=reduction)
+        close(loss, rl, dtype, "loss")
+        close(grad, rg, dtype, "grad", unit=1.0 / N if reduction == "mean" else 1.0)
+        if reduction == "none":
+            assert loss[3] == 0 and (grad[3] == 0).all()   # one live class: p = 1 exactly
+    # probability targets with no mass on the masked classes (documented deviation from
+    # PyTorch, which gives NaN there): finite, zero gradient on the mask
+    y = np.where(mask, 0.0, rng.random((N, C)))
+    y = (y / y.sum(axis=1, keepdims=True)).astype(dtype)
+    loss, grad = fx.cross_entropy(x, y, reduction=reduction, return_grad=True)
+    assert np.isfinite(loss).all()
+    assert (grad[mask] == 0).all()
+    rl, rg = ref.cross_entropy(x, y, reduction=reduction)
+    close(loss, rl, dtype, "soft loss")
+    close(grad, rg, dtype, "soft grad", unit=1.0 / N if reduction == "mean" else 1.0)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
+def test_masked_vocabulary_class_axis_last_and_smoothing(rng, dtype):
+    x = _logits(rng, (2, 5, 9), dtype)
+    t = rng.integers(0, 9, (2, 5))
+    mask = rng.random(x.shape) < 0.5
+    np.put_along_axis(mask, t[..., None], False, axis=-1)
+    x[mask] = -inf
+    loss, grad = fx.cross_entropy(x, t, axis=-1, return_grad=True)
+    assert np.isfinite(loss) and (grad[mask] == 0).all()
+    rl, rg = ref.cross_entropy(x, t, axis=-1)
+    close(loss, rl, dtype, "loss")
+    close(grad, rg, dtype, "grad", unit=0.1)
+    # label smoothing puts eps/C on every class, masked ones too: the true loss is +inf,
+    # while the gradient stays finite (the same as the reference's)
+    loss, grad = fx.cross_entropy(x, t, axis=-1, label_smoothing=0.1, return_grad=True)
+    rl, rg = ref.cross_entropy(x, t, axis=-1, label_smoothing=0.1)
+    assert loss == inf and rl == inf
+    close(grad, rg, dtype, "smoothed grad", unit=0.1)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
+def test_masked_classes_in_building_blocks(rng, dtype):
+    x = _logits(rng, (5, 30), dtype)
+    mask = rng.random(x.shape) < 0.8
+    mask[:, 0] = False
+    x[mask] = -inf
+    sm = fx.softmax(x)
+    assert (sm[mask] == 0).all()
+    lsm = fx.log_softmax(x)
+    assert (lsm[mask] == -inf).all()
+    for name in ("logsumexp", "entropy", "softmax", "log_softmax"):
+        v = getattr(fx, name)(x)
+        close(v, getattr(ref, name)(x), dtype, name)
+    assert np.isfinite(fx.logsumexp(x)).all() and np.isfinite(fx.entropy(x)).all()
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
+def test_neg_inf_target_logit_gives_inf_loss(rng, dtype):
+    x = _logits(rng, (4, 6), dtype)
+    t = np.array([2, 0, 5, 1])
+    x[1, 0] = -inf
+    for reduction in ("none", "mean", "sum"):
+        loss, grad = fx.cross_entropy(x, t, reduction=reduction, return_grad=True)
+        rl, rg = ref.cross_entropy(x, t, reduction=reduction)
+        if reduction == "none":
+            assert loss[1] == inf and np.isfinite(np.delete(loss, 1)).all()
+        else:
+            assert loss == inf
+        assert np.isfinite(grad).all()
+        close(grad, rg, dtype, "grad", unit=0.25 if reduction == "mean" else 1.0)
+    lp = ref.log_softmax(x.astype(np.float64)).astype(dtype)
+    loss = fx.nll_loss(lp, t, reduction="none")
+    assert loss[1] == inf and np.isfinite(np.delete(loss, 1)).all()
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
+def test_row_of_all_neg_inf(rng, dtype):
+    x = _logits(rng, (3, 5), dtype)
+    x[1] = -inf
+    t = np.array([0, 2, 4])
+    loss, grad = fx.cross_entropy(x, t, reduction="none", return_grad=True)
+    assert np.isnan(loss[1]) and np.isnan(grad[1]).all()     # as PyTorch: no distribution
+    rl, rg = ref.cross_entropy(x, t, reduction="none")
+    close(loss, rl, dtype, "loss")
+    close(grad[[0, 2]], rg[[0, 2]], dtype, "grad")
+    assert fx.logsumexp(x)[1] == -inf
+    assert np.isnan(fx.softmax(x)[1]).all() and np.isnan(fx.log_softmax(x)[1]).all()
+    assert np.isnan(fx.entropy(x)[1])
+    for name in ("logsumexp", "softmax", "log_softmax", "entropy"):
+        v = getattr(fx, name)(x)
+        close(v[[0, 2]], getattr(ref, name)(x[[0, 2]]), dtype, name)
+
+
+# -------------------------------------------------------------- extreme finite logits
+@pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
+def test_extreme_finite_logits_stay_finite(dtype):
+    B = BIG[dtype]
+    # rows whose loss is finite in the dtype; the sum stays below the dtype's max
+    x = np.array([[B, -B, 0.0],        # target 0: loss 0
+                  [B, 0.9 * B, -B],     # target 1: loss 0.1 B
+                  [-B, -B, -B],         # uniform: log 3
+                  [B, B, B],            # uniform: log 3
+                  [-B, 0.8 * B, 0.0]],  # target 2: loss 0.8 B
+                 dtype)
+    t = np.array([0, 1, 2, 0, 2])
+    items = exact_ce_items(x, t)
+    for reduction in ("none", "mean", "sum"):
+        loss, grad = fx.cross_entropy(x, t, reduction=reduction, return_grad=True)
+        rg = ref.cross_entropy(x, t, reduction=reduction)[1]
+        exact = {"none": items, "mean": items.mean(), "sum": items.sum()}[reduction]
+        assert np.isfinite(exact).all()
+        assert np.isfinite(loss).all(), (reduction, loss)
+        assert np.isfinite(grad).all(), (reduction, grad)
+        close(loss, exact, dtype, f"loss {reduction}")
+        close(grad, rg, dtype, f"grad {reduction}", unit=0.2 if reduction == "mean" else 1.0)
+    # building blocks
+    for name in ("logsumexp", "softmax", "log_softmax", "entropy"):
+        v = getattr(fx, name)(x)
+        close(v, getattr(ref, name)(x), dtype, name)
+    assert np.isfinite(fx.logsumexp(x)).all() and np.isfinite(fx.entropy(x)).all()
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
+def test_extreme_finite_logits_probability_targets(dtype):
+    B = BIG[dtype]
+    x = np.array([[B, -B, 0.0], [B, 0.9 * B, -B], [-B, -B, -B], [B, B, B], [-B, 0.8 * B, 0.0]], dtype)
+    # probability targets: the first row costs 0.5 * 2B = B, the last 0.5 * 1.8 B: finite
+    y = np.array([[0.5, 0.5, 0.0]] * 5, dtype)
+    loss, grad = fx.cross_entropy(x, y, reduction="none", return_grad=True)
+    rg = ref.cross_entropy(x, y, reduction="none")[1]
+    exact = exact_ce_items(x, y)
+    assert np.isfinite(exact).all()
+    close(loss, exact, dtype, "soft loss")
+    close(grad, rg, dtype, "soft grad", unit=1.0)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
+def test_extreme_finite_logits_with_label_smoothing(dtype):
+    """Smoothing spreads eps/C over the classes: with x = [B, -B, 0] and target 0 the
+    true loss is eps/C * (2B + B) = 0.1 B for eps = 0.1, finite in the dtype."""
+    B = BIG[dtype]
+    x = np.array([[B, -B, 0.0]], dtype)
+    t = np.array([0])
+    loss, grad = fx.cross_entropy(x, t, label_smoothing=0.1, reduction="none", return_grad=True)
+    rg = ref.cross_entropy(x, t, label_smoothing=0.1, reduction="none")[1]
+    exact = exact_ce_items(x, t, smoothing=0.1)
+    assert np.isfinite(exact).all()
+    close(loss, exact, dtype, "smoothed loss")
+    close(grad, rg, dtype, "smoothed grad", unit=1.0)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
+def test_extreme_finite_logits_sigmoid_family(dtype):
+    B = BIG[dtype]
+    x = np.array([B, -B, B, -B, B, -B], dtype)
+    # losses: 0, 0, B/2, B/2, B, B (a wrong confident prediction costs B): all finite
+    t = np.array([1.0, 0.0, 0.5, 0.5, 0.0, 1.0], dtype)
+    for kw in ({}, {"weight": np.full(6, 0.5, dtype)}):
+        loss, grad = fx.binary_cross_entropy_with_logits(x, t, reduction="none", return_grad=True, **kw)
+        rl, rg = ref.binary_cross_entropy_with_logits(x, t, reduction="none", **kw)
+        assert np.isfinite(loss).all() and np.isfinite(grad).all(), (loss, grad)
+        close(loss, rl, dtype, f"bce loss {kw}")
+        close(grad, rg, dtype, f"bce grad {kw}", unit=1.0)
+    assert np.isfinite(fx.binary_cross_entropy_with_logits(x[:4], t[:4], reduction="sum"))
+    close(fx.sigmoid(x), ref.sigmoid(x), dtype, "sigmoid")
+    close(fx.log_sigmoid(x), ref.log_sigmoid(x), dtype, "log_sigmoid")
+
+
+@pytest.mark.parametrize("reduction", ["none", "mean", "sum"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
+def test_tiny_bce_losses_keep_relative_accuracy(dtype, reduction):
+    """Confident, correct multi-label predictions: the loss of an element with t = 0 and
+    x < 0 is softplus(x) = log1p(exp(x)), with t = 1 and x > 0 it is softplus(-x); e.g.
+    3.06e-7 at x = -15 in float32: small, but far from the dtype's limits. Computed as
+    max(x, 0) - t x + log1p(exp(-|x|)) it keeps full relative accuracy; the form
+    (1 - t) x + softplus(-x) cancels x against -x and returns 0. The expected values are
+    computed here directly (tests/reference.py uses the cancelling form as well)."""
+    big = 30.0 if dtype == np.float32 else 60.0
+    x = np.array([-big, big, -big / 2, big / 2, -big * 0.8], dtype)
+    t = np.array([0, 1, 0, 1, 0], dtype)
+    x64 = x.astype(np.float64)
+    sp = np.log1p(np.exp(-np.abs(x64)))          # softplus(-|x|), exact to 1 ulp here
+    for pw in (None, 2.0):
+        items = sp * np.where(t == 1, 1.0 if pw is None else pw, 1.0)
+        expected = {"none": items, "mean": items.mean(), "sum": items.sum()}[reduction]
+        kw = {} if pw is None else {"pos_weight": np.array(pw, dtype)}
+        loss = fx.binary_cross_entropy_with_logits(x, t, reduction=reduction, **kw)
+        np.testing.assert_allclose(np.asarray(loss, np.float64), expected, rtol=tol(dtype),
+                                   err_msg=f"tiny losses, pos_weight={pw}")
+
+
+# ------------------------------------------------------------------------------- sizes
+LOSS_CALLS = {
+    "cross_entropy-index": lambda x, r, **k: fx.cross_entropy(x, np.zeros(x.shape[:1] + x.shape[2:], np.int64),
+                                                              reduction=r, **k),
+    "cross_entropy-prob": lambda x, r, **k: fx.cross_entropy(x, np.full(x.shape, 0.25, x.dtype), reduction=r, **k),
+    "nll_loss": lambda x, r, **k: fx.nll_loss(x, np.zeros(x.shape[:1] + x.shape[2:], np.uint8), reduction=r, **k),
+    "bce_with_logits": lambda x, r, **k: fx.binary_cross_entropy_with_logits(x, np.zeros(x.shape, bool),
+                                                                             reduction=r, **k),
+    "bce": lambda x, r, **k: fx.binary_cross_entropy(x, np.zeros(x.shape, x.dtype), reduction=r, **k),
+    "kl_div": lambda x, r, **k: fx.kl_div(x, np.full(x.shape, 0.25, x.dtype), reduction=r, **k),
+}
+
+
+@pytest.mark.parametrize("reduction", ["none", "mean", "sum"])
+@pytest.mark.parametrize("shape", [(0, 4), (0, 4, 3), (2, 4, 0)], ids=["N0", "N0-spatial", "d0"])
+@pytest.mark.parametrize("name", list(LOSS_CALLS))
+@pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
+def test_empty_batch(dtype, name, shape, reduction):
+    x = np.zeros(shape, dtype)
+    loss, grad = LOSS_CALLS[name](x, reduction, return_grad=True)
+    assert grad.shape == x.shape and grad.dtype == x.dtype
+    if reduction == "none":
+        assert isinstance(loss, np.ndarray) and loss.size == 0 and loss.dtype == x.dtype
+        expected = (shape[:1] + shape[2:]) if name.startswith(("cross", "nll")) else shape
+        assert loss.shape == expected
+    elif reduction == "mean":
+        assert isinstance(loss, np.floating) and loss.dtype == x.dtype
+        assert np.isnan(loss), "a mean over nothing is NaN (PyTorch)"
+    else:
+        assert isinstance(loss, np.floating) and loss.dtype == x.dtype and loss == 0
+    if name == "kl_div" and reduction == "mean":
+        assert np.isnan(LOSS_CALLS[name](x, "batchmean")) or shape[0] > 0
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
+def test_empty_batch_building_blocks(dtype):
+    x = np.zeros((0, 5), dtype)
+    for name in ("logsumexp", "entropy"):
+        assert getattr(fx, name)(x).shape == (0,)
+    for name in ("softmax", "log_softmax", "sigmoid", "log_sigmoid"):
+        assert getattr(fx, name)(x).shape == (0, 5)
+    assert fx.sigmoid(np.zeros(0, dtype)).shape == (0,)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
+def test_single_class(rng, dtype):
+    x = _logits(rng, (5, 1), dtype) * 100
+    t = np.zeros(5, np.int64)
+    for kw in ({}, {"label_smoothing": 0.3}, {"weight": np.array([2.5], dtype)}):
+        for reduction in ("none", "mean", "sum"):
+            loss, grad = fx.cross_entropy(x, t, reduction=reduction, return_grad=True, **kw)
+            rl, rg = ref.cross_entropy(x, t, reduction=reduction, **kw)
+            close(loss, rl, dtype, f"loss {kw}", unit=1.0)
+            close(grad, rg, dtype, f"grad {kw}", unit=1.0)   # 0 up to the rounding of 1/N
+            assert (np.asarray(loss) == 0).all(), "one class: log-probability 0 exactly"
+    y = np.ones((5, 1), dtype)
+    loss, grad = fx.cross_entropy(x, y, reduction="none", return_grad=True)
+    assert (loss == 0).all() and (grad == 0).all()
+    loss, grad = fx.nll_loss(x, t, reduction="none", return_grad=True)
+    close(loss, -x[:, 0].astype(np.float64), dtype, "nll")
+    # building blocks, axis of length 1
+    np.testing.assert_array_equal(fx.logsumexp(x), x[:, 0])
+    np.testing.assert_array_equal(fx.softmax(x), np.ones_like(x))
+    np.testing.assert_array_equal(fx.log_softmax(x), np.zeros_like(x))
+    np.testing.assert_array_equal(fx.entropy(x), np.zeros(5, dtype))
+    # unbatched single class
+    loss = fx.cross_entropy(x[0], np.int64(0))
+    assert loss == 0
+
+
+# ------------------------------------------------------------- a row of 2**24 classes
+@pytest.fixture(scope="module")
+def huge_row():
+    rng = np.random.default_rng(24)
+    C = 2**24
+    x = (rng.standard_normal((1, C), dtype=np.float32) * 4).astype(np.float32)
+    x[0, rng.integers(0, C, 1000)] = -inf                 # a few masked classes
+    t = np.array([int(rng.integers(0, C))])
+    x[0, t[0]] = np.float32(5.0)
+    rl, rg = ref.cross_entropy(x, t)
+    rl_s = ref.cross_entropy(x, t, label_smoothing=0.1)[0]
+    return x, t, rl, rg, rl_s
+
+
+def test_row_of_2_pow_24_classes_forward(huge_row):
+    x, t, rl, rg, rl_s = huge_row
+    loss = fx.cross_entropy(x, t)
+    assert loss.dtype == np.float32
+    np.testing.assert_allclose(loss, rl, rtol=tol(np.float32))
+    np.testing.assert_allclose(fx.cross_entropy(x, t, label_smoothing=0.1), rl_s, rtol=tol(np.float32))
+    np.testing.assert_allclose(fx.logsumexp(x), ref.logsumexp(x), rtol=tol(np.float32))
+
+
+def test_row_of_2_pow_24_classes_forward_backward(huge_row):
+    x, t, rl, rg, _ = huge_row
+    loss, grad = fx.cross_entropy(x, t, return_grad=True)
+    np.testing.assert_allclose(loss, rl, rtol=tol(np.float32))
+    close(grad, rg, np.float32, "grad", unit=1.0)
+    assert (grad[x == -inf] == 0).all()
+    np.testing.assert_allclose(grad.astype(np.float64).sum(), 0.0, atol=1e-5)  # sum_j p_j - 1
+    # in place over a copy
+    xc = x.copy()
+    loss2, g2 = fx.cross_entropy(xc, t, return_grad=True, grad_out=xc)
+    assert g2 is xc
+    np.testing.assert_array_equal(g2, grad)
+    assert loss2 == loss
+
+
+# ---------------------------------------------------- N x C beyond 2**31 elements
+def _mem_available():
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+BEYOND_C = 65537                        # odd: rows straddle the 2**31 boundary
+BEYOND_N = 2**31 // BEYOND_C + 2        # 32769 rows: 2**31 + 98305 elements
+BEYOND_BYTES = BEYOND_N * BEYOND_C * 4  # 8.6 GB of float32
+
+
+@pytest.mark.skipif(_mem_available() < BEYOND_BYTES + 3 * 2**30,
+                    reason=f"needs {BEYOND_BYTES / 2**30 + 3:.1f} GiB available "
+                           f"(/proc/meminfo MemAvailable: {_mem_available() / 2**30:.1f} GiB)")
+def test_beyond_2_pow_31_elements():
+    """64-bit indexing: a float32 (N, C) input of 2**31 + 98305 elements, forward only (a
+    gradient would write 8.6 GB more). The input is np.zeros, whose untouched pages the
+    kernel reads as zeros, so only the few rows given distinct values cost memory; those
+    rows sit at the start, across the 2**31 boundary and at the end, and are checked
+    against the reference (a 32-bit index would read them from the wrong place). Every
+    other row is uniform: loss log(C)."""
+    C, N = BEYOND_C, BEYOND_N
+    assert N * C > 2**31
+    x = np.zeros((N, C), np.float32)
+    rng = np.random.default_rng(31)
+    rows = [0, 1, 2**31 // C, N - 1]
+    assert rows[2] * C < 2**31 < (rows[2] + 1) * C
+    for r in rows:
+        x[r] = (rng.standard_normal(C) * 4).astype(np.float32)
+    t = np.full(N, 7, np.int64)
+    t[rows] = [1, 100, C - 1, 33333]
+    t[5] = -100                                               # one ignored row
+    saved = x[rows].astype(np.float64)
+
+    loss = fx.cross_entropy(x, t, reduction="none")
+    rl = ref.cross_entropy(saved, t[rows], reduction="none")[0]
+    np.testing.assert_allclose(loss[rows], rl, rtol=tol(np.float32))
+    others = np.ones(N, bool)
+    others[rows] = False
+    others[5] = False
+    np.testing.assert_allclose(loss[others], math.log(C), rtol=tol(np.float32))
+    assert loss[5] == 0
+    total = fx.cross_entropy(x, t, reduction="sum")
+    np.testing.assert_allclose(total, rl.sum() + (N - 5) * math.log(C), rtol=1e-6)
+
+    lse = fx.logsumexp(x)
+    np.testing.assert_allclose(lse[rows], ref.logsumexp(saved), rtol=tol(np.float32))
+    np.testing.assert_allclose(lse[others], math.log(C), rtol=tol(np.float32))
+
+    # elementwise kernel over the flat 2**31+ range: zeros are log(2) each
+    tz = np.zeros((N, C), np.uint8)
+    bsum = fx.binary_cross_entropy_with_logits(x, tz, reduction="sum")
+    rb = ref.binary_cross_entropy_with_logits(saved, np.zeros_like(saved), reduction="sum")[0]
+    np.testing.assert_allclose(bsum, rb + (N - len(rows)) * C * math.log(2.0), rtol=1e-6)
