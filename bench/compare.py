@@ -10,13 +10,15 @@ For every shape of issue 4 it times the forward pass (the loss) and the forward+
 * numpy         a max-shifted log-sum-exp written here (``numpy_cross_entropy``,
                 ``numpy_bce_with_logits``), one N x C temporary, float64 final sum;
 * torch         ``F.cross_entropy`` / ``F.binary_cross_entropy_with_logits``; forward+backward
-                by autograd on ``torch.from_numpy(x).requires_grad_()``; ``torch.set_num_threads(T)``;
+                by autograd on ``torch.from_numpy(x).requires_grad_()``;
+                ``torch.set_num_threads(T)``;
 * jax           ``jax.jit`` of optax's ``softmax_cross_entropy_with_integer_labels`` /
                 ``sigmoid_binary_cross_entropy`` (a ``jnp`` formula without optax), forward+backward
                 by ``jax.value_and_grad``, compiled ahead of time, ``block_until_ready``;
                 XLA's threads are limited through ``XLA_FLAGS`` set before jax is imported;
 * sklearn       ``sklearn._loss.loss.HalfMultinomialLoss`` (``HalfBinomialLoss`` for BCE),
-                ``loss`` and ``loss_gradient`` with ``n_threads=T`` (per-sample losses, then a mean);
+                ``loss`` and ``loss_gradient`` with ``n_threads=T`` (per-sample losses, then
+                a mean);
 
 and the two memory floors measured in the same run: reading the logits once (``np.max(x)`` or
 ``x.sum()``, whichever is faster) and copying them once (``np.copyto`` into a preallocated
@@ -25,7 +27,7 @@ array). NumPy runs these single-threaded; they are also run split in T pieces ov
 
 Libraries are interleaved side by side within each shape (one sample of every cell per round,
 the order rotated each round), because these machines are noisy; each time is the median of the
-rounds, and a sample of a fast call averages enough calls to last about a millisecond.
+rounds (the minimum with ``--stat min``), and a sample of a fast call averages enough calls to last about a millisecond.
 
 Run ``python bench/compare.py --help``; see bench/README.md.
 """
@@ -105,6 +107,8 @@ CASE_BY_KEY = {c.key: c for c in CASES}
 # shapes whose peak memory is measured (each lib in a fresh subprocess)
 MEMORY_KEYS = ["4096x1000", "1024x32768", "8192x8192", "bce:1024x32768"]
 MEMORY_KEYS_QUICK = ["4096x1000", "1024x32768"]
+
+STAT = "median"  # the statistic of the samples shown in the tables: "median" or "min" (--stat)
 
 LIBS = ["fastxent", "fastxent/out", "numpy", "torch", "jax", "sklearn"]
 FLOORS = ["read", "copy"]
@@ -531,23 +535,68 @@ def cpu_info():
 # --------------------------------------------------------------------------------------------
 
 
-def time_case(cells, budget, min_rounds, max_rounds, sample_target=1e-3, log=print):
-    """Interleaved timing. Returns {name: {"median": s, "samples": [...], "cores": float}}."""
+class Checker:
+    """Compares each library's loss (and gradient) with the numpy column's, from the warm-up
+    call's result (no extra call). The numpy forward+backward cell is warmed up first."""
+
+    REF = ("numpy", "fwd+bwd")
+
+    def __init__(self, case, log=print):
+        self.tol = 1e-4 if case.dtype == "float32" else 1e-9
+        self.ref = None
+        self.notes = {}
+        self.log = log
+
+    def see(self, name, cell, result):
+        if name[0] in FLOORS:
+            return
+        loss, grad = cell.extract(result)
+        if name == self.REF:
+            self.ref = (loss, grad, float(np.max(np.abs(grad))) or 1.0)
+            return
+        if self.ref is None:
+            return
+        ref_loss, ref_grad, scale = self.ref
+        msgs = []
+        if not abs(loss - ref_loss) <= self.tol * max(1.0, abs(ref_loss)):
+            msgs.append(f"loss {loss:.7g} vs numpy {ref_loss:.7g}")
+        if grad is not None:
+            g = np.asarray(grad).reshape(ref_grad.shape)
+            err = float(np.max(np.abs(np.subtract(g, ref_grad, dtype=ref_grad.dtype)))) / scale
+            if not err <= 10 * self.tol:
+                msgs.append(f"grad max error {err:.2g} of max |grad|")
+        if msgs:
+            self.notes[name] = "; ".join(msgs)
+            self.log(f"    ! {name[0]} {name[1]}: MISMATCH with numpy: {self.notes[name]}")
+
+
+def time_case(cells, budget, min_rounds, max_rounds, sample_target=1e-3, checker=None,
+              cooldown=0.0, log=print):
+    """Interleaved timing. Returns ({name: {"median": s, "samples": [...], ...}}, rounds)."""
     names = list(cells)
     est = {}
     failed = {}
-    for name in names:
-        fn = cells[name].fn
+    warm_order = sorted(names, key=lambda n: n != Checker.REF)
+    for name in warm_order:
+        cell = cells[name]
         try:
-            fn()  # warm-up (page faults, thread pools, caches)
             t0 = time.perf_counter()
-            fn()
+            res = cell.fn()  # warm-up (page faults, thread pools, caches)
             est[name] = time.perf_counter() - t0
+            if checker is not None:
+                checker.see(name, cell, res)
+            del res
+            if est[name] < 0.1:  # a second call for a better estimate when it is cheap
+                t0 = time.perf_counter()
+                cell.fn()
+                est[name] = time.perf_counter() - t0
         except Skip as e:
             failed[name] = f"skipped: {e}"
         except Exception as e:
             failed[name] = f"failed: {type(e).__name__}: {str(e)[:200]}"
             log(f"    ! {name}: {failed[name]}")
+    if checker is not None:
+        checker.ref = None  # free the reference gradient before timing
     names = [n for n in names if n in est]
     # inner repetitions so that one sample lasts about sample_target seconds
     inner = {n: max(1, int(sample_target / max(est[n], 1e-9))) for n in names}
@@ -563,6 +612,14 @@ def time_case(cells, budget, min_rounds, max_rounds, sample_target=1e-3, log=pri
             for n in names[k:] + names[:k]:
                 fn = cells[n].fn
                 reps = inner[n]
+                if cooldown:
+                    # let the thread pools of the library timed before this one (OpenMP
+                    # runtimes spin-wait after a parallel region) fall asleep first
+                    time.sleep(cooldown)
+                if est[n] < 2e-3:
+                    # an untimed call first: it wakes this library's sleeping thread pool
+                    # (measured here: ~0.3 ms) and its data into cache, as in a loop of calls
+                    fn()
                 c0 = time.process_time()
                 t0 = time.perf_counter()
                 for _ in range(reps):
@@ -588,34 +645,6 @@ def time_case(cells, budget, min_rounds, max_rounds, sample_target=1e-3, log=pri
     for n, why in failed.items():
         out[n] = {"error": why}
     return out, rounds
-
-
-def check_results(cells, timed, case, log=print):
-    """Compare every library's loss (and fastxent's gradient) with the numpy column."""
-    ref = cells.get(("numpy", "fwd+bwd"))
-    if ref is None or "median" not in timed.get(("numpy", "fwd+bwd"), {}):
-        return {}
-    ref_loss, ref_grad = ref.extract(ref.fn())
-    tol = 1e-4 if case.dtype == "float32" else 1e-9
-    notes = {}
-    for name, cell in cells.items():
-        if name[0] in FLOORS or "median" not in timed.get(name, {}):
-            continue
-        loss, grad = cell.extract(cell.fn())
-        msgs = []
-        if not abs(loss - ref_loss) <= tol * max(1.0, abs(ref_loss)):
-            msgs.append(f"loss {loss:.7g} vs numpy {ref_loss:.7g}")
-        if grad is not None and ref_grad is not None:
-            g = np.asarray(grad, dtype=np.float64).reshape(ref_grad.shape)
-            scale = float(np.max(np.abs(ref_grad))) or 1.0
-            err = float(np.max(np.abs(g - ref_grad))) / scale
-            if not err <= 10 * tol:
-                msgs.append(f"grad max rel err {err:.2g}")
-        del grad
-        if msgs:
-            notes[name] = "; ".join(msgs)
-            log(f"    ! {name[0]} {name[1]}: MISMATCH {notes[name]}")
-    return notes
 
 
 # --------------------------------------------------------------------------------------------
@@ -730,14 +759,14 @@ def fmt_x(r):
 
 def med(timed, name):
     d = timed.get(name)
-    return d["median"] if d and "median" in d else None
+    return d[STAT] if d and "median" in d else None
 
 
 def floor_of(timed, kind):
     best, which = None, None
     for name, d in timed.items():
-        if name[0] == kind and "median" in d and (best is None or d["median"] < best):
-            best, which = d["median"], name[1]
+        if name[0] == kind and "median" in d and (best is None or d[STAT] < best):
+            best, which = d[STAT], name[1]
     return best, which
 
 
@@ -850,6 +879,8 @@ def write_markdown(path, ctx):
     a("# fastxent benchmark results\n")
     if ctx["quick"]:
         a("> **Quick run** (`--quick`: few repeats, short budget): indicative only.\n")
+    if ctx.get("busy"):
+        a(f"> **Busy machine**: {ctx['busy']}\n")
     a(f"- Date: {ctx['date']}")
     a(f"- Command: `{ctx['command']}`")
     cpu = ctx["cpu"]
@@ -861,10 +892,16 @@ def write_markdown(path, ctx):
       f"(see the cores table for what each library really used)")
     a("- Versions: " + ", ".join(f"{k} {v}" for k, v in ctx["versions"].items() if v))
     a(f"- JAX loss: {ctx['jax_impl']}")
-    a(f"- Timing: median of {ctx['rounds_desc']} interleaved rounds per cell (budget "
+    ls, le = ctx["load"]
+    a(f"- Load average (1, 5, 15 min) at the start: {ls[0]:.2f}, {ls[1]:.2f}, {ls[2]:.2f}; at "
+      f"the end of the timings: {le[0]:.2f}, {le[1]:.2f}, {le[2]:.2f} (a busy machine makes "
+      "the times noisy; compare ratios within one run)")
+    a(f"- Timing: {STAT} of {ctx['rounds_desc']} interleaved rounds per cell (budget "
       f"{ctx['budget']:g} s per shape, {ctx['min_rounds']}–{ctx['max_rounds']} rounds), "
-      "`time.perf_counter`, one warm-up call per cell, garbage collector off while timing; "
-      "a sample of a call shorter than 1 ms is the mean of enough calls to last ~1 ms.")
+      "`time.perf_counter`, one warm-up call per cell (two when it is cheap), garbage "
+      "collector off while timing; "
+      "a sample of a call shorter than 1 ms is the mean of enough calls to last ~1 ms, after "
+      "one untimed call (which wakes that library's thread pool up) for calls under 2 ms.")
     a("")
     if ctx["fx_config"] is not None:
         a("`fx.show_config()`:\n")
@@ -876,7 +913,7 @@ def write_markdown(path, ctx):
         for n in ctx["notes"]:
             a(f"- {n}")
         a("")
-    a("## Times (ms, median)\n")
+    a(f"## Times (ms, {STAT})\n")
     a("`fastxent/out`: the same call with a preallocated `grad_out` (reused, so no page faults "
       "on a fresh gradient). Floors: NumPy reading the logits once (faster of `np.max` and "
       "`.sum()`) and copying them once (`np.copyto` into a preallocated array), each the faster "
@@ -947,6 +984,12 @@ def parse_args(argv=None):
                    help="fewest rounds per cell (default 5; 3 with --quick)")
     p.add_argument("--budget", type=float, default=None,
                    help="seconds of timing per shape (default 20; 3 with --quick)")
+    p.add_argument("--cooldown", type=float, default=0.0, metavar="MS",
+                   help="sleep before each timed sample, so that the previous library's idle "
+                        "threads stop spinning (0: off; they then wake up slower)")
+    p.add_argument("--stat", choices=["median", "min"], default="median",
+                   help="statistic of the samples in the tables (median; min is the steadier "
+                        "estimate of the quiet-machine time when other work loads the machine)")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
     p.add_argument("--memory-shapes", nargs="+", default=None, metavar="KEY",
                    help="shapes whose peak memory is measured")
@@ -971,6 +1014,8 @@ def main(argv=None):
         for c in CASES:
             print(f"{c.key:22s} {c.label}  ({c.nbytes / 2**20:.1f} MiB)")
         return 0
+    global STAT
+    STAT = args.stat
     T = args.threads
     quick = args.quick
     budget = args.budget if args.budget is not None else (3.0 if quick else 20.0)
@@ -1013,6 +1058,10 @@ def main(argv=None):
                  "for BCE with a bool target, fastxent, NumPy and JAX (cast inside the jitted "
                  "graph) read the bool array, PyTorch (which needs a float target) and "
                  "scikit-learn get a float copy made once outside the timing.")
+    notes.append("fastxent, PyTorch and scikit-learn each bring an OpenMP runtime, which "
+                 "spin-waits for a while after a parallel region; interleaved, one library's "
+                 "idle threads can take a core from the next for a moment (measured: +0.1 ms "
+                 "on a 0.1 ms call); `--cooldown` avoids it, off here unless the command says so.")
     fx_config = None
     if "fastxent" in libs:
         import fastxent as fx
@@ -1030,6 +1079,10 @@ def main(argv=None):
     for n in notes:
         print("note:", n)
 
+    load_start = os.getloadavg()
+    if load_start[0] > 0.5:
+        print(f"warning: load average {load_start[0]:.2f} at start: the machine is busy and the "
+              "times will be noisy")
     pool = ThreadPoolExecutor(max(T, 1))
     results = []
     all_checks = {}
@@ -1048,10 +1101,11 @@ def main(argv=None):
             except Exception as e:
                 print(f"    ! {lib}: setup failed: {type(e).__name__}: {str(e)[:200]}")
         cells.update(cells_floors(x, T, pool))
-        timed, rounds = time_case(cells, budget, min_rounds, max_rounds)
+        checker = Checker(case)
+        timed, rounds = time_case(cells, budget, min_rounds, max_rounds, checker=checker,
+                                  cooldown=args.cooldown / 1e3)
         rounds_used.append(rounds)
-        checks = check_results(cells, timed, case)
-        for k, v in checks.items():
+        for k, v in checker.notes.items():
             all_checks[f"{case.label} {k[0]} {k[1]}"] = v
         results.append((case, timed))
         fl_r, fl_c = floor_of(timed, "read"), floor_of(timed, "copy")
@@ -1072,7 +1126,9 @@ def main(argv=None):
         mkeys = split_keys(args.memory_shapes) if args.memory_shapes else (
             MEMORY_KEYS_QUICK if quick else MEMORY_KEYS)
         mcases = [CASE_BY_KEY[k] for k in mkeys if k in CASE_BY_KEY and CASE_BY_KEY[k] in cases]
-        for lib in libs:
+        for lib in ["fastxent", "torch", "jax", "numpy", "sklearn"]:  # fastxent beside torch
+            if lib not in libs:
+                continue
             if lib == "fastxent":
                 mem_libs += ["fastxent", "fastxent/out", "fastxent/inplace"]
             else:
@@ -1108,7 +1164,7 @@ def main(argv=None):
 
     # ---- report -------------------------------------------------------------------------
     (thead, trows), (rhead, rrows) = build_rows(results)
-    print("\nTimes (ms, median)")
+    print(f"\nTimes (ms, {STAT})")
     print(text_table(thead, trows))
     print("\nRatios (vs X = X time / fastxent time; fastxent / floor: read floor for fwd, "
           "copy floor for fwd+bwd)")
@@ -1133,6 +1189,16 @@ def main(argv=None):
                                f"({os.path.basename(d.get('filepath', ''))})")
     except Exception:
         pass
+    load_end = os.getloadavg()
+    # did the threaded libraries get their cores? (a busy machine shows here first)
+    got = [d["cores"] for case, timed in results if case.nbytes >= 64 * 2**20
+           for (lib, _), d in timed.items() if lib in ("fastxent", "torch") and "cores" in d]
+    busy = None
+    if T > 1 and got and statistics.median(got) < 0.75 * T:
+        busy = (f"fastxent and PyTorch used {statistics.median(got):.1f} cores (median over the "
+                f"shapes of 64 MiB and more) of the {T} asked for: other work was loading the "
+                "machine and these times are inflated. Rerun on a quiet machine.")
+        print("warning:", busy)
     rlo, rhi = (min(rounds_used), max(rounds_used)) if rounds_used else (0, 0)
     ctx = {
         "quick": quick,
@@ -1158,6 +1224,8 @@ def main(argv=None):
         "chart": chart_rel,
         "checks": all_checks,
         "threadpools": threadpools,
+        "load": (load_start, load_end),
+        "busy": busy,
     }
     if args.out:
         write_markdown(args.out, ctx)

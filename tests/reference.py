@@ -270,6 +270,14 @@ def binary_cross_entropy_with_logits(input, target, weight=None, pos_weight=None
     loss = w * ((1 - t) x - lw * log_sigmoid(x))
     d/dx = w * ((1 - t) - lw * sigmoid(-x))   (= w (sigmoid(x) - t) when lw = 1)
     mean = sum / numel.
+
+    The loss is evaluated in the form that never cancels, -log_sigmoid(x) =
+    max(-x, 0) + log1p(exp(-|x|)) split by the sign of x:
+        x >= 0: (1 - t) x + lw log1p(exp(-x))
+        x <  0: -pw t x  + lw log1p(exp(x))
+    and a zero coefficient times an infinite logit counts 0, so infinite logits give the
+    loss's limit (fastxent's documented choice; PyTorch's one formula gives NaN for
+    x = +inf, t = 1 and for x = -inf, t = 0 or 1).
     """
     x = _f64(input)
     t = _f64(np.asarray(target))
@@ -277,14 +285,13 @@ def binary_cross_entropy_with_logits(input, target, weight=None, pos_weight=None
         raise ValueError("shape mismatch")
     w = _bcast(weight, x.shape, "weight")
     pw = _bcast(pos_weight, x.shape, "pos_weight")
-    ls = log_sigmoid(x)
-    if pw is None:
-        items = (1.0 - t) * x - ls
-        g = sigmoid(x) - t
-    else:
-        lw = 1.0 + (pw - 1.0) * t
-        items = (1.0 - t) * x - lw * ls
-        g = (1.0 - t) - lw * sigmoid(-x)
+    pwv = 1.0 if pw is None else pw
+    lw = 1.0 + (pwv - 1.0) * t
+    coef = np.where(x >= 0, 1.0 - t, -pwv * t)
+    with np.errstate(invalid="ignore"):
+        lin = np.where(coef == 0, 0.0, coef * x)
+    items = lin + lw * np.log1p(np.exp(-np.abs(x)))
+    g = (1.0 - t) - lw * sigmoid(-x)
     if w is not None:
         items = items * w
         g = g * w

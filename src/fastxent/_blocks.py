@@ -18,26 +18,29 @@ _SIGMOID, _LOG_SIGMOID = 0, 1
 
 def _rowwise(x, axis, out, n_threads, what: int, name: str) -> np.ndarray:
     x = float_input(x, "x")
+    dt = np.dtype(x.dtype.type)  # native byte order: what the kernels write
     n_threads = check_threads(n_threads)
     if x.ndim == 0:
         raise ValueError(f"{name}: x must have at least one dimension")
     ax = normalize_axis(axis, x.ndim)
     reduces = what in (_LSE, _ENTROPY)
     shape = x.shape[:ax] + x.shape[ax + 1:] if reduces else x.shape
-    out = output_array(out, shape, x.dtype, "out")
+    out = output_array(out, shape, dt, "out")
     moved = ax != x.ndim - 1
     xk = kernel_ready(np.moveaxis(x, ax, -1) if moved else x)
     if x.shape[ax] == 0:
-        raise ValueError(f"{name}: the axis being reduced has length 0")
+        if reduces:  # as np.max: a reduction over nothing has no value
+            raise ValueError(f"{name}: the axis being reduced has length 0")
+        return out if out is not None else np.empty(shape, dtype=dt)
     if moved and not reduces:
-        buf = np.empty(xk.shape, dtype=x.dtype)
+        buf = np.empty(xk.shape, dtype=dt)
         _core.norm(xk, buf, what, n_threads)
         res = np.moveaxis(buf, -1, ax)
         if out is None:
             return res
         np.copyto(out, res)
         return out
-    buf, copy_to = write_target(out, shape, x.dtype, x)
+    buf, copy_to = write_target(out, shape, dt, x)
     _core.norm(xk, buf, what, n_threads)
     if copy_to is not None:
         np.copyto(copy_to, buf)
@@ -85,10 +88,11 @@ def entropy(logits, axis: int = -1, *, out: Optional[np.ndarray] = None,
 
 def _elementwise(x, out, n_threads, what: int) -> np.ndarray:
     x = float_input(x, "x")
+    dt = np.dtype(x.dtype.type)  # native byte order: what the kernels write
     n_threads = check_threads(n_threads)
-    out = output_array(out, x.shape, x.dtype, "out")
+    out = output_array(out, x.shape, dt, "out")
     xk = kernel_ready(x)
-    buf, copy_to = write_target(out, x.shape, x.dtype, x)
+    buf, copy_to = write_target(out, x.shape, dt, x)
     _core.sigmoid(xk, buf, what, n_threads)
     if copy_to is not None:
         np.copyto(copy_to, buf)

@@ -62,8 +62,8 @@ def check_threads(n_threads) -> Optional[int]:
         n = operator.index(n_threads)
     except TypeError:
         raise TypeError(f"n_threads must be None or a positive int, got {n_threads!r}") from None
-    if n < 1:
-        raise ValueError(f"n_threads must be None or a positive int, got {n}")
+    if not 1 <= n <= 2**31 - 1:
+        raise ValueError(f"n_threads must be None or a positive int (at most 2**31 - 1), got {n}")
     return n
 
 
@@ -85,7 +85,7 @@ def output_array(out, shape: Tuple[int, ...], dtype, name: str) -> Optional[np.n
         raise ValueError(f"{name} must be a numpy.ndarray, got {type(out).__name__}")
     if out.shape != tuple(shape):
         raise ValueError(f"{name} has shape {out.shape}, expected {tuple(shape)}")
-    if out.dtype != np.dtype(dtype):
+    if out.dtype.type is not np.dtype(dtype).type:  # either byte order is fine
         raise ValueError(f"{name} has dtype {out.dtype}, expected {np.dtype(dtype)}")
     if not out.flags.writeable:
         raise ValueError(f"{name} is not writable")
@@ -102,19 +102,23 @@ def same_buffer(a: np.ndarray, b: np.ndarray) -> bool:
     )
 
 
-def write_target(out: Optional[np.ndarray], shape, dtype, *reads: np.ndarray):
+def write_target(out: Optional[np.ndarray], shape, dtype, input: np.ndarray, *reads):
     """Where a kernel should write an output, and the caller's buffer to copy it to after.
 
-    Returns (buffer, copy_to): the kernel writes `buffer` (C-contiguous); when the
-    caller's `out` cannot be written directly (non-contiguous, misaligned, or partly
-    overlapping an input), `buffer` is a fresh array and `copy_to` is `out`. Writing
-    over an input that is exactly the same buffer is allowed (in-place)."""
+    Returns (buffer, copy_to): the kernel writes `buffer` (C-contiguous, native); when
+    the caller's `out` cannot be written directly (non-contiguous, misaligned, byte-
+    swapped, partly overlapping `input`, or overlapping any of the other arrays the
+    kernel reads: targets, weights), `buffer` is a fresh array and `copy_to` is `out`.
+    Writing over `input` itself, the exact same buffer, is allowed: the kernels read
+    each input element before they write its output."""
     if out is None:
         return np.empty(shape, dtype=dtype), None
     direct = out.flags.c_contiguous and out.flags.aligned and out.dtype.isnative
+    if direct and np.may_share_memory(out, input) and not same_buffer(out, input):
+        direct = False
     if direct:
         for r in reads:
-            if r is not None and np.may_share_memory(out, r) and not same_buffer(out, r):
+            if isinstance(r, np.ndarray) and np.may_share_memory(out, r):
                 direct = False
                 break
     if direct:

@@ -193,6 +193,8 @@ def ce(cnp.ndarray x, int64_t C, int64_t inner, labels, int label_code, soft, we
     a.row_loss = _ptr(row_loss)
     a.logprob_input = logprob_input
     cdef const fx_table *tab = _table(x)
+    if rows == 0 or inner <= 0:
+        return 0.0
     if inner != 1:
         return _ce_cols(&a, tab, rows // inner, inner, n_threads)
     cdef int64_t per = BLOCK_ELEMS // C if C > 0 else 1

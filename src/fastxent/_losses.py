@@ -57,6 +57,7 @@ def _labels(target: np.ndarray, expected_shape, x_shape, C: int, ignore_index: i
 def _softmax_loss(input, target, weight, ignore_index, reduction, label_smoothing, axis,
                   return_grad, grad_out, n_threads, logprob_input: bool, fname: str):
     x = float_input(input)
+    dt = np.dtype(x.dtype.type)  # native byte order: what the kernels write
     check_reduction(reduction)
     n_threads = check_threads(n_threads)
     if x.ndim == 0:
@@ -65,6 +66,8 @@ def _softmax_loss(input, target, weight, ignore_index, reduction, label_smoothin
     ax = 0 if x.ndim == 1 else normalize_axis(axis, x.ndim)
     if isinstance(ignore_index, bool) or not isinstance(ignore_index, (int, np.integer)):
         raise TypeError(f"ignore_index must be an int, got {ignore_index!r}")
+    if not -2**63 <= int(ignore_index) < 2**63:
+        raise ValueError(f"ignore_index must fit in int64, got {ignore_index}")
     eps = float(label_smoothing)
     if not 0.0 <= eps <= 1.0:
         raise ValueError(f"label_smoothing must be in [0, 1], got {label_smoothing}")
@@ -77,7 +80,7 @@ def _softmax_loss(input, target, weight, ignore_index, reduction, label_smoothin
         kinds = "integer class indices" if logprob_input else "integer class indices or float probabilities"
         raise TypeError(f"{fname}: target must hold {kinds}, got dtype {t.dtype}")
 
-    wk, w64, wtotal = class_weight(weight, C, x.dtype)
+    wk, w64, wtotal = class_weight(weight, C, dt)
     # (outer, C, inner) view: the kernels read a class axis that is not last with
     # stride `inner`, so no transposing copy is made
     inner = math.prod(x.shape[ax + 1:])
@@ -89,7 +92,7 @@ def _softmax_loss(input, target, weight, ignore_index, reduction, label_smoothin
                 f"target shape {t.shape} does not match input shape {x.shape}: probability "
                 f"targets must have the input's shape"
             )
-        yk = kernel_ready(t, x.dtype)
+        yk = kernel_ready(t, dt)
         labels, code, denom = None, 0, float(math.prod(item_shape))
     else:
         yk = None
@@ -97,22 +100,24 @@ def _softmax_loss(input, target, weight, ignore_index, reduction, label_smoothin
 
     gk, copy_to = None, None
     if return_grad:
-        out = output_array(grad_out, x.shape, x.dtype, "grad_out")
+        out = output_array(grad_out, x.shape, dt, "grad_out")
         # grad_out=input: the kernels read each logit before writing its gradient
-        gk, copy_to = write_target(out, x.shape, x.dtype, x, *((t,) if soft else ()))
+        gk, copy_to = write_target(out, x.shape, dt, x, t, weight)
     elif grad_out is not None:
         raise ValueError("grad_out was given but return_grad is False")
     scale = 1.0
     if reduction == "mean":
         scale = 1.0 / denom if denom != 0 else math.inf
-    per_item = np.empty(item_shape, dtype=x.dtype) if reduction == "none" else None
-    total = _core.ce(xk, C, inner, labels, code, yk, wk, wtotal, int(ignore_index), eps, scale,
-                     gk, per_item, logprob_input, n_threads)
+    per_item = np.empty(item_shape, dtype=dt) if reduction == "none" else None
+    total = 0.0
+    if x.size:  # an empty batch (or empty trailing dims) has nothing to compute
+        total = _core.ce(xk, C, inner, labels, code, yk, wk, wtotal, int(ignore_index), eps,
+                         scale, gk, per_item, logprob_input, n_threads)
     grad = gk
     if copy_to is not None:
         np.copyto(copy_to, gk)
         grad = copy_to
-    return _finish(total, denom, reduction, per_item, x.dtype, grad, return_grad)
+    return _finish(total, denom, reduction, per_item, dt, grad, return_grad)
 
 
 def cross_entropy(input: ArrayLike, target: ArrayLike, weight: Optional[ArrayLike] = None, *,
@@ -215,6 +220,7 @@ def _elementwise_loss(kind: int, input, target, weight, pos_weight, reduction: s
                       return_grad: bool, grad_out, n_threads, allowed=("none", "mean", "sum")):
     """The elementwise losses: checks, layout and outputs, then one fused kernel pass."""
     x = float_input(input)
+    dt = np.dtype(x.dtype.type)  # native byte order: what the kernels write
     check_reduction(reduction, allowed)
     n_threads = check_threads(n_threads)
     if kind in (_PW_KL, _PW_KL_LOG_TARGET):
@@ -237,14 +243,14 @@ def _elementwise_loss(kind: int, input, target, weight, pos_weight, reduction: s
     if t.dtype == np.bool_ or t.dtype == np.uint8:
         tk = kernel_ready(t.view(np.uint8) if t.dtype == np.bool_ else t).reshape(shape)
     else:
-        tk = kernel_ready(t, x.dtype).reshape(shape)
-    wk, w_col = _broadcast_param(weight, shape, x.dtype, "weight")
-    pk, p_col = _broadcast_param(pos_weight, shape, x.dtype, "pos_weight")
+        tk = kernel_ready(t, dt).reshape(shape)
+    wk, w_col = _broadcast_param(weight, shape, dt, "weight")
+    pk, p_col = _broadcast_param(pos_weight, shape, dt, "pos_weight")
     n = x.size
     denom = float(x.shape[0] if x.ndim else 1) if reduction == "batchmean" else float(n)
     if return_grad:
-        out = output_array(grad_out, x.shape, x.dtype, "grad_out")
-        gbuf, copy_to = write_target(out, x.shape, x.dtype, x, t)
+        out = output_array(grad_out, x.shape, dt, "grad_out")
+        gbuf, copy_to = write_target(out, x.shape, dt, x, t, weight, pos_weight)
     elif grad_out is not None:
         raise ValueError("grad_out was given but return_grad is False")
     else:
@@ -252,7 +258,7 @@ def _elementwise_loss(kind: int, input, target, weight, pos_weight, reduction: s
     scale = 1.0
     if reduction in ("mean", "batchmean"):
         scale = 1.0 / denom if denom else math.inf
-    per_item = np.empty(x.shape, dtype=x.dtype) if reduction == "none" else None
+    per_item = np.empty(x.shape, dtype=dt) if reduction == "none" else None
     total = _core.pointwise(kind, xk, tk, wk, w_col, pk, p_col, scale,
                             None if gbuf is None else gbuf.reshape(shape),
                             None if per_item is None else per_item.reshape(shape), n_threads)
@@ -261,7 +267,7 @@ def _elementwise_loss(kind: int, input, target, weight, pos_weight, reduction: s
         np.copyto(copy_to, gbuf)
         grad = copy_to
     red = "mean" if reduction == "batchmean" else reduction
-    return _finish(total, denom, red, per_item, x.dtype, grad, return_grad)
+    return _finish(total, denom, red, per_item, dt, grad, return_grad)
 
 
 def binary_cross_entropy(input: ArrayLike, target: ArrayLike, weight: Optional[ArrayLike] = None,

@@ -195,6 +195,39 @@ FN VR FX_N(vload_u8_part)(const uint8_t *p, int64_t n)
     return FX_N(vload_u8)(b);
 }
 
+/* A float64 accumulator of VR vectors (VL lanes as two halves of VL/2 doubles, or one
+   for float64), for per-element losses that may be huge: a float32 sum of a few
+   3e38-sized losses would overflow where their float64 mean does not. */
+#if FX_IS_F32
+typedef double FX_N(vd) __attribute__((vector_size(FX_VBYTES)));
+typedef float FX_N(vh) __attribute__((vector_size(FX_VBYTES / 2)));
+typedef struct { FX_N(vd) lo, hi; } FX_N(acc64);
+FN void FX_N(acc_f64)(FX_N(acc64) *a, VR v)
+{
+    FX_N(vh) lo, hi;
+    memcpy(&lo, &v, sizeof lo);
+    memcpy(&hi, (char *)&v + sizeof lo, sizeof hi);
+    a->lo += __builtin_convertvector(lo, FX_N(vd));
+    a->hi += __builtin_convertvector(hi, FX_N(vd));
+}
+FN double FX_N(acc_sum)(const FX_N(acc64) *a)
+{
+    double s = 0.0;
+    for (int i = 0; i < VL / 2; i++) s += a->lo[i];
+    for (int i = 0; i < VL / 2; i++) s += a->hi[i];
+    return s;
+}
+#else
+typedef struct { VR lo, hi; } FX_N(acc64);
+FN void FX_N(acc_f64)(FX_N(acc64) *a, VR v) { a->lo += v; }
+FN double FX_N(acc_sum)(const FX_N(acc64) *a)
+{
+    double s = 0.0;
+    for (int i = 0; i < VL; i++) s += a->lo[i];
+    return s;
+}
+#endif
+
 /* ------------------------------------------------------------ exp and log1p */
 
 /* exp(x) for x <= 0 (NaN passes through; exp(-inf) == 0 exactly). Cody-Waite
@@ -385,26 +418,77 @@ FN VR FX_N(vexp_any)(VR x)
 
 /* ------------------------------------------------------------ row passes */
 
-/* max of a row; NaN if the row holds a NaN (so that NaN reaches every output). */
+/* Running max for the max pass. A NaN need not survive here: exp(NaN - m) is NaN, so a
+   NaN anywhere in a chunk reaches s, and through s every output of its row. */
+#if FX_VBYTES == 64 && FX_IS_F32
+FN VR FX_N(vmax_fast)(VR m, VR v) { return (VR)_mm512_max_ps((__m512)m, (__m512)v); }
+#elif FX_VBYTES == 64
+FN VR FX_N(vmax_fast)(VR m, VR v) { return (VR)_mm512_max_pd((__m512d)m, (__m512d)v); }
+#elif FX_VBYTES == 32 && FX_IS_F32
+FN VR FX_N(vmax_fast)(VR m, VR v) { return (VR)_mm256_max_ps((__m256)m, (__m256)v); }
+#elif FX_VBYTES == 32
+FN VR FX_N(vmax_fast)(VR m, VR v) { return (VR)_mm256_max_pd((__m256d)m, (__m256d)v); }
+#else
+FN VR FX_N(vmax_fast)(VR m, VR v) { return FX_N(vmax)(m, v); }
+#endif
+
+/* max of a row (chunk); see vmax_fast for NaN. */
 FN R FX_N(row_max)(const R *x, int64_t C)
 {
     VR m0 = FX_N(vsplat)(-INFINITY), m1 = m0;
     int64_t j = 0;
     for (; j + 2 * VL <= C; j += 2 * VL) {
-        m0 = FX_N(vmax_nan)(m0, FX_N(vload)(x + j));
-        m1 = FX_N(vmax_nan)(m1, FX_N(vload)(x + j + VL));
+        m0 = FX_N(vmax_fast)(m0, FX_N(vload)(x + j));
+        m1 = FX_N(vmax_fast)(m1, FX_N(vload)(x + j + VL));
     }
     for (; j < C; j += VL) {
         VR v = j + VL <= C ? FX_N(vload)(x + j) : FX_N(vload_part)(x + j, C - j, -INFINITY);
-        m0 = FX_N(vmax_nan)(m0, v);
+        m0 = FX_N(vmax_fast)(m0, v);
     }
     return FX_N(vhmax_nan)(FX_N(vmax_nan)(m0, m1));
 }
 
+/* b_j (sh - x_j), 0 where b_j == 0 (a masked -inf class contributes nothing). With
+   finite logits sh - x_j can overflow (x_j = -3e38 in float32, sh = 3e38) although
+   b_j (sh - x_j) may not: such lanes are summed in float64 into spill[lane] instead,
+   so extreme finite logits give the finite loss they should. */
+FN VR FX_N(bd_terms)(VR b, VR sh, VR x, double *spill)
+{
+    VR zero = {0}, inf = FX_N(vsplat)((R)INFINITY);
+    VR d = sh - x;
+    VR t = FX_N(vzero_unless)(b != zero, b * d);
+    VI over = (d == inf) & (b != zero) & (sh != inf) & (x != -inf);
+    int any = 0;
+    for (int i = 0; i < VL; i++) any |= over[i] != 0;
+    if (__builtin_expect(any, 0)) {
+        for (int i = 0; i < VL; i++)
+            if (over[i]) {
+                /* long double: wider exponent on x86-64, so float64 logits near
+                   +-1.8e308 fit too; elsewhere it is double and float32 still fits */
+                spill[i] += (double)((long double)b[i] * ((long double)sh[i] - (long double)x[i]));
+                t[i] = 0;
+            }
+    }
+    return t;
+}
+
+/* b_j of the notation above, for a vector of classes at j (w, y already offset):
+     SMOOTH: b_j = (eps/C) w_j      SOFT: b_j = w_j ((1-eps) y_j + eps/C)
+   with c1 = 1-eps, c0 = eps/C and w_j = 1 without weights. The one place where the
+   per-class target weights are formed; the exp and gradient passes both call it. */
+FN VR FX_N(b_of)(int aux, const R *w, const R *y, int64_t j, int full, int64_t n, R c1, R c0)
+{
+    VR wv = w ? (full ? FX_N(vload)(w + j) : FX_N(vload_part)(w + j, n, 0)) : FX_N(vsplat)(1);
+    if (aux == FX_AUX_SOFT) {
+        VR yv = full ? FX_N(vload)(y + j) : FX_N(vload_part)(y + j, n, 0);
+        return wv * (yv * c1 + c0);
+    }
+    return wv * c0;
+}
+
 /* The exp pass over one chunk: e_j = exp(x_j - sh), s = sum e_j, e_j stored to g when
    g != NULL, and per aux, with d_j = sh - x_j:
-     SMOOTH:  b_j = w_j (or 1)                     -> bd = sum b_j d_j, bsum = sum b_j
-     SOFT:    b_j = w_j (c1 y_j + c0)              -> bd, bsum
+     SMOOTH, SOFT: b_j from b_of                   -> bd = sum b_j d_j, bsum = sum b_j
      ENTROPY: b_j = e_j                            -> bd
    (b_j == 0 terms count 0 even where d_j is inf.) Called with literal aux and
    NULL-ness, so after inlining each call site is its own loop with no per-element
@@ -413,7 +497,7 @@ FN void FX_N(exp_pass)(const R *x, R *g, int64_t C, R sh, int aux, const R *w, c
                        R c1, R c0, fx_chunk *out)
 {
     VR zero = {0}, s = zero, bd = zero, bsum = zero;
-    double s_acc = 0.0, bd_acc = 0.0, bsum_acc = 0.0;
+    double s_acc = 0.0, bd_acc = 0.0, bsum_acc = 0.0, spill[VL] = {0};
     int64_t since_fold = 0;
     for (int64_t j = 0; j < C; j += VL) {
         int full = j + VL <= C;
@@ -423,23 +507,14 @@ FN void FX_N(exp_pass)(const R *x, R *g, int64_t C, R sh, int aux, const R *w, c
         VR e = FX_N(vexp_nonpos)(v - sh);
         s += e;
         if (aux != FX_AUX_NONE) {
-            VR d = sh - v;
             VR b;
             if (aux == FX_AUX_ENTROPY) {
                 b = e;
             } else {
-                VR wv = w ? (full ? FX_N(vload)(w + j) : FX_N(vload_part)(w + j, n, 0))
-                          : FX_N(vsplat)(1);
-                if (aux == FX_AUX_SOFT) {
-                    VR yv = full ? FX_N(vload)(y + j) : FX_N(vload_part)(y + j, n, 0);
-                    b = wv * (yv * c1 + c0);
-                } else {
-                    b = wv;
-                }
-                b = FX_N(vzero_unless)(live, b);
+                b = FX_N(vzero_unless)(live, FX_N(b_of)(aux, w, y, j, full, n, c1, c0));
                 bsum += b;
             }
-            bd += FX_N(vzero_unless)(b != zero, b * d);
+            bd += FX_N(bd_terms)(b, FX_N(vsplat)(sh), v, spill);
         }
         if (g) {
             if (full) FX_N(vstore)(g + j, e);
@@ -455,13 +530,14 @@ FN void FX_N(exp_pass)(const R *x, R *g, int64_t C, R sh, int aux, const R *w, c
             since_fold = 0;
         }
     }
+    for (int i = 0; i < VL; i++) bd_acc += spill[i];
     out->s = s_acc + FX_N(vhsum)(s);
     out->bd = bd_acc + FX_N(vhsum)(bd);
     out->bsum = bsum_acc + FX_N(vhsum)(bsum);
 }
 
-/* The gradient pass over g, which holds e_j: g_j = alpha e_j - beta b_j, with b_j as in
-   exp_pass (SMOOTH: w_j or 1; SOFT: w_j (c1 y_j + c0); NONE: no b term). */
+/* The gradient pass over g, which holds e_j: g_j = alpha e_j - beta b_j, with b_j from
+   b_of (no b term for NONE). */
 FN void FX_N(grad_pass)(R *g, int64_t C, R alpha, R beta, int aux,
                         const R *w, const R *y, R c1, R c0)
 {
@@ -470,15 +546,8 @@ FN void FX_N(grad_pass)(R *g, int64_t C, R alpha, R beta, int aux,
         int64_t n = full ? VL : C - j;
         VR e = full ? FX_N(vload)(g + j) : FX_N(vload_part)(g + j, n, 0);
         VR gv = e * alpha;
-        if (aux == FX_AUX_SMOOTH || aux == FX_AUX_SOFT) {
-            VR b = w ? (full ? FX_N(vload)(w + j) : FX_N(vload_part)(w + j, n, 0))
-                     : FX_N(vsplat)(1);
-            if (aux == FX_AUX_SOFT) {
-                VR yv = full ? FX_N(vload)(y + j) : FX_N(vload_part)(y + j, n, 0);
-                b = b * (yv * c1 + c0);
-            }
-            gv = gv - b * beta;
-        }
+        if (aux == FX_AUX_SMOOTH || aux == FX_AUX_SOFT)
+            gv = gv - FX_N(b_of)(aux, w, y, j, full, n, c1, c0) * beta;
         if (full) FX_N(vstore)(g + j, gv);
         else FX_N(vstore_part)(g + j, gv, n);
     }
@@ -536,8 +605,8 @@ KERNEL void FX_N(ce_phase1)(const fx_ce_args *A, int64_t row, int64_t c, fx_chun
         else FX_N(chunk_stats)(x, g, n, FX_AUX_SOFT, NULL, y, c1, c0, st);
         break;
     case FX_AUX_SMOOTH:
-        if (w) FX_N(chunk_stats)(x, g, n, FX_AUX_SMOOTH, w, NULL, 0, 0, st);
-        else FX_N(chunk_stats)(x, g, n, FX_AUX_SMOOTH, NULL, NULL, 0, 0, st);
+        if (w) FX_N(chunk_stats)(x, g, n, FX_AUX_SMOOTH, w, NULL, c1, c0, st);
+        else FX_N(chunk_stats)(x, g, n, FX_AUX_SMOOTH, NULL, NULL, c1, c0, st);
         break;
     default:
         if (g) FX_N(chunk_stats)(x, g, n, FX_AUX_NONE, NULL, NULL, 0, 0, st);
@@ -578,8 +647,8 @@ KERNEL void FX_N(ce_phase3)(const fx_ce_args *A, int64_t row, int64_t c, const f
         else FX_N(grad_pass)(g, n, alpha, (R)scale, FX_AUX_SOFT, NULL, y, c1, c0);
         return;
     case FX_AUX_SMOOTH:
-        if (w) FX_N(grad_pass)(g, n, alpha, (R)(scale * eps / (double)C), FX_AUX_SMOOTH, w, NULL, 0, 0);
-        else FX_N(grad_pass)(g, n, alpha, (R)(scale * eps / (double)C), FX_AUX_SMOOTH, NULL, NULL, 0, 0);
+        if (w) FX_N(grad_pass)(g, n, alpha, (R)scale, FX_AUX_SMOOTH, w, NULL, c1, c0);
+        else FX_N(grad_pass)(g, n, alpha, (R)scale, FX_AUX_SMOOTH, NULL, NULL, c1, c0);
         break;
     default:
         FX_N(grad_pass)(g, n, alpha, 0, FX_AUX_NONE, NULL, NULL, 0, 0);
@@ -679,7 +748,7 @@ FN double FX_N(ce_tile)(const fx_ce_args *A, int64_t inner, int64_t item0, int64
 
     /* pass 1: max per lane (NaN if the lane holds a NaN) */
     VR m = FX_N(vsplat)(-INFINITY);
-    for (int64_t c = 0; c < C; c++) m = FX_N(vmax_nan)(m, LOAD(x + c * inner, -INFINITY));
+    for (int64_t c = 0; c < C; c++) m = FX_N(vmax_fast)(m, LOAD(x + c * inner, -INFINITY));
     VR sh = FX_N(vselect)(m == FX_N(vsplat)(-INFINITY), zero, m);
 
     /* pass 2: e = exp(x - sh) into g; sums per lane, folded to float64 every 16 */
@@ -691,10 +760,10 @@ FN double FX_N(ce_tile)(const fx_ce_args *A, int64_t inner, int64_t item0, int64
         s += e;
         if (aux != FX_AUX_NONE) {
             VR b = FX_N(vsplat)(w ? w[c] : (R)1);
-            if (aux == FX_AUX_SOFT) b = b * (LOAD(y + c * inner, 0) * c1 + c0);
+            b = aux == FX_AUX_SOFT ? b * (LOAD(y + c * inner, 0) * c1 + c0) : b * c0;
             b = FX_N(vzero_unless)(live, b);
             bsum += b;
-            bd += FX_N(vzero_unless)(b != zero, b * (sh - v));
+            bd += FX_N(bd_terms)(b, sh, v, bd_acc);
         }
         if (g) STORE(g + c * inner, e);
         if ((c & 15) == 15 || c == C - 1) {
@@ -720,12 +789,12 @@ FN double FX_N(ce_tile)(const fx_ce_args *A, int64_t inner, int64_t item0, int64
     if (!g) return total;
 
     /* pass 3: g = alpha e - beta b; ignored lanes get exactly 0 */
-    R beta = (R)(aux == FX_AUX_SOFT ? scale : scale * eps / (double)C);
+    R beta = (R)scale;
     for (int64_t c = 0; c < C; c++) {
         VR gv = LOAD(g + c * inner, 0) * alpha;
         if (aux != FX_AUX_NONE) {
             VR b = FX_N(vsplat)(w ? w[c] : (R)1);
-            if (aux == FX_AUX_SOFT) b = b * (LOAD(y + c * inner, 0) * c1 + c0);
+            b = aux == FX_AUX_SOFT ? b * (LOAD(y + c * inner, 0) * c1 + c0) : b * c0;
             gv = gv - b * beta;
         }
         STORE(g + c * inner, FX_N(vzero_unless)(keep, gv));
@@ -809,19 +878,23 @@ KERNEL void FX_N(norm_rows)(const void *xv, void *outv, int64_t C, int64_t r0, i
 
 /* ------------------------------------------------------------ sigmoid family */
 
-/* softplus(-x) = -log(sigmoid(x)) = max(-x, 0) + log1p(exp(-|x|)), and sigmoid(x),
-   from one exp and one log1p. sigmoid(x) = 1/(1+e) for x >= 0 and e/(1+e) for x < 0
-   (e = exp(-|x|)), never 1 - sigmoid(-x), which would lose the tiny values. */
-FN VR FX_N(softplus_neg)(VR x, VR *sig)
+/* The pieces of the sigmoid family from one exp and one log1p, e = exp(-|x|):
+   l1p = log1p(e); sig = sigmoid(x) and sig_neg = sigmoid(-x), each as 1/(1+e) or
+   e/(1+e) by the sign of x (never 1 - the other, which would lose the tiny values).
+   softplus(-x) = -log(sigmoid(x)) = max(-x, 0) + l1p. */
+typedef struct { VR neg, l1p, sig, sig_neg; } FX_N(sig_parts);
+
+FN FX_N(sig_parts) FX_N(sigmoid_parts)(VR x)
 {
-    VR zero = {0};
+    FX_N(sig_parts) P;
+    VR zero = {0}, inv;
     VI neg = x < zero;
-    VR ax = FX_N(vselect)(neg, -x, x);
-    VR e = FX_N(vexp_nonpos)(-ax);
-    VR inv;
-    VR l1p = FX_N(vlog1p_unit)(e, &inv);
-    *sig = FX_N(vselect)(neg, e * inv, inv);
-    return FX_N(vzero_unless)(neg, -x) + l1p;
+    VR e = FX_N(vexp_nonpos)(FX_N(vselect)(neg, x, -x));
+    P.l1p = FX_N(vlog1p_unit)(e, &inv);
+    P.sig = FX_N(vselect)(neg, e * inv, inv);
+    P.sig_neg = FX_N(vselect)(neg, inv, e * inv);
+    P.neg = (VR)neg;
+    return P;
 }
 
 /* The elementwise losses, d loss/dx alongside (before weight and scale):
@@ -836,12 +909,19 @@ FN void FX_N(pointwise)(int kind, VR x, VR t, VR pw, int has_pw, VR *loss, VR *g
     const R one = 1;
     VR zero = {0};
     if (kind == FX_PW_BCE_LOGITS) {
-        VR sig;
-        VR sp = FX_N(softplus_neg)(x, &sig);
+        /* Split by the sign of x so that no term cancels and tiny losses and gradients
+           keep their relative accuracy (t in {0, 1}; PyTorch's single formula does not):
+             x >= 0: loss = (1-t) x + lw l1p,   grad = (1-t) - lw sigmoid(-x)
+             x <  0: loss = -pw t x + lw l1p,   grad = lw sigmoid(x) - pw t          */
+        FX_N(sig_parts) P = FX_N(sigmoid_parts)(x);
+        VI neg = (VI)P.neg;
         VR lw = has_pw ? (pw - one) * t + one : FX_N(vsplat)(one);
-        *loss = (one - t) * x + lw * sp;
-        *grad = lw * sig - (has_pw ? pw * t : t);
-    } else if (kind == FX_PW_BCE_PROBS) {
+        VR pwt = has_pw ? pw * t : t;
+        /* a zero coefficient times an infinite logit counts 0: the loss's limit
+           (PyTorch gives NaN for x = +inf, t = 1 and x = -inf, t = 0) */
+        VR coef = FX_N(vselect)(neg, -pwt, one - t);
+        *loss = FX_N(vzero_unless)(coef != zero, coef * x) + lw * P.l1p;
+        *grad = FX_N(vselect)(neg, lw * P.sig - pwt, (one - t) - lw * P.sig_neg);    } else if (kind == FX_PW_BCE_PROBS) {
         const VR floor = FX_N(vsplat)((R)-100);
         VR u = one - x;
         VR err = (one - u) - x;                 /* exact: log1p(-x) = log(u) - err/u */
@@ -869,9 +949,7 @@ FN double FX_N(pointwise_loop)(const fx_elem_args *A, int64_t i0, int64_t i1, in
 {
     const int64_t cols = A->cols;
     const R scale = (R)A->grad_scale;
-    double total = 0.0;
-    VR acc = {0};
-    int64_t since_fold = 0;
+    FX_N(acc64) acc = {{0}, {0}};
     int64_t i = i0;
     /* segments never cross a row, so per-column weights load as plain vectors */
     while (i < i1) {
@@ -898,7 +976,7 @@ FN double FX_N(pointwise_loop)(const fx_elem_args *A, int64_t i0, int64_t i1, in
             }
 #undef LOAD
             if (!full) loss = FX_N(vzero_unless)(FX_N(vlive)(n), loss);
-            acc += loss;
+            FX_N(acc_f64)(&acc, loss);
             if (A->elem_loss) {
                 if (full) FX_N(vstore)((R *)A->elem_loss + at, loss);
                 else FX_N(vstore_part)((R *)A->elem_loss + at, loss, n);
@@ -908,12 +986,10 @@ FN double FX_N(pointwise_loop)(const fx_elem_args *A, int64_t i0, int64_t i1, in
                 if (full) FX_N(vstore)(gp, grad * scale);
                 else FX_N(vstore_part)(gp, grad * scale, n);
             }
-            since_fold += VL;
-            if (since_fold >= FX_FOLD_ELEMS) { total += FX_N(vhsum)(acc); acc = (VR){0}; since_fold = 0; }
         }
         i = end;
     }
-    return total + FX_N(vhsum)(acc);
+    return FX_N(acc_sum)(&acc);
 }
 
 /* One loop per (kind, target type, weight, pos_weight) combination, each with its
@@ -953,9 +1029,10 @@ KERNEL void FX_N(sigmoid_range)(const void *xv, void *outv, int64_t i0, int64_t 
         int full = i + VL <= i1;
         int64_t n = full ? VL : i1 - i;
         VR x = full ? FX_N(vload)((const R *)xv + i) : FX_N(vload_part)((const R *)xv + i, n, 0);
-        VR sig;
-        VR sp = FX_N(softplus_neg)(x, &sig);
-        VR o = what == FX_OUT_SIGMOID ? sig : -sp;
+        FX_N(sig_parts) P = FX_N(sigmoid_parts)(x);
+        /* log sigmoid(x) = -(max(-x, 0) + l1p) */
+        VR o = what == FX_OUT_SIGMOID ? P.sig
+                                      : -(FX_N(vzero_unless)((VI)P.neg, -x) + P.l1p);
         if (full) FX_N(vstore)((R *)outv + i, o);
         else FX_N(vstore_part)((R *)outv + i, o, n);
     }

@@ -184,7 +184,7 @@ static inline double fx_item_loss(const fx_ce_args *A, fx_chunk *st, int64_t nch
         double b_t = (1.0 - eps) * wt;
         a = b_t + eps / C * A->weight_total;
         bd = b_t != 0.0 ? b_t * (mg.M - xt) : 0.0;
-        if (eps > 0.0) bd += eps / C * mg.bdM;
+        if (eps > 0.0) bd += mg.bdM;       /* the chunks' b_j already hold eps/C */
     }
     fx_set_alphas(st, nch, &mg, A->grad_scale * a);
     return a * log(mg.S) + bd;
