@@ -401,6 +401,21 @@ def test_bce_mean_of_huge_float32_losses_is_finite():
     assert fx.binary_cross_entropy_with_logits(x, t, reduction="sum") == inf
 
 
+def test_bce_mean_finite_when_an_element_loss_exceeds_float32():
+    """x = -2.99e38, t = 0.813, pos_weight = 2.27: that element's loss, pw t |x| = 5.5e38,
+    is beyond float32 (inf is right for it alone), but the mean with a second element of
+    loss 0.36 is 2.76e38, finite: the float64 accumulation must see the element's true
+    value."""
+    x = np.array([[-1.0], [-2.9944846e38]], np.float32)
+    t = np.array([[0.01652764], [0.8132702]], np.float32)
+    pw = np.array([2.265775], np.float32)
+    items = fx.binary_cross_entropy_with_logits(x, t, pos_weight=pw, reduction="none")
+    exact = ref.binary_cross_entropy_with_logits(x, t, pos_weight=pw, reduction="none")[0]
+    close(items, exact, np.float32, "items (the second is inf in float32)")
+    close(fx.binary_cross_entropy_with_logits(x, t, pos_weight=pw, reduction="mean"), exact.mean(),
+          np.float32, "mean")
+
+
 @pytest.mark.parametrize("reduction", ["none", "mean", "sum"])
 @pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
 def test_tiny_bce_losses_keep_relative_accuracy(dtype, reduction):

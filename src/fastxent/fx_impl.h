@@ -58,6 +58,20 @@ FN VI FX_N(vlive)(int64_t n)
 
 FN VR FX_N(vselect)(VI mask, VR a, VR b) { return (VR)((mask & (VI)a) | (~mask & (VI)b)); }
 FN VR FX_N(vzero_unless)(VI mask, VR a) { return (VR)(mask & (VI)a); }
+/* Is any lane of a mask set? (the rare-path tests of the overflow guards) */
+FN int FX_N(vany)(VI m)
+{
+#if FX_VBYTES == 64
+    return _mm512_test_epi32_mask((__m512i)m, (__m512i)m) != 0;
+#elif FX_VBYTES == 32
+    return _mm256_movemask_ps((__m256)m) != 0;
+#else
+    int any = 0;
+    for (int i = 0; i < VL; i++) any |= m[i] != 0;
+    return any;
+#endif
+}
+
 /* max that keeps a when b is NaN */
 FN VR FX_N(vmax)(VR a, VR b) { return FX_N(vselect)(b > a, b, a); }
 /* max that turns NaN once either holds one (b's NaN enters, a's stays) */
@@ -181,11 +195,25 @@ FN R FX_N(vhmax_nan)(VR v)
 }
 #endif
 
+/* VL bytes (bool/uint8 targets) widened to VR; GCC turns the generic conversion into
+   scalar code, so the x86 variants say what they mean. */
 FN VR FX_N(vload_u8)(const uint8_t *p)
 {
+#if FX_VBYTES == 64 && FX_IS_F32
+    return (VR)_mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)p)));
+#elif FX_VBYTES == 64
+    return (VR)_mm512_cvtepi32_pd(_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)p)));
+#elif FX_VBYTES == 32 && FX_IS_F32
+    return (VR)_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)p)));
+#elif FX_VBYTES == 32
+    int32_t four;
+    memcpy(&four, p, 4);
+    return (VR)_mm256_cvtepi32_pd(_mm_cvtepu8_epi32(_mm_cvtsi32_si128(four)));
+#else
     VB b;
     memcpy(&b, p, sizeof b);
     return __builtin_convertvector(b, VR);
+#endif
 }
 
 FN VR FX_N(vload_u8_part)(const uint8_t *p, int64_t n)
@@ -201,28 +229,38 @@ FN VR FX_N(vload_u8_part)(const uint8_t *p, int64_t n)
 #if FX_IS_F32
 typedef double FX_N(vd) __attribute__((vector_size(FX_VBYTES)));
 typedef float FX_N(vh) __attribute__((vector_size(FX_VBYTES / 2)));
-typedef struct { FX_N(vd) lo, hi; } FX_N(acc64);
+typedef struct { FX_N(vd) lo, hi; double spill; } FX_N(acc64);
 FN void FX_N(acc_f64)(FX_N(acc64) *a, VR v)
 {
-    FX_N(vh) lo, hi;
+#if FX_VBYTES == 64
+    __m512 x = (__m512)v;
+    a->lo += (FX_N(vd))_mm512_cvtps_pd(_mm512_castps512_ps256(x));
+    a->hi += (FX_N(vd))_mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(x), 1)));
+#elif FX_VBYTES == 32
+    __m256 x = (__m256)v;
+    a->lo += (FX_N(vd))_mm256_cvtps_pd(_mm256_castps256_ps128(x));
+    a->hi += (FX_N(vd))_mm256_cvtps_pd(_mm256_extractf128_ps(x, 1));
+#else
+    FX_N(vh) lo, hi;   /* portable: through memory */
     memcpy(&lo, &v, sizeof lo);
     memcpy(&hi, (char *)&v + sizeof lo, sizeof hi);
     a->lo += __builtin_convertvector(lo, FX_N(vd));
     a->hi += __builtin_convertvector(hi, FX_N(vd));
+#endif
 }
 FN double FX_N(acc_sum)(const FX_N(acc64) *a)
 {
-    double s = 0.0;
+    double s = a->spill;
     for (int i = 0; i < VL / 2; i++) s += a->lo[i];
     for (int i = 0; i < VL / 2; i++) s += a->hi[i];
     return s;
 }
 #else
-typedef struct { VR lo, hi; } FX_N(acc64);
+typedef struct { VR lo, hi; double spill; } FX_N(acc64);
 FN void FX_N(acc_f64)(FX_N(acc64) *a, VR v) { a->lo += v; }
 FN double FX_N(acc_sum)(const FX_N(acc64) *a)
 {
-    double s = 0.0;
+    double s = a->spill;
     for (int i = 0; i < VL; i++) s += a->lo[i];
     return s;
 }
@@ -326,13 +364,26 @@ FN VR FX_N(vexp_nonpos)(VR x)
 #undef FX_LN2HI
 #undef FX_LN2LO
 
+/* 1/a. AVX-512 float32: the 14-bit reciprocal estimate and one Newton step (about
+   2^-28 relative before rounding), three cheap ops instead of a slow division; the
+   ulp tests of log1p and log (tests/test_vecmath.py) cover it. */
+FN VR FX_N(vrecip)(VR a)
+{
+#if FX_VBYTES == 64 && FX_IS_F32
+    VR r = (VR)_mm512_rcp14_ps((__m512)a);
+    return r * ((R)2 - a * r);
+#else
+    return (R)1 / a;
+#endif
+}
+
 /* log(f) for f in [1/sqrt2, sqrt2]: 2 atanh(z), z = (f-1)/(f+1), |z| <= 0.1716, by the
    odd series 2z (1 + z^2/3 + z^4/5 + ...), truncated after z^10/11 in float32
    (< 3e-9 relative) and z^20/21 in float64 (< 1e-18). */
 FN VR FX_N(vlog_reduced)(VR f)
 {
     const R one = 1;
-    VR z = (f - one) / (f + one);
+    VR z = (f - one) * FX_N(vrecip)(f + one);
     VR z2 = z * z;
 #if FX_IS_F32
     VR q = FX_N(vsplat)((R)(1.0 / 11));
@@ -364,7 +415,7 @@ FN VR FX_N(vlog1p_unit)(VR e, VR *recip)
 {
     const R one = 1;
     VR u = e + one;
-    VR inv = one / u;
+    VR inv = FX_N(vrecip)(u);
     VR err = e - (u - one);
     VI big = u > FX_SQRT2;
     VR f = FX_N(vselect)(big, u * (R)0.5, u);
@@ -458,9 +509,7 @@ FN VR FX_N(bd_terms)(VR b, VR sh, VR x, double *spill)
     VR d = sh - x;
     VR t = FX_N(vzero_unless)(b != zero, b * d);
     VI over = (d == inf) & (b != zero) & (sh != inf) & (x != -inf);
-    int any = 0;
-    for (int i = 0; i < VL; i++) any |= over[i] != 0;
-    if (__builtin_expect(any, 0)) {
+    if (__builtin_expect(FX_N(vany)(over), 0)) {
         for (int i = 0; i < VL; i++)
             if (over[i]) {
                 /* long double: wider exponent on x86-64, so float64 logits near
@@ -748,7 +797,13 @@ FN double FX_N(ce_tile)(const fx_ce_args *A, int64_t inner, int64_t item0, int64
 
     /* pass 1: max per lane (NaN if the lane holds a NaN) */
     VR m = FX_N(vsplat)(-INFINITY);
-    for (int64_t c = 0; c < C; c++) m = FX_N(vmax_fast)(m, LOAD(x + c * inner, -INFINITY));
+    for (int64_t c = 0; c < C; c++) {
+        /* C strided streams are more than the hardware prefetchers follow: fetch the
+           lines a few tiles ahead ourselves (prefetches never fault past the end) */
+        __builtin_prefetch(x + c * inner + FX_COL_PREFETCH * VL, 0, 3);
+        if (g) __builtin_prefetch(g + c * inner + FX_COL_PREFETCH * VL, 1, 3);
+        m = FX_N(vmax_fast)(m, LOAD(x + c * inner, -INFINITY));
+    }
     VR sh = FX_N(vselect)(m == FX_N(vsplat)(-INFINITY), zero, m);
 
     /* pass 2: e = exp(x - sh) into g; sums per lane, folded to float64 every 16 */
@@ -862,12 +917,12 @@ KERNEL void FX_N(norm_rows)(const void *xv, void *outv, int64_t C, int64_t r0, i
                 int64_t j0 = c * CHUNK, n = C - j0 < CHUNK ? C - j0 : CHUNK;
                 FX_N(grad_pass)(o + j0, n, (R)st[c].alpha, 0, FX_AUX_NONE, NULL, NULL, 0, 0);
             }
-        } else {                                    /* log_softmax: x - M - log S */
-            R shift = (R)(mg.M + log(mg.S));
+        } else {                                    /* log_softmax: (x - M) - log S */
+            R M = (R)mg.M, ls = (R)log(mg.S);       /* not M + log S: it would round */
             for (int64_t j = 0; j < C; j += VL) {
                 int full = j + VL <= C;
                 VR v = full ? FX_N(vload)(x + j) : FX_N(vload_part)(x + j, C - j, 0);
-                VR o_v = v - shift;
+                VR o_v = (v - M) - ls;
                 if (full) FX_N(vstore)(o + j, o_v);
                 else FX_N(vstore_part)(o + j, o_v, C - j);
             }
@@ -897,31 +952,30 @@ FN FX_N(sig_parts) FX_N(sigmoid_parts)(VR x)
     return P;
 }
 
-/* The elementwise losses, d loss/dx alongside (before weight and scale):
-     FX_PW_BCE_LOGITS: loss = (1-t) x + lw softplus(-x),  lw = 1 + (pw-1) t
-                       grad = lw sigmoid(x) - pw t        (pw = 1 without pos_weight)
-     FX_PW_BCE_PROBS:  loss = -(t max(log x, -100) + (1-t) max(log1p(-x), -100))
+/* The elementwise losses, each as loss = coef x + rest (a zero coef times an infinite x
+   counts 0: the loss's limit), with d loss/dx alongside (before weight and scale):
+     FX_PW_BCE_LOGITS: (1-t) x + lw softplus(-x), lw = 1 + (pw-1) t, split by the sign
+                       of x so that no term cancels (tiny losses and gradients keep their
+                       relative accuracy; PyTorch's single formula does not):
+                         x >= 0: coef = 1-t,    rest = lw l1p, grad = (1-t) - lw sigmoid(-x)
+                         x <  0: coef = -pw t,  rest = lw l1p, grad = lw sigmoid(x) - pw t
+     FX_PW_BCE_PROBS:  rest = -(t max(log x, -100) + (1-t) max(log1p(-x), -100)),
                        grad = (x - t) / max(x (1-x), eps)   (PyTorch's clamps)
-     FX_PW_KL:         loss = t (log t - x) (0 where t == 0), grad = -t
-     FX_PW_KL_LOGT:    loss = e^t (t - x),                    grad = -e^t          */
-FN void FX_N(pointwise)(int kind, VR x, VR t, VR pw, int has_pw, VR *loss, VR *grad)
+     FX_PW_KL:         coef = -t,   rest = t log t (0 where t == 0),  grad = -t
+     FX_PW_KL_LOGT:    coef = -e^t, rest = e^t t,                    grad = -e^t       */
+FN void FX_N(pointwise)(int kind, VR x, VR t, VR pw, int has_pw, VR *coef, VR *rest, VR *grad)
 {
     const R one = 1;
     VR zero = {0};
     if (kind == FX_PW_BCE_LOGITS) {
-        /* Split by the sign of x so that no term cancels and tiny losses and gradients
-           keep their relative accuracy (t in {0, 1}; PyTorch's single formula does not):
-             x >= 0: loss = (1-t) x + lw l1p,   grad = (1-t) - lw sigmoid(-x)
-             x <  0: loss = -pw t x + lw l1p,   grad = lw sigmoid(x) - pw t          */
         FX_N(sig_parts) P = FX_N(sigmoid_parts)(x);
         VI neg = (VI)P.neg;
         VR lw = has_pw ? (pw - one) * t + one : FX_N(vsplat)(one);
         VR pwt = has_pw ? pw * t : t;
-        /* a zero coefficient times an infinite logit counts 0: the loss's limit
-           (PyTorch gives NaN for x = +inf, t = 1 and x = -inf, t = 0) */
-        VR coef = FX_N(vselect)(neg, -pwt, one - t);
-        *loss = FX_N(vzero_unless)(coef != zero, coef * x) + lw * P.l1p;
-        *grad = FX_N(vselect)(neg, lw * P.sig - pwt, (one - t) - lw * P.sig_neg);    } else if (kind == FX_PW_BCE_PROBS) {
+        *coef = FX_N(vselect)(neg, -pwt, one - t);
+        *rest = lw * P.l1p;
+        *grad = FX_N(vselect)(neg, lw * P.sig - pwt, (one - t) - lw * P.sig_neg);
+    } else if (kind == FX_PW_BCE_PROBS) {
         const VR floor = FX_N(vsplat)((R)-100);
         VR u = one - x;
         VR err = (one - u) - x;                 /* exact: log1p(-x) = log(u) - err/u */
@@ -929,18 +983,92 @@ FN void FX_N(pointwise)(int kind, VR x, VR t, VR pw, int has_pw, VR *loss, VR *g
         l1 = FX_N(vselect)(u == zero, FX_N(vsplat)(-INFINITY), l1);
         l0 = FX_N(vmax)(l0, floor);             /* NaN-free here: x was checked in [0, 1] */
         l1 = FX_N(vmax)(l1, floor);
-        *loss = -(t * l0 + (one - t) * l1);
+        *coef = zero;
+        *rest = -(t * l0 + (one - t) * l1);
         VR den = x * u;
         den = FX_N(vmax)(den, FX_N(vsplat)((R)FX_BCE_GRAD_EPS));
         *grad = (x - t) / den;
     } else if (kind == FX_PW_KL) {
-        VR tlogt = t * FX_N(vlog)(FX_N(vselect)(t == zero, FX_N(vsplat)(one), t));
-        *loss = tlogt - t * x;                  /* xlogy(t, t) - t x, as PyTorch */
+        *coef = -t;                              /* xlogy(t, t) - t x, as PyTorch */
+        *rest = t * FX_N(vlog)(FX_N(vselect)(t == zero, FX_N(vsplat)(one), t));
         *grad = -t;
     } else {
         VR et = FX_N(vexp_any)(t);
-        *loss = et * (t - x);
+        *coef = -et;
+        *rest = et * t;
         *grad = -et;
+    }
+}
+
+/* One vector of elements (n of them when !full): loss = coef x + rest and gradient,
+   times the weight. */
+FN void FX_N(pointwise_wvec)(int kind, int u8, int has_w, int has_pw, const R *xp,
+                             const void *tp, const R *w, const R *pw, int full, int64_t n,
+                             VR *x_out, VR *loss, VR *grad)
+{
+#define LOAD(p, pad) (full ? FX_N(vload)(p) : FX_N(vload_part)((p), n, (pad)))
+    VR x = LOAD(xp, (R)0.5);
+    VR t = u8 ? (full ? FX_N(vload_u8)((const uint8_t *)tp) : FX_N(vload_u8_part)((const uint8_t *)tp, n))
+              : LOAD((const R *)tp, 0);
+    VR pwv = has_pw ? LOAD(pw, 0) : (VR){0};
+    VR coef, rest, zero = {0};
+    FX_N(pointwise)(kind, x, t, pwv, has_pw, &coef, &rest, grad);
+    *loss = FX_N(vzero_unless)(coef != zero, coef * x) + rest;
+    if (has_w) {
+        VR wv = LOAD(w, 0);
+        *loss = *loss * wv;
+        *grad = *grad * wv;
+    }
+#undef LOAD
+    if (!full) *loss = FX_N(vzero_unless)(FX_N(vlive)(n), *loss);
+    *x_out = x;
+}
+
+/* Cold path: a vector whose loss holds an inf or NaN, summed again in extended
+   precision. An element whose own loss overflows the dtype (coef x beyond it, e.g.
+   2.3 * -3e38 in float32) is inf in "none", but the float64 sum must see its value. */
+static __attribute__((noinline, cold)) FX_TARGET_ATTR double
+FX_N(pointwise_vec_wide)(int kind, int u8, int has_w, int has_pw, const R *xp, const void *tp,
+                         const R *w, const R *pw, int full, int64_t n)
+{
+    long double sum = 0;
+    for (int64_t i = 0; i < n; i++) {
+        /* lane by lane through the same formula: each lane's coef and rest are finite
+           where its loss overflowed, so recombine them wider */
+        R one_x[VL], one_t[VL], one_w[VL], one_pw[VL];
+        for (int l = 0; l < VL; l++) { one_x[l] = 0.5; one_t[l] = 0; one_w[l] = 1; one_pw[l] = 1; }
+        one_x[0] = xp[i];
+        one_t[0] = u8 ? (R)((const uint8_t *)tp)[i] : ((const R *)tp)[i];
+        if (has_w) one_w[0] = w[i];
+        if (has_pw) one_pw[0] = pw[i];
+        VR x = FX_N(vload)(one_x), coef, rest, grad, zero = {0};
+        FX_N(pointwise)(kind, x, FX_N(vload)(one_t), FX_N(vload)(one_pw), has_pw, &coef, &rest, &grad);
+        long double lin = coef[0] != 0 ? (long double)coef[0] * x[0] : 0;
+        sum += (lin + rest[0]) * (has_w ? (long double)one_w[0] : 1);
+        (void)zero;
+    }
+    (void)full;
+    return (double)sum;
+}
+
+/* One vector: gradient and per-element loss out, the loss added to acc. */
+FN void FX_N(pointwise_vec)(FX_N(acc64) *acc, int kind, int u8, int has_w, int has_pw,
+                            const R *xp, const void *tp, const R *w, const R *pw,
+                            R *gp, R *lp, R scale, int full, int64_t n)
+{
+    VR x, loss, grad, zero = {0};
+    FX_N(pointwise_wvec)(kind, u8, has_w, has_pw, xp, tp, w, pw, full, n, &x, &loss, &grad);
+    if (__builtin_expect(FX_N(vany)((loss - loss) != zero), 0))   /* inf or NaN lanes */
+        acc->spill += FX_N(pointwise_vec_wide)(kind, u8, has_w, has_pw, xp, tp, w, pw, full, n);
+    else
+        FX_N(acc_f64)(acc, loss);
+    if (lp) {
+        if (full) FX_N(vstore)(lp, loss);
+        else FX_N(vstore_part)(lp, loss, n);
+    }
+    if (gp) {   /* after the cold path, which may read xp again: gp may alias it */
+        if (full) FX_N(vstore)(gp, grad * scale);
+        else FX_N(vstore_part)(gp, grad * scale, n);
     }
 }
 
@@ -949,7 +1077,11 @@ FN double FX_N(pointwise_loop)(const fx_elem_args *A, int64_t i0, int64_t i1, in
 {
     const int64_t cols = A->cols;
     const R scale = (R)A->grad_scale;
-    FX_N(acc64) acc = {{0}, {0}};
+    const R *X = (const R *)A->x;
+    const char *T = (const char *)A->target;
+    const size_t tsize = u8 ? 1 : sizeof(R);
+    R *G = (R *)A->grad, *L = (R *)A->elem_loss;
+    FX_N(acc64) acc = {{0}, {0}, 0.0};
     int64_t i = i0;
     /* segments never cross a row, so per-column weights load as plain vectors */
     while (i < i1) {
@@ -957,36 +1089,17 @@ FN double FX_N(pointwise_loop)(const fx_elem_args *A, int64_t i0, int64_t i1, in
         int64_t end = (row + 1) * cols < i1 ? (row + 1) * cols : i1;
         const R *w = has_w ? (const R *)A->weight + (A->weight_per_col ? col : i) : NULL;
         const R *pw = has_pw ? (const R *)A->pos_weight + (A->pos_weight_per_col ? col : i) : NULL;
-        for (int64_t k = 0; i + k < end; k += VL) {
-            int64_t at = i + k;
-            int full = at + VL <= end;
-            int64_t n = full ? VL : end - at;
-#define LOAD(p, pad) (full ? FX_N(vload)(p) : FX_N(vload_part)((p), n, (pad)))
-            VR x = LOAD((const R *)A->x + at, (R)0.5);
-            VR t = u8 ? (full ? FX_N(vload_u8)((const uint8_t *)A->target + at)
-                              : FX_N(vload_u8_part)((const uint8_t *)A->target + at, n))
-                      : LOAD((const R *)A->target + at, 0);
-            VR pwv = has_pw ? LOAD(pw + k, 0) : (VR){0};
-            VR loss, grad;
-            FX_N(pointwise)(kind, x, t, pwv, has_pw, &loss, &grad);
-            if (has_w) {
-                VR wv = LOAD(w + k, 0);
-                loss = loss * wv;
-                grad = grad * wv;
-            }
-#undef LOAD
-            if (!full) loss = FX_N(vzero_unless)(FX_N(vlive)(n), loss);
-            FX_N(acc_f64)(&acc, loss);
-            if (A->elem_loss) {
-                if (full) FX_N(vstore)((R *)A->elem_loss + at, loss);
-                else FX_N(vstore_part)((R *)A->elem_loss + at, loss, n);
-            }
-            if (A->grad) {
-                R *gp = (R *)A->grad + at;
-                if (full) FX_N(vstore)(gp, grad * scale);
-                else FX_N(vstore_part)(gp, grad * scale, n);
-            }
-        }
+        int64_t k = 0, len = end - i;
+        for (; k + VL <= len; k += VL)
+            FX_N(pointwise_vec)(&acc, kind, u8, has_w, has_pw, X + i + k, T + (i + k) * tsize,
+                                      has_w ? w + k : NULL, has_pw ? pw + k : NULL,
+                                      G ? G + i + k : NULL, L ? L + i + k : NULL,
+                                      scale, 1, VL);
+        if (k < len)
+            FX_N(pointwise_vec)(&acc, kind, u8, has_w, has_pw, X + i + k, T + (i + k) * tsize,
+                                      has_w ? w + k : NULL, has_pw ? pw + k : NULL,
+                                      G ? G + i + k : NULL, L ? L + i + k : NULL,
+                                      scale, 0, len - k);
         i = end;
     }
     return FX_N(acc_sum)(&acc);

@@ -79,6 +79,8 @@ static inline int64_t fx_read_label(const void *p, int code, int64_t i)
 /* Chunk statistics of a row live on the stack up to this many chunks (a row of 256K
    float32 classes); longer rows allocate. */
 #define FX_LOCAL_CHUNKS 64
+/* The column kernel prefetches its C strided class rows this many tiles ahead. */
+#define FX_COL_PREFETCH 4
 
 /* Statistics of one chunk of a row (float64 whatever the input dtype). */
 typedef struct {
