@@ -672,7 +672,7 @@ KERNEL double FX_N(ce_phase2)(const fx_ce_args *A, int64_t row, fx_chunk *st)
     int64_t label = A->soft ? -1 : fx_read_label(A->labels, A->label_code, row);
     if (A->soft || label != A->ignore_index) {
         double wt = A->weight && !A->soft ? (double)((const R *)A->weight)[label] : 1.0;
-        loss = fx_item_loss(A, st, nch, wt, A->soft ? 0.0 : st[label / CHUNK].xt);
+        loss = fx_item_loss(A, st, nch, wt, A->soft ? 0.0 : st[label / CHUNK].xt, NULL);
     }
     if (A->row_loss) ((R *)A->row_loss)[row] = (R)loss;
     return loss;
@@ -750,138 +750,170 @@ KERNEL double FX_N(ce_rows)(const fx_ce_args *A, int64_t r0, int64_t r1)
 
 /* ------------------------------------- class axis not last: (outer, C, inner) */
 
-/* A tile is VL neighbouring positions along `inner`, each with its own softmax over the
-   C classes that lie `inner` elements apart. Vectors run along `inner` (contiguous), the
-   loop runs over classes, so (N, C, H, W) needs no transposing copy. Each lane is an
-   item with one chunk; its loss comes from fx_item_loss, as for rows. */
-FN double FX_N(ce_tile)(const fx_ce_args *A, int64_t inner, int64_t item0, int64_t n,
-                        const R *x, R *g, const R *y)
+/* A panel is up to NV vectors (NV * VL neighbouring positions) along `inner`, each
+   position an item with its own softmax over the C classes that lie `inner` elements
+   apart. Vectors run along `inner` (contiguous), the loops run over classes, so
+   (N, C, H, W) needs no transposing copy; a panel reads NV * VL contiguous elements of
+   each class row per pass, long enough runs for the prefetchers. Each lane is an item
+   with one chunk; its loss comes from fx_item_loss, as for rows. */
+#define NV FX_COL_VECS
+FN double FX_N(ce_panel)(const fx_ce_args *A, int64_t inner, int64_t item0, int64_t n,
+                         const R *x, R *g, const R *y)
 {
     const int64_t C = A->C;
     const R *w = (const R *)A->weight;
     const double eps = A->smoothing, scale = A->grad_scale;
     const R c1 = (R)(1.0 - eps), c0 = (R)(eps / (double)C);
-    const int full = n == VL, aux = FX_N(ce_aux)(A);
-    const VI live = full ? ~(VI){0} : FX_N(vlive)(n);
+    const int aux = FX_N(ce_aux)(A);
+    const int nv = (int)((n + VL - 1) / VL);
+    const int64_t nlast = n - (int64_t)(nv - 1) * VL;     /* lanes of the last vector */
     VR zero = {0};
-    int64_t label[VL];
-    fx_chunk st[VL];
-    VI keep = live;                                  /* lanes that are not ignored */
+    VI live[NV], keep[NV];                           /* keep: lanes that are not ignored */
+    int64_t label[NV * VL];
+    fx_chunk st[NV * VL];
     double total = 0.0;
-#define LOAD(p, pad) (full ? FX_N(vload)(p) : FX_N(vload_part)((p), n, (pad)))
-#define STORE(p, v) do { if (full) FX_N(vstore)((p), (v)); else FX_N(vstore_part)((p), (v), n); } while (0)
-    for (int l = 0; l < VL; l++) {
+#define FULL(q) ((q) < nv - 1 || nlast == VL)
+#define LOAD(q, p, pad) (FULL(q) ? FX_N(vload)(p) : FX_N(vload_part)((p), nlast, (pad)))
+#define STORE(q, p, v) do { if (FULL(q)) FX_N(vstore)((p), (v)); else FX_N(vstore_part)((p), (v), nlast); } while (0)
+    for (int q = 0; q < nv; q++) keep[q] = live[q] = FULL(q) ? ~(VI){0} : FX_N(vlive)(nlast);
+    for (int64_t l = 0; l < n; l++) {
         label[l] = 0;
-        if (l >= n) continue;
         if (!A->soft) {
             label[l] = fx_read_label(A->labels, A->label_code, item0 + l);
-            if (label[l] == A->ignore_index) { keep[l] = 0; continue; }
+            if (label[l] == A->ignore_index) { keep[l / VL][l % VL] = 0; continue; }
         }
         st[l].xt = A->soft ? 0.0 : (double)x[label[l] * inner + l];   /* before g overwrites x */
     }
+#define KEPT(l) (keep[(l) / VL][(l) % VL] != 0)
 
     if (A->logprob_input) {                          /* nll_loss */
-        if (g) for (int64_t c = 0; c < C; c++) STORE(g + c * inner, zero);
-        for (int l = 0; l < n; l++) {
-            if (!keep[l]) continue;
-            double wt = w ? (double)w[label[l]] : 1.0;
-            double loss = -wt * st[l].xt;
-            if (g) g[label[l] * inner + l] = (R)(-wt * scale);
+        if (g)
+            for (int64_t c = 0; c < C; c++)
+                for (int q = 0; q < nv; q++) STORE(q, g + c * inner + q * VL, zero);
+        for (int64_t l = 0; l < n; l++) {
+            double loss = 0.0;
+            if (KEPT(l)) {
+                double wt = w ? (double)w[label[l]] : 1.0;
+                loss = -wt * st[l].xt;
+                if (g) g[label[l] * inner + l] = (R)(-wt * scale);
+            }
             if (A->row_loss) ((R *)A->row_loss)[item0 + l] = (R)loss;
             total += loss;
         }
-        for (int l = 0; l < n; l++)
-            if (!keep[l] && A->row_loss) ((R *)A->row_loss)[item0 + l] = 0;
         return total;
     }
 
-    /* pass 1: max per lane (NaN if the lane holds a NaN) */
-    VR m = FX_N(vsplat)(-INFINITY);
-    for (int64_t c = 0; c < C; c++) {
-        /* C strided streams are more than the hardware prefetchers follow: fetch the
-           lines a few tiles ahead ourselves (prefetches never fault past the end) */
-        __builtin_prefetch(x + c * inner + FX_COL_PREFETCH * VL, 0, 3);
-        if (g) __builtin_prefetch(g + c * inner + FX_COL_PREFETCH * VL, 1, 3);
-        m = FX_N(vmax_fast)(m, LOAD(x + c * inner, -INFINITY));
-    }
-    VR sh = FX_N(vselect)(m == FX_N(vsplat)(-INFINITY), zero, m);
+    /* pass 1: max per lane (NaN, if any, reaches s in pass 2) */
+    VR m[NV], sh[NV];
+    for (int q = 0; q < nv; q++) m[q] = FX_N(vsplat)(-INFINITY);
+    for (int64_t c = 0; c < C; c++)
+        for (int q = 0; q < nv; q++)
+            m[q] = FX_N(vmax_fast)(m[q], LOAD(q, x + c * inner + q * VL, -INFINITY));
+    for (int q = 0; q < nv; q++)
+        sh[q] = FX_N(vselect)(m[q] == FX_N(vsplat)(-INFINITY), zero, m[q]);
 
-    /* pass 2: e = exp(x - sh) into g; sums per lane, folded to float64 every 16 */
-    VR s = zero, bd = zero, bsum = zero;
-    double s_acc[VL] = {0}, bd_acc[VL] = {0}, bsum_acc[VL] = {0};
+    /* pass 2: e = exp(x - sh) into g; sums per lane, folded to float64 every 16 classes */
+    VR s[NV], bd[NV], bsum[NV];
+    double s_acc[NV * VL], bd_acc[NV * VL], bsum_acc[NV * VL];
+    for (int q = 0; q < nv; q++) s[q] = bd[q] = bsum[q] = zero;
+    for (int l = 0; l < nv * VL; l++) s_acc[l] = bd_acc[l] = bsum_acc[l] = 0.0;
     for (int64_t c = 0; c < C; c++) {
-        VR v = LOAD(x + c * inner, -INFINITY);
-        VR e = FX_N(vexp_nonpos)(v - sh);
-        s += e;
-        if (aux != FX_AUX_NONE) {
-            VR b = FX_N(vsplat)(w ? w[c] : (R)1);
-            b = aux == FX_AUX_SOFT ? b * (LOAD(y + c * inner, 0) * c1 + c0) : b * c0;
-            b = FX_N(vzero_unless)(live, b);
-            bsum += b;
-            bd += FX_N(bd_terms)(b, sh, v, bd_acc);
+        for (int q = 0; q < nv; q++) {
+            VR v = LOAD(q, x + c * inner + q * VL, -INFINITY);
+            VR e = FX_N(vexp_nonpos)(v - sh[q]);
+            s[q] += e;
+            if (aux != FX_AUX_NONE) {
+                VR b = FX_N(vsplat)(w ? w[c] : (R)1);
+                b = aux == FX_AUX_SOFT ? b * (LOAD(q, y + c * inner + q * VL, 0) * c1 + c0) : b * c0;
+                b = FX_N(vzero_unless)(live[q], b);
+                bsum[q] += b;
+                bd[q] += FX_N(bd_terms)(b, sh[q], v, bd_acc + q * VL);
+            }
+            if (g) STORE(q, g + c * inner + q * VL, e);
         }
-        if (g) STORE(g + c * inner, e);
         if ((c & 15) == 15 || c == C - 1) {
-            for (int l = 0; l < VL; l++) { s_acc[l] += s[l]; bd_acc[l] += bd[l]; bsum_acc[l] += bsum[l]; }
-            s = bd = bsum = zero;
+            for (int q = 0; q < nv; q++) {
+                for (int l = 0; l < VL; l++) {
+                    s_acc[q * VL + l] += s[q][l];
+                    bd_acc[q * VL + l] += bd[q][l];
+                    bsum_acc[q * VL + l] += bsum[q][l];
+                }
+                s[q] = bd[q] = bsum[q] = zero;
+            }
         }
     }
 
-    /* per lane: the loss and the gradient factor */
-    VR alpha = zero;
-    for (int l = 0; l < n; l++) {
-        double loss = 0.0;
-        if (keep[l]) {
-            st[l].m = m[l]; st[l].sh = sh[l];
-            st[l].s = s_acc[l]; st[l].bd = bd_acc[l]; st[l].bsum = bsum_acc[l];
-            double wt = w && !A->soft ? (double)w[label[l]] : 1.0;
-            loss = fx_item_loss(A, st + l, 1, wt, st[l].xt);
-            alpha[l] = (R)st[l].alpha;
+    /* per lane: the loss and the gradient factor; log S one vector at a time */
+    R alpha_r[NV * VL];
+    for (int q = 0; q < nv; q++) {
+        R s_r[VL], log_s[VL];
+        for (int l = 0; l < VL; l++) s_r[l] = (R)s_acc[q * VL + l];
+        FX_N(vstore)(log_s, FX_N(vlog)(FX_N(vload)(s_r)));
+        for (int l = 0; l < VL; l++) {
+            int64_t i = (int64_t)q * VL + l;
+            double loss = 0.0;
+            alpha_r[i] = 0;
+            if (i >= n) continue;
+            if (KEPT(i)) {
+                st[i].m = m[q][l]; st[i].sh = sh[q][l];
+                st[i].s = s_acc[i]; st[i].bd = bd_acc[i]; st[i].bsum = bsum_acc[i];
+                double wt = w && !A->soft ? (double)w[label[i]] : 1.0;
+                double ls = log_s[l];
+                loss = fx_item_loss(A, st + i, 1, wt, st[i].xt, &ls);
+                alpha_r[i] = (R)st[i].alpha;
+            }
+            if (A->row_loss) ((R *)A->row_loss)[item0 + i] = (R)loss;
+            total += loss;
         }
-        if (A->row_loss) ((R *)A->row_loss)[item0 + l] = (R)loss;
-        total += loss;
     }
     if (!g) return total;
 
     /* pass 3: g = alpha e - beta b; ignored lanes get exactly 0 */
+    VR alpha[NV];
+    for (int q = 0; q < nv; q++) alpha[q] = FX_N(vload)(alpha_r + q * VL);
     R beta = (R)scale;
-    for (int64_t c = 0; c < C; c++) {
-        VR gv = LOAD(g + c * inner, 0) * alpha;
-        if (aux != FX_AUX_NONE) {
-            VR b = FX_N(vsplat)(w ? w[c] : (R)1);
-            b = aux == FX_AUX_SOFT ? b * (LOAD(y + c * inner, 0) * c1 + c0) : b * c0;
-            gv = gv - b * beta;
+    for (int64_t c = 0; c < C; c++)
+        for (int q = 0; q < nv; q++) {
+            R *gp = g + c * inner + q * VL;
+            VR gv = LOAD(q, gp, 0) * alpha[q];
+            if (aux != FX_AUX_NONE) {
+                VR b = FX_N(vsplat)(w ? w[c] : (R)1);
+                b = aux == FX_AUX_SOFT ? b * (LOAD(q, y + c * inner + q * VL, 0) * c1 + c0) : b * c0;
+                gv = gv - b * beta;
+            }
+            STORE(q, gp, FX_N(vzero_unless)(keep[q], gv));
         }
-        STORE(g + c * inner, FX_N(vzero_unless)(keep, gv));
-    }
     if (!A->soft)
-        for (int l = 0; l < n; l++) {
-            if (!keep[l]) continue;
+        for (int64_t l = 0; l < n; l++) {
+            if (!KEPT(l)) continue;
             double wt = w ? (double)w[label[l]] : 1.0;
             R *gt = g + label[l] * inner + l;
             *gt = (R)((double)*gt - scale * (1.0 - eps) * wt);
         }
+#undef FULL
 #undef LOAD
 #undef STORE
+#undef KEPT
     return total;
 }
 
-/* Tiles [k0, k1) of x viewed as (outer, C, inner): tile k covers outer index
-   k / tiles_per_outer and inner positions from (k % tiles_per_outer) * VL. */
+/* Panels [k0, k1) of x viewed as (outer, C, inner): panel k covers outer index
+   k / panels_per_outer and inner positions from (k % panels_per_outer) * NV * VL. */
 KERNEL double FX_N(ce_cols)(const fx_ce_args *A, int64_t inner, int64_t k0, int64_t k1)
 {
-    const int64_t C = A->C, tpo = (inner + VL - 1) / VL;
+    const int64_t C = A->C, width = (int64_t)NV * VL, ppo = (inner + width - 1) / width;
     double total = 0.0;
     for (int64_t k = k0; k < k1; k++) {
-        int64_t o = k / tpo, i0 = (k % tpo) * VL;
-        int64_t n = inner - i0 < VL ? inner - i0 : VL;
+        int64_t o = k / ppo, i0 = (k % ppo) * width;
+        int64_t n = inner - i0 < width ? inner - i0 : width;
         int64_t base = o * C * inner + i0;
-        total += FX_N(ce_tile)(A, inner, o * inner + i0, n, (const R *)A->x + base,
-                               A->grad ? (R *)A->grad + base : NULL,
-                               A->soft ? (const R *)A->soft + base : NULL);
+        total += FX_N(ce_panel)(A, inner, o * inner + i0, n, (const R *)A->x + base,
+                                A->grad ? (R *)A->grad + base : NULL,
+                                A->soft ? (const R *)A->soft + base : NULL);
     }
     return total;
 }
+#undef NV
 
 /* ------------------------------------------------ building blocks over rows */
 
@@ -1168,7 +1200,7 @@ KERNEL void FX_N(vecmath_range)(const void *xv, void *outv, int64_t n, int what)
 
 static const fx_table FX_CAT(FX_CAT(fx_tab, FX_PREC), FX_ISA) = {
     FX_STR(FX_ISA),
-    VL,
+    FX_COL_VECS * VL,
     FX_N(ce_rows), FX_N(ce_phase1), FX_N(ce_phase2), FX_N(ce_phase3), FX_N(ce_cols),
     FX_N(norm_rows), FX_N(pointwise_range), FX_N(sigmoid_range),
     FX_N(vecmath_range),

@@ -79,8 +79,8 @@ static inline int64_t fx_read_label(const void *p, int code, int64_t i)
 /* Chunk statistics of a row live on the stack up to this many chunks (a row of 256K
    float32 classes); longer rows allocate. */
 #define FX_LOCAL_CHUNKS 64
-/* The column kernel prefetches its C strided class rows this many tiles ahead. */
-#define FX_COL_PREFETCH 4
+/* The column kernel's panel: this many vectors of neighbouring items per class row. */
+#define FX_COL_VECS 8
 
 /* Statistics of one chunk of a row (float64 whatever the input dtype). */
 typedef struct {
@@ -172,9 +172,11 @@ typedef struct {
        sum_j b_j (M - x_j) = (1-eps) wt (M - xt) + (eps/C) sum_j w_j (M - x_j)
    soft targets:  a = sum_j b_j.
    Also sets each chunk's gradient factor (scale * a * p_j / e_j). The one place where
-   the formula lives: the row, chunk-parallel and column paths all call it. */
+   the formula lives: the row, chunk-parallel and column paths all call it. log_s, when
+   not NULL, is log S computed by the caller (the column kernel takes the logs of a
+   whole tile of items with one vector log). */
 static inline double fx_item_loss(const fx_ce_args *A, fx_chunk *st, int64_t nch,
-                                  double wt, double xt)
+                                  double wt, double xt, const double *log_s)
 {
     const double eps = A->smoothing, C = (double)A->C;
     fx_merged mg = fx_merge_chunks(st, nch);
@@ -189,7 +191,7 @@ static inline double fx_item_loss(const fx_ce_args *A, fx_chunk *st, int64_t nch
         if (eps > 0.0) bd += mg.bdM;       /* the chunks' b_j already hold eps/C */
     }
     fx_set_alphas(st, nch, &mg, A->grad_scale * a);
-    return a * log(mg.S) + bd;
+    return a * (log_s ? *log_s : log(mg.S)) + bd;
 }
 
 /* Elementwise losses over a flat (rows, cols) array, cols = the last axis. */
@@ -256,7 +258,7 @@ typedef double (*ce_cols_fn)(const fx_ce_args *a, int64_t inner, int64_t k0, int
 
 typedef struct {
     const char *isa;
-    int lanes;              /* vector lanes: the tile width of ce_cols */
+    int lanes;              /* items per panel of ce_cols (FX_COL_VECS vectors) */
     ce_rows_fn ce_rows;
     ce_phase1_fn ce_phase1;
     ce_phase2_fn ce_phase2;
