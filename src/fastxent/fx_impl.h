@@ -1061,25 +1061,23 @@ FN void FX_N(pointwise_wvec)(int kind, int u8, int has_w, int has_pw, const R *x
    2.3 * -3e38 in float32) is inf in "none", but the float64 sum must see its value. */
 static __attribute__((noinline, cold)) FX_TARGET_ATTR double
 FX_N(pointwise_vec_wide)(int kind, int u8, int has_w, int has_pw, const R *xp, const void *tp,
-                         const R *w, const R *pw, int full, int64_t n)
+                         const R *w, const R *pw, int64_t n)
 {
     long double sum = 0;
     for (int64_t i = 0; i < n; i++) {
-        /* lane by lane through the same formula: each lane's coef and rest are finite
-           where its loss overflowed, so recombine them wider */
-        R one_x[VL], one_t[VL], one_w[VL], one_pw[VL];
-        for (int l = 0; l < VL; l++) { one_x[l] = 0.5; one_t[l] = 0; one_w[l] = 1; one_pw[l] = 1; }
-        one_x[0] = xp[i];
-        one_t[0] = u8 ? (R)((const uint8_t *)tp)[i] : ((const R *)tp)[i];
-        if (has_w) one_w[0] = w[i];
-        if (has_pw) one_pw[0] = pw[i];
-        VR x = FX_N(vload)(one_x), coef, rest, grad, zero = {0};
-        FX_N(pointwise)(kind, x, FX_N(vload)(one_t), FX_N(vload)(one_pw), has_pw, &coef, &rest, &grad);
-        long double lin = coef[0] != 0 ? (long double)coef[0] * x[0] : 0;
-        sum += (lin + rest[0]) * (has_w ? (long double)one_w[0] : 1);
-        (void)zero;
+        /* one element at a time through the same formula (in lane 0): its coef and rest
+           are finite where its loss overflowed, so recombine them wider */
+        R xs[VL], ts[VL], pws[VL];
+        for (int l = 0; l < VL; l++) { xs[l] = 0.5; ts[l] = 0; pws[l] = 1; }
+        xs[0] = xp[i];
+        ts[0] = u8 ? (R)((const uint8_t *)tp)[i] : ((const R *)tp)[i];
+        if (has_pw) pws[0] = pw[i];
+        VR coef, rest, grad;
+        FX_N(pointwise)(kind, FX_N(vload)(xs), FX_N(vload)(ts), FX_N(vload)(pws), has_pw,
+                        &coef, &rest, &grad);
+        long double lin = coef[0] != 0 ? (long double)coef[0] * xs[0] : 0;
+        sum += (lin + rest[0]) * (has_w ? (long double)w[i] : 1);
     }
-    (void)full;
     return (double)sum;
 }
 
@@ -1091,7 +1089,7 @@ FN void FX_N(pointwise_vec)(FX_N(acc64) *acc, int kind, int u8, int has_w, int h
     VR x, loss, grad, zero = {0};
     FX_N(pointwise_wvec)(kind, u8, has_w, has_pw, xp, tp, w, pw, full, n, &x, &loss, &grad);
     if (__builtin_expect(FX_N(vany)((loss - loss) != zero), 0))   /* inf or NaN lanes */
-        acc->spill += FX_N(pointwise_vec_wide)(kind, u8, has_w, has_pw, xp, tp, w, pw, full, n);
+        acc->spill += FX_N(pointwise_vec_wide)(kind, u8, has_w, has_pw, xp, tp, w, pw, n);
     else
         FX_N(acc_f64)(acc, loss);
     if (lp) {
