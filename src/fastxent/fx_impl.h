@@ -1081,17 +1081,23 @@ FX_N(pointwise_vec_wide)(int kind, int u8, int has_w, int has_pw, const R *xp, c
     return (double)sum;
 }
 
-/* One vector: gradient and per-element loss out, the loss added to acc. */
-FN void FX_N(pointwise_vec)(FX_N(acc64) *acc, int kind, int u8, int has_w, int has_pw,
-                            const R *xp, const void *tp, const R *w, const R *pw,
-                            R *gp, R *lp, R scale, int full, int64_t n)
+/* One vector: gradient and per-element loss out, the loss added to acc. `checked`:
+   test this vector for inf/NaN losses now (and sum it wide if so); otherwise only
+   flag them in *bad, for the caller to redo the whole segment. */
+FN void FX_N(pointwise_vec)(FX_N(acc64) *acc, VI *bad, int checked, int kind, int u8,
+                            int has_w, int has_pw, const R *xp, const void *tp, const R *w,
+                            const R *pw, R *gp, R *lp, R scale, int full, int64_t n)
 {
     VR x, loss, grad, zero = {0};
     FX_N(pointwise_wvec)(kind, u8, has_w, has_pw, xp, tp, w, pw, full, n, &x, &loss, &grad);
-    if (__builtin_expect(FX_N(vany)((loss - loss) != zero), 0))   /* inf or NaN lanes */
-        acc->spill += FX_N(pointwise_vec_wide)(kind, u8, has_w, has_pw, xp, tp, w, pw, n);
-    else
+    if (!checked) {
+        *bad |= (loss - loss) != zero;
         FX_N(acc_f64)(acc, loss);
+    } else if (__builtin_expect(FX_N(vany)((loss - loss) != zero), 0)) {
+        acc->spill += FX_N(pointwise_vec_wide)(kind, u8, has_w, has_pw, xp, tp, w, pw, n);
+    } else {
+        FX_N(acc_f64)(acc, loss);
+    }
     if (lp) {
         if (full) FX_N(vstore)(lp, loss);
         else FX_N(vstore_part)(lp, loss, n);
@@ -1102,8 +1108,12 @@ FN void FX_N(pointwise_vec)(FX_N(acc64) *acc, int kind, int u8, int has_w, int h
     }
 }
 
+/* Elements [i0, i1) in segments that never cross a row (so per-column weights load as
+   plain vectors). A segment whose losses hold an inf or NaN is summed again, wide
+   (pointwise_vec_wide): cheaper than testing every vector, but it needs the inputs
+   intact, so a gradient written over the input (checked = 1) tests each vector. */
 FN double FX_N(pointwise_loop)(const fx_elem_args *A, int64_t i0, int64_t i1, int kind,
-                               int u8, int has_w, int has_pw)
+                               int u8, int has_w, int has_pw, int checked)
 {
     const int64_t cols = A->cols;
     const R scale = (R)A->grad_scale;
@@ -1113,57 +1123,68 @@ FN double FX_N(pointwise_loop)(const fx_elem_args *A, int64_t i0, int64_t i1, in
     R *G = (R *)A->grad, *L = (R *)A->elem_loss;
     FX_N(acc64) acc = {{0}, {0}, 0.0};
     int64_t i = i0;
-    /* segments never cross a row, so per-column weights load as plain vectors */
     while (i < i1) {
         int64_t row = i / cols, col = i - row * cols;
         int64_t end = (row + 1) * cols < i1 ? (row + 1) * cols : i1;
         const R *w = has_w ? (const R *)A->weight + (A->weight_per_col ? col : i) : NULL;
         const R *pw = has_pw ? (const R *)A->pos_weight + (A->pos_weight_per_col ? col : i) : NULL;
         int64_t k = 0, len = end - i;
+        FX_N(acc64) before = acc;
+        VI bad = {0};
         for (; k + VL <= len; k += VL)
-            FX_N(pointwise_vec)(&acc, kind, u8, has_w, has_pw, X + i + k, T + (i + k) * tsize,
-                                      has_w ? w + k : NULL, has_pw ? pw + k : NULL,
-                                      G ? G + i + k : NULL, L ? L + i + k : NULL,
-                                      scale, 1, VL);
+            FX_N(pointwise_vec)(&acc, &bad, checked, kind, u8, has_w, has_pw, X + i + k,
+                                T + (i + k) * tsize, has_w ? w + k : NULL, has_pw ? pw + k : NULL,
+                                G ? G + i + k : NULL, L ? L + i + k : NULL, scale, 1, VL);
         if (k < len)
-            FX_N(pointwise_vec)(&acc, kind, u8, has_w, has_pw, X + i + k, T + (i + k) * tsize,
-                                      has_w ? w + k : NULL, has_pw ? pw + k : NULL,
-                                      G ? G + i + k : NULL, L ? L + i + k : NULL,
-                                      scale, 0, len - k);
+            FX_N(pointwise_vec)(&acc, &bad, checked, kind, u8, has_w, has_pw, X + i + k,
+                                T + (i + k) * tsize, has_w ? w + k : NULL, has_pw ? pw + k : NULL,
+                                G ? G + i + k : NULL, L ? L + i + k : NULL, scale, 0, len - k);
+        if (!checked && __builtin_expect(FX_N(vany)(bad), 0)) {
+            acc = before;
+            acc.spill += FX_N(pointwise_vec_wide)(kind, u8, has_w, has_pw, X + i, T + i * tsize,
+                                                  w, pw, len);
+        }
         i = end;
     }
     return FX_N(acc_sum)(&acc);
 }
 
-/* One loop per (kind, target type, weight, pos_weight) combination, each with its
-   options fixed at compile time. */
-KERNEL double FX_N(pointwise_range)(const fx_elem_args *A, int64_t i0, int64_t i1)
+/* One loop per (kind, target type, weight, pos_weight, in place) combination, each
+   with its options fixed at compile time. */
+FN double FX_N(pointwise_kinds)(const fx_elem_args *A, int64_t i0, int64_t i1, int checked)
 {
     const int u8 = A->target_u8, w = A->weight != NULL, pw = A->pos_weight != NULL;
-#define FX_PW_CASE(KIND)                                                                  \
-    if (u8) return w ? FX_N(pointwise_loop)(A, i0, i1, KIND, 1, 1, 0)                     \
-                     : FX_N(pointwise_loop)(A, i0, i1, KIND, 1, 0, 0);                    \
-    return w ? FX_N(pointwise_loop)(A, i0, i1, KIND, 0, 1, 0)                             \
-             : FX_N(pointwise_loop)(A, i0, i1, KIND, 0, 0, 0);
+#define FX_PW_CASE(KIND)                                                                     \
+    if (u8) return w ? FX_N(pointwise_loop)(A, i0, i1, KIND, 1, 1, 0, checked)               \
+                     : FX_N(pointwise_loop)(A, i0, i1, KIND, 1, 0, 0, checked);              \
+    return w ? FX_N(pointwise_loop)(A, i0, i1, KIND, 0, 1, 0, checked)                       \
+             : FX_N(pointwise_loop)(A, i0, i1, KIND, 0, 0, 0, checked);
     switch (A->kind) {
     case FX_PW_BCE_LOGITS:
         if (pw) {
-            if (u8) return w ? FX_N(pointwise_loop)(A, i0, i1, FX_PW_BCE_LOGITS, 1, 1, 1)
-                             : FX_N(pointwise_loop)(A, i0, i1, FX_PW_BCE_LOGITS, 1, 0, 1);
-            return w ? FX_N(pointwise_loop)(A, i0, i1, FX_PW_BCE_LOGITS, 0, 1, 1)
-                     : FX_N(pointwise_loop)(A, i0, i1, FX_PW_BCE_LOGITS, 0, 0, 1);
+            if (u8) return w ? FX_N(pointwise_loop)(A, i0, i1, FX_PW_BCE_LOGITS, 1, 1, 1, checked)
+                             : FX_N(pointwise_loop)(A, i0, i1, FX_PW_BCE_LOGITS, 1, 0, 1, checked);
+            return w ? FX_N(pointwise_loop)(A, i0, i1, FX_PW_BCE_LOGITS, 0, 1, 1, checked)
+                     : FX_N(pointwise_loop)(A, i0, i1, FX_PW_BCE_LOGITS, 0, 0, 1, checked);
         }
         FX_PW_CASE(FX_PW_BCE_LOGITS)
     case FX_PW_BCE_PROBS:
         FX_PW_CASE(FX_PW_BCE_PROBS)
     case FX_PW_KL:
-        return w ? FX_N(pointwise_loop)(A, i0, i1, FX_PW_KL, 0, 1, 0)
-                 : FX_N(pointwise_loop)(A, i0, i1, FX_PW_KL, 0, 0, 0);
+        return w ? FX_N(pointwise_loop)(A, i0, i1, FX_PW_KL, 0, 1, 0, checked)
+                 : FX_N(pointwise_loop)(A, i0, i1, FX_PW_KL, 0, 0, 0, checked);
     default:
-        return w ? FX_N(pointwise_loop)(A, i0, i1, FX_PW_KL_LOGT, 0, 1, 0)
-                 : FX_N(pointwise_loop)(A, i0, i1, FX_PW_KL_LOGT, 0, 0, 0);
+        return w ? FX_N(pointwise_loop)(A, i0, i1, FX_PW_KL_LOGT, 0, 1, 0, checked)
+                 : FX_N(pointwise_loop)(A, i0, i1, FX_PW_KL_LOGT, 0, 0, 0, checked);
     }
 #undef FX_PW_CASE
+}
+
+KERNEL double FX_N(pointwise_range)(const fx_elem_args *A, int64_t i0, int64_t i1)
+{
+    /* a gradient written over the input (or the target) destroys what a redo needs */
+    int in_place = A->grad && (A->grad == A->x || A->grad == A->target);
+    return in_place ? FX_N(pointwise_kinds)(A, i0, i1, 1) : FX_N(pointwise_kinds)(A, i0, i1, 0);
 }
 
 KERNEL void FX_N(sigmoid_range)(const void *xv, void *outv, int64_t i0, int64_t i1, int what)
