@@ -77,6 +77,7 @@ cdef extern from "fx_kernels.h" nogil:
     const char *fx_current_isa()
     int fx_have_openmp()
     int fx_omp_max_threads()
+    int fx_thread_cap()
     int FX_CHUNK_BYTES
     int64_t fx_find_outside_unit(const void *x, int is_f32, int64_t n)
     int64_t fx_check_labels(const void *labels, int code, int64_t n, int64_t C,
@@ -143,6 +144,8 @@ cdef inline int _threads(object n_threads, int64_t work, int64_t nblocks):
     if _forked or work < SERIAL_BELOW or nblocks < 2:
         return 1
     nt = fx_omp_max_threads() if n_threads is None else <int>n_threads
+    if nt > fx_thread_cap():
+        nt = fx_thread_cap()
     if nt > nblocks:
         nt = <int>nblocks
     if nt > 1:

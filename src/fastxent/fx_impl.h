@@ -630,6 +630,12 @@ FN int FX_N(ce_aux)(const fx_ce_args *A)
     return A->smoothing > 0.0 ? FX_AUX_SMOOTH : FX_AUX_NONE;
 }
 
+/* The class of a row's hard label, FX_LABEL_IGNORED or FX_LABEL_BAD; soft targets: 0. */
+FN int64_t FX_N(row_label)(const fx_ce_args *A, int64_t row)
+{
+    return A->soft ? 0 : fx_label(A->labels, A->label_code, row, A->C, A->ignore_index);
+}
+
 KERNEL void FX_N(ce_phase1)(const fx_ce_args *A, int64_t row, int64_t c, fx_chunk *st)
 {
     const int64_t C = A->C, j0 = c * CHUNK;
@@ -640,14 +646,15 @@ KERNEL void FX_N(ce_phase1)(const fx_ce_args *A, int64_t row, int64_t c, fx_chun
     const R *y = A->soft ? (const R *)A->soft + row * C + j0 : NULL;
     const double eps = A->smoothing;
     const R c1 = (R)(1.0 - eps), c0 = (R)(eps / (double)C);
-    int64_t label = A->soft ? -1 : fx_read_label(A->labels, A->label_code, row);
+    int64_t label = FX_N(row_label)(A, row);
     st->xt = 0.0;
-    if (!A->soft && label == A->ignore_index) {
+    if (label < 0) {                    /* ignored (or a label changed since validation) */
         if (g) memset(g, 0, (size_t)n * sizeof(R));
         st->m = st->sh = st->s = st->bd = st->bsum = 0.0;
         return;
     }
-    if (label >= j0 && label < j0 + n) st->xt = (double)x[label - j0];  /* before g overwrites x */
+    if (!A->soft && label >= j0 && label < j0 + n)
+        st->xt = (double)x[label - j0];                 /* before g overwrites x */
     switch (FX_N(ce_aux)(A)) {
     case FX_AUX_SOFT:
         if (w) FX_N(chunk_stats)(x, g, n, FX_AUX_SOFT, w, y, c1, c0, st);
@@ -668,9 +675,10 @@ KERNEL void FX_N(ce_phase1)(const fx_ce_args *A, int64_t row, int64_t c, fx_chun
 KERNEL double FX_N(ce_phase2)(const fx_ce_args *A, int64_t row, fx_chunk *st)
 {
     const int64_t nch = (A->C + CHUNK - 1) / CHUNK;
-    double loss = 0.0;
-    int64_t label = A->soft ? -1 : fx_read_label(A->labels, A->label_code, row);
-    if (A->soft || label != A->ignore_index) {
+    int64_t label = FX_N(row_label)(A, row);
+    /* a label that no longer validates (changed by another thread meanwhile) gives NaN */
+    double loss = label == FX_LABEL_IGNORED ? 0.0 : NAN;
+    if (label >= 0) {
         double wt = A->weight && !A->soft ? (double)((const R *)A->weight)[label] : 1.0;
         loss = fx_item_loss(A, st, nch, wt, A->soft ? 0.0 : st[label / CHUNK].xt, NULL);
     }
@@ -688,8 +696,8 @@ KERNEL void FX_N(ce_phase3)(const fx_ce_args *A, int64_t row, int64_t c, const f
     const double eps = A->smoothing, scale = A->grad_scale;
     const R c1 = (R)(1.0 - eps), c0 = (R)(eps / (double)C);
     const R alpha = (R)st[c].alpha;
-    int64_t label = A->soft ? -1 : fx_read_label(A->labels, A->label_code, row);
-    if (!A->soft && label == A->ignore_index) return;     /* zeroed in phase 1 */
+    int64_t label = FX_N(row_label)(A, row);
+    if (label < 0) return;                                /* zeroed in phase 1 */
     switch (FX_N(ce_aux)(A)) {
     case FX_AUX_SOFT:
         if (w) FX_N(grad_pass)(g, n, alpha, (R)scale, FX_AUX_SOFT, w, y, c1, c0);
@@ -702,7 +710,7 @@ KERNEL void FX_N(ce_phase3)(const fx_ce_args *A, int64_t row, int64_t c, const f
     default:
         FX_N(grad_pass)(g, n, alpha, 0, FX_AUX_NONE, NULL, NULL, 0, 0);
     }
-    if (label >= j0 && label < j0 + n) {
+    if (!A->soft && label >= j0 && label < j0 + n) {
         double wt = A->weight ? (double)((const R *)A->weight)[label] : 1.0;
         g[label - j0] = (R)((double)g[label - j0] - scale * (1.0 - eps) * wt);
     }
@@ -714,9 +722,9 @@ FN double FX_N(nll_row)(const fx_ce_args *A, int64_t row)
     const int64_t C = A->C;
     const R *x = (const R *)A->x + row * C;
     R *g = A->grad ? (R *)A->grad + row * C : NULL;
-    int64_t label = fx_read_label(A->labels, A->label_code, row);
-    double loss = 0.0;
-    if (label != A->ignore_index) {
+    int64_t label = FX_N(row_label)(A, row);
+    double loss = label == FX_LABEL_IGNORED ? 0.0 : NAN;   /* NaN: see ce_phase2 */
+    if (label >= 0) {
         double wt = A->weight ? (double)((const R *)A->weight)[label] : 1.0;
         loss = -wt * (double)x[label];
         if (g) {
@@ -779,19 +787,21 @@ FN double FX_N(ce_panel)(const fx_ce_args *A, int64_t inner, int64_t item0, int6
     for (int64_t l = 0; l < n; l++) {
         label[l] = 0;
         if (!A->soft) {
-            label[l] = fx_read_label(A->labels, A->label_code, item0 + l);
-            if (label[l] == A->ignore_index) { keep[l / VL][l % VL] = 0; continue; }
+            label[l] = fx_label(A->labels, A->label_code, item0 + l, C, A->ignore_index);
+            if (label[l] < 0) { keep[l / VL][l % VL] = 0; continue; }
         }
         st[l].xt = A->soft ? 0.0 : (double)x[label[l] * inner + l];   /* before g overwrites x */
     }
 #define KEPT(l) (keep[(l) / VL][(l) % VL] != 0)
+    /* loss of a lane that is not kept: 0 if ignored, NaN if its label no longer validates */
+#define DROPPED_LOSS(l) (label[l] == FX_LABEL_IGNORED ? 0.0 : NAN)
 
     if (A->logprob_input) {                          /* nll_loss */
         if (g)
             for (int64_t c = 0; c < C; c++)
                 for (int q = 0; q < nv; q++) STORE(q, g + c * inner + q * VL, zero);
         for (int64_t l = 0; l < n; l++) {
-            double loss = 0.0;
+            double loss = DROPPED_LOSS(l);
             if (KEPT(l)) {
                 double wt = w ? (double)w[label[l]] : 1.0;
                 loss = -wt * st[l].xt;
@@ -851,9 +861,9 @@ FN double FX_N(ce_panel)(const fx_ce_args *A, int64_t inner, int64_t item0, int6
         FX_N(vstore)(log_s, FX_N(vlog)(FX_N(vload)(s_r)));
         for (int l = 0; l < VL; l++) {
             int64_t i = (int64_t)q * VL + l;
-            double loss = 0.0;
             alpha_r[i] = 0;
             if (i >= n) continue;
+            double loss = DROPPED_LOSS(i);
             if (KEPT(i)) {
                 st[i].m = m[q][l]; st[i].sh = sh[q][l];
                 st[i].s = s_acc[i]; st[i].bd = bd_acc[i]; st[i].bsum = bsum_acc[i];
@@ -894,6 +904,7 @@ FN double FX_N(ce_panel)(const fx_ce_args *A, int64_t inner, int64_t item0, int6
 #undef LOAD
 #undef STORE
 #undef KEPT
+#undef DROPPED_LOSS
     return total;
 }
 
@@ -939,8 +950,19 @@ KERNEL void FX_N(norm_rows)(const void *xv, void *outv, int64_t C, int64_t r0, i
         }
         fx_merged mg = fx_merge_chunks(st, nch);
         if (what == FX_OUT_LSE) {
-            /* an infinite max is the answer (-inf: all -inf; +inf: a +inf, no NaN) */
-            ((R *)outv)[r] = (R)(isinf(mg.M) || isnan(mg.M) ? mg.M : mg.M + log(mg.S));
+            /* An infinite max is the answer (-inf: all -inf; +inf: a +inf is present),
+               unless the row holds a NaN. A NaN reaches S (the max pass may drop it),
+               but so does inf - inf when M = +inf: that rare case looks for a NaN. */
+            double lse = mg.M + log(mg.S);
+            if (isinf(mg.M) || isnan(lse)) {
+                int has_nan = isnan(mg.S);
+                if (mg.M == INFINITY) {
+                    has_nan = 0;
+                    for (int64_t j = 0; j < C; j++) has_nan |= x[j] != x[j];
+                }
+                lse = has_nan ? NAN : mg.M;
+            }
+            ((R *)outv)[r] = (R)lse;
         } else if (what == FX_OUT_ENTROPY) {
             ((R *)outv)[r] = (R)(log(mg.S) + fx_entropy_term(st, nch, &mg));
         } else if (what == FX_OUT_SOFTMAX) {

@@ -46,14 +46,26 @@ static int fx_omp_max_threads(void)
 #endif
 }
 
+/* The most threads a call may start: the OpenMP default or the processor count,
+   whichever is larger. A request beyond it (n_threads=1000) gains nothing, and libgomp
+   exits the process when it cannot create the threads. */
+static int fx_thread_cap(void)
+{
+#ifdef _OPENMP
+    int a = omp_get_max_threads(), b = omp_get_num_procs();
+    return a > b ? a : b;
+#else
+    return 1;
+#endif
+}
+
 /* ------------------------------------------------------------------ labels */
 
 /* Integer label dtypes, read in place (no conversion copy). */
 enum { FX_I8, FX_I16, FX_I32, FX_I64, FX_U8, FX_U16, FX_U32, FX_U64 };
 
-/* Read label i. uint64 values above INT64_MAX map to INT64_MIN, which is never a valid
-   class and never equals an ignore_index that came from a Python int in int64 range
-   unless the user asked for exactly that. */
+/* Read label i as stored (uint64 values above INT64_MAX read as INT64_MIN: only for
+   reporting; fx_label classifies them). */
 static inline int64_t fx_read_label(const void *p, int code, int64_t i)
 {
     switch (code) {
@@ -69,6 +81,22 @@ static inline int64_t fx_read_label(const void *p, int code, int64_t i)
         return v > (uint64_t)INT64_MAX ? INT64_MIN : (int64_t)v;
     }
     }
+}
+
+enum { FX_LABEL_IGNORED = -1, FX_LABEL_BAD = -2 };
+
+/* Label i as a class in [0, C), or FX_LABEL_IGNORED (it equals ignore_index), or
+   FX_LABEL_BAD (anything else; a uint64 above INT64_MAX never equals an int64
+   ignore_index). The validation pass and every kernel classify labels here: the kernels
+   again, because the labels are read twice with the GIL released, and a label another
+   thread changes in between must not index outside the row. */
+static inline int64_t fx_label(const void *p, int code, int64_t i, int64_t C,
+                               int64_t ignore_index)
+{
+    if (code == FX_U64 && ((const uint64_t *)p)[i] > (uint64_t)INT64_MAX) return FX_LABEL_BAD;
+    int64_t t = fx_read_label(p, code, i);
+    if (t == ignore_index) return FX_LABEL_IGNORED;
+    return t >= 0 && t < C ? t : FX_LABEL_BAD;
 }
 
 /* ------------------------------------------------- chunks of a softmax row */
@@ -365,11 +393,10 @@ static int64_t fx_check_labels(const void *labels, int code, int64_t n, int64_t 
 {
     double s = 0.0;
     for (int64_t i = 0; i < n; i++) {
-        int64_t t = fx_read_label(labels, code, i);
-        if (t == ignore_index) continue;
-        if (t < 0 || t >= C) {
-            /* report the value as stored (uint64 beyond int64 shows as INT64_MIN) */
-            *bad_value = t;
+        int64_t t = fx_label(labels, code, i, C, ignore_index);
+        if (t == FX_LABEL_IGNORED) continue;
+        if (t == FX_LABEL_BAD) {
+            *bad_value = fx_read_label(labels, code, i);
             return i;
         }
         s += weight ? weight[t] : 1.0;
