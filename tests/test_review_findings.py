@@ -73,3 +73,15 @@ def test_absurd_n_threads_is_capped_not_fatal():
     a = fx.cross_entropy(x, y, return_grad=True, n_threads=1)
     b = fx.cross_entropy(x, y, return_grad=True, n_threads=100_000)
     assert a[0] == b[0] and np.array_equal(a[1], b[1])
+
+
+def test_weights_from_any_real_sequence_and_axis_checked_for_1d():
+    x = np.zeros((2, 3), np.float32)
+    y = np.array([0, 2])
+    assert fx.cross_entropy(x, y, weight=[1, 2, 3]) == fx.cross_entropy(x, y, weight=np.array([1.0, 2.0, 3.0], np.float32))
+    assert fx.binary_cross_entropy_with_logits(x, x, pos_weight=3) == fx.binary_cross_entropy_with_logits(x, x)
+    with pytest.raises(TypeError):
+        fx.cross_entropy(x, y, weight=[1j, 2, 3])
+    with pytest.raises(ValueError, match="axis=5"):
+        fx.cross_entropy(np.zeros(3, np.float32), np.array(1), axis=5)
+    assert fx.cross_entropy(np.zeros(3, np.float32), np.array(1), axis=-1) == np.float32(np.log(3))

@@ -126,16 +126,23 @@ def write_target(out: Optional[np.ndarray], shape, dtype, input: np.ndarray, *re
     return np.empty(shape, dtype=dtype), out
 
 
+def real_param(p, name: str) -> np.ndarray:
+    """A weight-like argument as an ndarray of real numbers (bool, int or float; any
+    sequence or scalar); TypeError for complex, object or string values."""
+    try:
+        a = p if isinstance(p, np.ndarray) else np.asarray(p)
+    except Exception as exc:  # e.g. ragged lists
+        raise TypeError(f"{name} must be an array of real numbers, got {type(p).__name__}") from exc
+    if a.dtype.kind not in "biuf":
+        raise TypeError(f"{name} must hold real numbers, got dtype {a.dtype}")
+    return a
+
+
 def class_weight(weight, C: int, dtype) -> Tuple[Optional[np.ndarray], Optional[np.ndarray], float]:
     """(weight in the input dtype, the same as float64, its sum) for a (C,) weight."""
     if weight is None:
         return None, None, float(C)
-    w = float_input(weight, "weight") if not isinstance(weight, np.ndarray) or weight.dtype.kind == "f" else None
-    if w is None:
-        if weight.dtype.kind in "iub":
-            w = weight.astype(np.float64)
-        else:
-            raise TypeError(f"weight must be a real array, got dtype {weight.dtype}")
+    w = real_param(weight, "weight")
     if w.shape != (C,):
         raise ValueError(f"weight must have shape ({C},) for {C} classes, got {w.shape}")
     wk = kernel_ready(w, dtype)

@@ -16,6 +16,7 @@ from ._checks import (
     kernel_ready,
     normalize_axis,
     output_array,
+    real_param,
     write_target,
 )
 
@@ -62,8 +63,14 @@ def _softmax_loss(input, target, weight, ignore_index, reduction, label_smoothin
     n_threads = check_threads(n_threads)
     if x.ndim == 0:
         raise ValueError(f"{fname}: input must have at least 1 dimension (the class axis), got a scalar")
-    # a 1-D input is one unbatched row: its only axis is the class axis
-    ax = 0 if x.ndim == 1 else normalize_axis(axis, x.ndim)
+    # a 1-D input is one unbatched row: its only axis is the class axis (the default
+    # axis=1 names it, as PyTorch's class dim 1 does for batched input)
+    if x.ndim == 1:
+        if axis not in (0, -1, 1):
+            raise ValueError(f"{fname}: axis={axis!r} for a 1-D input, whose only axis is the class axis")
+        ax = 0
+    else:
+        ax = normalize_axis(axis, x.ndim)
     if isinstance(ignore_index, bool) or not isinstance(ignore_index, (int, np.integer)):
         raise TypeError(f"ignore_index must be an int, got {ignore_index!r}")
     if not -2**63 <= int(ignore_index) < 2**63:
@@ -178,7 +185,7 @@ def _broadcast_param(p, shape, dtype, name) -> Tuple[Optional[np.ndarray], bool]
     means a vector of the last axis's length, shared by every row (no N x C copy)."""
     if p is None:
         return None, False
-    a = float_input(p, name) if not (isinstance(p, np.ndarray) and p.dtype.kind in "iub") else p.astype(dtype)
+    a = real_param(p, name)
     try:
         b = np.broadcast_to(a, shape)
     except ValueError:
