@@ -84,6 +84,25 @@ def assert_close(actual, expected, rtol, *, scale=None, what=""):
                                err_msg=what)
 
 
+def close_ieee(actual, expected, dtype, what="", unit=0.0):
+    """actual agrees with the float64 `expected`: the NaN pattern and the infinities of
+    `expected` rounded to `dtype` (a true 6e38 is inf in float32) match exactly; finite
+    entries within tol(dtype) relative to the largest finite entry (or `unit`, the size of
+    the terms that cancel), plus the dtype's smallest normal (subnormals may flush)."""
+    a = np.asarray(actual, dtype=np.float64)
+    e = np.asarray(expected, dtype=np.float64)
+    assert a.shape == e.shape, f"{what}: shape {a.shape} != {e.shape}"
+    with np.errstate(over="ignore"):
+        er = e.astype(dtype).astype(np.float64)
+    np.testing.assert_array_equal(np.isnan(a), np.isnan(er), err_msg=f"{what}: NaN pattern")
+    isinf = np.isinf(er)
+    np.testing.assert_array_equal(a[isinf], er[isinf], err_msg=f"{what}: infinities")
+    fin = np.isfinite(er)
+    scale = max(float(np.abs(e[fin]).max()) if fin.any() and e.ndim else 0.0, unit)
+    np.testing.assert_allclose(a[fin], e[fin], rtol=tol(dtype),
+                               atol=tol(dtype) * scale + float(np.finfo(dtype).tiny), err_msg=what)
+
+
 def check_loss_type(loss, dtype, reduction, item_shape):
     """Loss is a NumPy scalar of the input dtype for mean/sum, an array for none."""
     if reduction == "none":

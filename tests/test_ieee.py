@@ -22,7 +22,7 @@ import pytest
 
 import fastxent as fx
 import reference as ref
-from conftest import tol
+from conftest import close_ieee as close, tol
 
 # the float64 reference evaluates IEEE arithmetic on purpose here (inf - inf, ...)
 pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")
@@ -31,25 +31,6 @@ DTYPES = [np.float32, np.float64]
 DT_IDS = ["f32", "f64"]
 BIG = {np.float32: float(np.float32(3e38)), np.float64: 1.7e308}
 inf, nan = math.inf, math.nan
-
-
-def close(actual, expected, dtype, what="", unit=0.0):
-    """actual agrees with the float64 `expected`: the NaN pattern and the infinities of
-    `expected` rounded to `dtype` (a true 6e38 is inf in float32) match exactly; finite
-    entries within tol(dtype) relative to the largest finite entry (or `unit`, the size of
-    the terms that cancel), plus the dtype's smallest normal (subnormals may flush)."""
-    a = np.asarray(actual, dtype=np.float64)
-    e = np.asarray(expected, dtype=np.float64)
-    assert a.shape == e.shape, f"{what}: shape {a.shape} != {e.shape}"
-    with np.errstate(over="ignore"):
-        er = e.astype(dtype).astype(np.float64)
-    np.testing.assert_array_equal(np.isnan(a), np.isnan(er), err_msg=f"{what}: NaN pattern")
-    isinf = np.isinf(er)
-    np.testing.assert_array_equal(a[isinf], er[isinf], err_msg=f"{what}: infinities")
-    fin = np.isfinite(er)
-    scale = max(float(np.abs(e[fin]).max()) if fin.any() and e.ndim else 0.0, unit)
-    np.testing.assert_allclose(a[fin], e[fin], rtol=tol(dtype),
-                               atol=tol(dtype) * scale + float(np.finfo(dtype).tiny), err_msg=what)
 
 
 def exact_ce_items(x, target, smoothing=0.0):

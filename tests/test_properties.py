@@ -29,7 +29,7 @@ from hypothesis import strategies as st
 
 import fastxent as fx
 import reference as ref
-from conftest import INT_DTYPES, tol
+from conftest import INT_DTYPES, close_ieee as close, tol
 
 EXAMPLES = {"ce_index": 250, "ce_prob": 150, "bce": 250, "blocks": 250}
 SETTINGS = dict(deadline=None, derandomize=True, database=None, print_blob=True,
@@ -81,24 +81,6 @@ def in_layout(a, how):
         return np.flip(np.flip(a).copy())
     # transposed_view: stored with the axes reversed, viewed in the original order
     return np.ascontiguousarray(a.transpose()).transpose()
-
-
-def close(actual, expected, dtype, what, unit=0.0):
-    """See the module docstring: NaN/inf pattern of `expected` rounded to dtype; finite
-    entries within tol(dtype) x (largest finite |expected| or unit) + smallest normal."""
-    a = np.asarray(actual, dtype=np.float64)
-    e = np.asarray(expected, dtype=np.float64)
-    assert a.shape == e.shape, f"{what}: shape {a.shape} != {e.shape}"
-    with np.errstate(over="ignore"):
-        er = e.astype(dtype).astype(np.float64)
-    np.testing.assert_array_equal(np.isnan(a), np.isnan(er), err_msg=f"{what}: NaN pattern")
-    inf = np.isinf(er)
-    np.testing.assert_array_equal(a[inf], er[inf], err_msg=f"{what}: infinities")
-    fin = np.isfinite(er)
-    scale = float(np.abs(e[fin]).max()) if fin.any() and e.ndim else 0.0
-    scale = max(scale, unit)
-    np.testing.assert_allclose(a[fin], e[fin], rtol=tol(dtype),
-                               atol=tol(dtype) * scale + float(np.finfo(dtype).tiny), err_msg=what)
 
 
 def _finite_max(a):
