@@ -162,6 +162,49 @@ cdef inline const fx_table* _table(cnp.ndarray x):
     return fx_table_f32 if cnp.PyArray_TYPE(x) == cnp.NPY_FLOAT32 else fx_table_f64
 
 
+# What _sum_blocks runs over: rows of the softmax family, column panels of it, elements.
+DEF K_ROWS = 0
+DEF K_COLS = 1
+DEF K_ELEMS = 2
+
+
+cdef inline double _block(int kind, void *args, const fx_table *tab, int64_t inner,
+                          int64_t i0, int64_t i1) noexcept nogil:
+    if kind == K_ROWS:
+        return tab.ce_rows(<fx_ce_args*>args, i0, i1)
+    if kind == K_COLS:
+        return tab.ce_cols(<fx_ce_args*>args, inner, i0, i1)
+    return tab.pointwise_range(<fx_elem_args*>args, i0, i1)
+
+
+cdef double _sum_blocks(int kind, void *args, const fx_table *tab, int64_t inner, int64_t n,
+                        int64_t per, int nt) except? -1.0:
+    """Items [0, n) in blocks of `per` (fixed by the caller from the shape alone): each
+    block summed serially, the block sums added in block order, so the total has the same
+    bits whatever `nt`."""
+    cdef int64_t nblocks
+    cdef double total = 0.0
+    cdef int64_t b
+    cdef double *part
+    if n <= 0 or per <= 0:
+        return 0.0
+    nblocks = (n - 1) // per + 1          # n > 0: no overflow near INT64_MAX
+    part = <double*>malloc(<size_t>nblocks * sizeof(double))
+    if part == NULL:
+        raise MemoryError()
+    with nogil:
+        if nt == 1:
+            for b in range(nblocks):
+                part[b] = _block(kind, args, tab, inner, b * per, min(n, (b + 1) * per))
+        else:
+            for b in prange(nblocks, schedule="static", num_threads=nt):
+                part[b] = _block(kind, args, tab, inner, b * per, min(n, (b + 1) * per))
+        for b in range(nblocks):
+            total += part[b]
+    free(part)
+    return total
+
+
 def check_labels(cnp.ndarray labels, int code, int64_t C, int64_t ignore_index, weight64):
     """One pass over the labels: (position of the first bad label or -1, its value,
     summed weight of the non-ignored labels)."""
@@ -207,73 +250,46 @@ def ce(cnp.ndarray x, int64_t C, int64_t inner, labels, int label_code, soft, we
     cdef int64_t chunk = FX_CHUNK_BYTES // cnp.PyArray_ITEMSIZE(x)
     cdef int64_t nch = (C + chunk - 1) // chunk
     cdef int nt = _threads(n_threads, rows * C, nblocks * nch)
-    cdef double total = 0.0
+    # Few long rows (an LLM vocabulary): parallel over the chunks of the rows too.
+    if nt > 1 and nch > 1 and rows < 2 * nt and not logprob_input:
+        return _ce_by_chunk(&a, tab, rows, nch, per, nt)
+    return _sum_blocks(K_ROWS, &a, tab, 1, rows, per, nt)
+
+
+cdef double _ce_by_chunk(fx_ce_args *a, const fx_table *tab, int64_t rows, int64_t nch,
+                         int64_t per, int nt) except? -1.0:
+    """The row path's three phases with the chunks of all rows spread over the threads;
+    per row the same calls in the same order, and the row losses summed in the same
+    blocks, so the same bits as _sum_blocks(K_ROWS, ...)."""
+    cdef int64_t nblocks = (rows + per - 1) // per
+    cdef double total = 0.0, part
     cdef int64_t b, r, i
-    cdef double *part
-    cdef fx_chunk *st = NULL
-    # Few long rows (an LLM vocabulary): parallel over the chunks of the rows too. The
-    # same three phases as the row path, in the same order per row: the same bits.
-    cdef bint by_chunk = nt > 1 and nch > 1 and rows < 2 * nt and not logprob_input
-    if rows == 0:
-        return 0.0
-    part = <double*>malloc(nblocks * sizeof(double))
-    if by_chunk:
-        st = <fx_chunk*>malloc(rows * nch * sizeof(fx_chunk))
-    if part == NULL or (by_chunk and st == NULL):
-        free(part)
-        free(st)
+    cdef fx_chunk *st = <fx_chunk*>malloc(rows * nch * sizeof(fx_chunk))
+    if st == NULL:
         raise MemoryError()
     with nogil:
-        if by_chunk:
-            for i in prange(rows * nch, schedule="static", num_threads=nt):
-                tab.ce_phase1(&a, i // nch, i % nch, &st[i])
-            for b in range(nblocks):
-                part[b] = 0.0
-                for r in range(b * per, min(rows, (b + 1) * per)):
-                    part[b] += tab.ce_phase2(&a, r, &st[r * nch])
-            if a.grad != NULL:
-                for i in prange(rows * nch, schedule="static", num_threads=nt):
-                    tab.ce_phase3(&a, i // nch, i % nch, &st[(i // nch) * nch])
-        elif nt == 1:
-            for b in range(nblocks):
-                part[b] = tab.ce_rows(&a, b * per, min(rows, (b + 1) * per))
-        else:
-            for b in prange(nblocks, schedule="static", num_threads=nt):
-                part[b] = tab.ce_rows(&a, b * per, min(rows, (b + 1) * per))
+        for i in prange(rows * nch, schedule="static", num_threads=nt):
+            tab.ce_phase1(a, i // nch, i % nch, &st[i])
         for b in range(nblocks):
-            total += part[b]
-    free(part)
+            part = 0.0
+            for r in range(b * per, min(rows, (b + 1) * per)):
+                part = part + tab.ce_phase2(a, r, &st[r * nch])
+            total = total + part
+        if a.grad != NULL:
+            for i in prange(rows * nch, schedule="static", num_threads=nt):
+                tab.ce_phase3(a, i // nch, i % nch, &st[(i // nch) * nch])
     free(st)
     return total
 
 
 cdef double _ce_cols(fx_ce_args *a, const fx_table *tab, int64_t outer, int64_t inner,
                      n_threads) except? -1.0:
-    """The column layout: parallel over tiles of `lanes` positions along `inner`."""
+    """The column layout: parallel over panels of `lanes` positions along `inner`."""
     cdef int64_t tpo = (inner + tab.lanes - 1) // tab.lanes
     cdef int64_t ntiles = outer * tpo
     cdef int64_t per = BLOCK_ELEMS // (a.C * tab.lanes) if a.C * tab.lanes < BLOCK_ELEMS else 1
-    cdef int64_t nblocks = (ntiles + per - 1) // per
-    cdef int nt = _threads(n_threads, outer * inner * a.C, nblocks)
-    cdef double total = 0.0
-    cdef int64_t b
-    cdef double *part
-    if ntiles == 0:
-        return 0.0
-    part = <double*>malloc(nblocks * sizeof(double))
-    if part == NULL:
-        raise MemoryError()
-    with nogil:
-        if nt == 1:
-            for b in range(nblocks):
-                part[b] = tab.ce_cols(a, inner, b * per, min(ntiles, (b + 1) * per))
-        else:
-            for b in prange(nblocks, schedule="static", num_threads=nt):
-                part[b] = tab.ce_cols(a, inner, b * per, min(ntiles, (b + 1) * per))
-        for b in range(nblocks):
-            total += part[b]
-    free(part)
-    return total
+    cdef int nt = _threads(n_threads, outer * inner * a.C, (ntiles + per - 1) // per)
+    return _sum_blocks(K_COLS, a, tab, inner, ntiles, per, nt)
 
 
 def norm(cnp.ndarray x, cnp.ndarray out, int what, n_threads):
@@ -316,29 +332,11 @@ def pointwise(int kind, cnp.ndarray x, cnp.ndarray target, weight, bint weight_p
     a.cols = x.shape[x.ndim - 1] if x.ndim > 0 else 1
     a.grad_scale = grad_scale
     a.elem_loss = _ptr(elem_loss)
-    cdef pointwise_range_fn fn = _table(x).pointwise_range
-    cdef int64_t per = BLOCK_ELEMS
-    cdef int64_t nblocks = (n + per - 1) // per
-    cdef int nt = _threads(n_threads, n, nblocks)
-    cdef double total = 0.0
-    cdef int64_t b
-    cdef double *part
+    cdef int64_t nblocks = (n + BLOCK_ELEMS - 1) // BLOCK_ELEMS
     if n == 0 or a.cols == 0:
         return 0.0
-    part = <double*>malloc(nblocks * sizeof(double))
-    if part == NULL:
-        raise MemoryError()
-    with nogil:
-        if nt == 1:
-            for b in range(nblocks):
-                part[b] = fn(&a, b * per, min(n, (b + 1) * per))
-        else:
-            for b in prange(nblocks, schedule="static", num_threads=nt):
-                part[b] = fn(&a, b * per, min(n, (b + 1) * per))
-        for b in range(nblocks):
-            total += part[b]
-    free(part)
-    return total
+    return _sum_blocks(K_ELEMS, &a, _table(x), 1, n, BLOCK_ELEMS,
+                       _threads(n_threads, n, nblocks))
 
 
 def find_outside_unit(cnp.ndarray x):
