@@ -386,3 +386,26 @@ def test_grad_out_partly_overlapping_input(rng):
     same(l2, loss)
     np.testing.assert_array_equal(g, grad, err_msg="grad_out overlapping the input")
     assert g2 is g
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
+def test_elementwise_in_place_same_bits_over_many_segments(rng, dtype):
+    """The elementwise kernels sum losses in lane partials per segment and redo a segment
+    wide when its sum is not finite; in place (nothing left to redo from) they test each
+    vector instead. Over many segments, blocks and folds, and with an infinite loss in one
+    segment, both must give the same bits."""
+    x = (rng.standard_normal((37, 1000)) * 4).astype(dtype)     # 9 segments, 2 blocks
+    t = rng.random(x.shape).astype(dtype)
+    x_inf = x.copy()
+    x_inf[20, 7] = np.inf                                       # (1 - t) * inf: loss inf
+    for xs in (x, x_inf):
+        for fn, extra in ((fx.binary_cross_entropy_with_logits, {}),
+                          (fx.binary_cross_entropy_with_logits, {"pos_weight": 2.5}),
+                          (fx.kl_div, {})):
+            args = (xs / 10, t) if fn is fx.kl_div else (xs, t)
+            loss, grad = fn(*args, return_grad=True, reduction="sum", **extra)
+            xi = args[0].copy()
+            l2, g2 = fn(xi, t, return_grad=True, grad_out=xi, reduction="sum", **extra)
+            same(l2, loss, f"{fn.__name__} {extra} in place")
+            np.testing.assert_array_equal(g2, grad)
+    assert np.isinf(fx.binary_cross_entropy_with_logits(x_inf, t, reduction="sum"))

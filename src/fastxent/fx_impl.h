@@ -409,19 +409,38 @@ FN VR FX_N(vlog_reduced)(VR f)
 #define FX_LN2 ((R)0.69314718055994530942)
 
 /* log(1 + e) for e in [0, 1] (or NaN); also returns 1/(1+e) through *recip, which the
-   sigmoid needs anyway. With u = fl(1+e), log1p(e) = log(u) + (e - (u-1))/u, where
-   e - (u-1) is exact (Fast2Sum); log(u) = k ln2 + log(f), f = u or u/2. */
+   sigmoid needs anyway. u = fl(1+e) = 2^k (1 + f) with k in {0, 1}, so f = u - 1 or
+   u/2 - 1 (both exact) lies in [sqrt(1/2) - 1, sqrt(2) - 1], and
+       log1p(e) = k ln2 + log1p(f) + (e - (u-1))/u,
+   the last term putting back what rounding u lost (e - (u-1) is exact: Fast2Sum).
+   float32: log1p(f) = f + f^2 q(f), q a degree-8 fit (tools/fit_log1p_poly.py: 5e-9
+   relative), no division. float64: 2 atanh(f / (2 + f)) through vlog_reduced. */
 FN VR FX_N(vlog1p_unit)(VR e, VR *recip)
 {
     const R one = 1;
     VR u = e + one;
     VR inv = FX_N(vrecip)(u);
-    VR err = e - (u - one);
+    VR um1 = u - one;
+    VR err = e - um1;
     VI big = u > FX_SQRT2;
-    VR f = FX_N(vselect)(big, u * (R)0.5, u);
     VR kln2 = FX_N(vzero_unless)(big, FX_N(vsplat)(FX_LN2));
     *recip = inv;
+#if FX_IS_F32
+    VR f = FX_N(vselect)(big, u * 0.5f - one, um1);
+    VR q = FX_N(vsplat)(-0.076218381524086f);
+    q = q * f + 0.12904483079910278f;
+    q = q * f - 0.13242988288402557f;
+    q = q * f + 0.14181816577911377f;
+    q = q * f - 0.16609081625938416f;
+    q = q * f + 0.2000197470188141f;
+    q = q * f - 0.25001582503318787f;
+    q = q * f + 0.33333325386047363f;
+    q = q * f - 0.49999988079071045f;
+    return (f + (f * f) * q) + (kln2 + err * inv);
+#else
+    VR f = FX_N(vselect)(big, u * 0.5, u);
     return kln2 + FX_N(vlog_reduced)(f) + err * inv;
+#endif
 }
 
 /* log(x) for any x: x = 2^k f with f in [1/sqrt2, sqrt2) from the exponent bits
@@ -987,24 +1006,30 @@ KERNEL void FX_N(norm_rows)(const void *xv, void *outv, int64_t C, int64_t r0, i
 
 /* ------------------------------------------------------------ sigmoid family */
 
+/* the sign bit of every lane (vsplat(-0.0) would give +0.0: it adds to a zero vector) */
+FN VI FX_N(vsignbits)(void) { return (VI)(((VU){0} + 1) << (8 * sizeof(R) - 1)); }
+
+/* -|x| (the sign bit set; NaN stays NaN) */
+FN VR FX_N(vneg_abs)(VR x) { return (VR)((VI)x | FX_N(vsignbits)()); }
+
 /* The pieces of the sigmoid family from one exp and one log1p, e = exp(-|x|):
-   l1p = log1p(e); sig = sigmoid(x) and sig_neg = sigmoid(-x), each as 1/(1+e) or
-   e/(1+e) by the sign of x (never 1 - the other, which would lose the tiny values).
-   softplus(-x) = -log(sigmoid(x)) = max(-x, 0) + l1p. */
-typedef struct { VR neg, l1p, sig, sig_neg; } FX_N(sig_parts);
+   l1p = log1p(e) = softplus(-|x|); small = e/(1+e) = sigmoid(-|x|), the smaller of
+   sigmoid(x) and sigmoid(-x); big = 1/(1+e), the other one (never 1 - small, which
+   would lose the tiny values). softplus(-x) = -log(sigmoid(x)) = max(-x, 0) + l1p. */
+typedef struct { VI neg; VR l1p, small, big; } FX_N(sig_parts);
 
 FN FX_N(sig_parts) FX_N(sigmoid_parts)(VR x)
 {
     FX_N(sig_parts) P;
-    VR zero = {0}, inv;
-    VI neg = x < zero;
-    VR e = FX_N(vexp_nonpos)(FX_N(vselect)(neg, x, -x));
-    P.l1p = FX_N(vlog1p_unit)(e, &inv);
-    P.sig = FX_N(vselect)(neg, e * inv, inv);
-    P.sig_neg = FX_N(vselect)(neg, inv, e * inv);
-    P.neg = (VR)neg;
+    VR e = FX_N(vexp_nonpos)(FX_N(vneg_abs)(x));
+    P.neg = x < (VR){0};
+    P.l1p = FX_N(vlog1p_unit)(e, &P.big);
+    P.small = e * P.big;
     return P;
 }
+
+/* v where mask is set, -v elsewhere */
+FN VR FX_N(vneg_unless)(VI mask, VR v) { return (VR)((VI)v ^ (~mask & FX_N(vsignbits)())); }
 
 /* The elementwise losses, each as loss = coef x + rest (a zero coef times an infinite x
    counts 0: the loss's limit), with d loss/dx alongside (before weight and scale):
@@ -1023,12 +1048,13 @@ FN void FX_N(pointwise)(int kind, VR x, VR t, VR pw, int has_pw, VR *coef, VR *r
     VR zero = {0};
     if (kind == FX_PW_BCE_LOGITS) {
         FX_N(sig_parts) P = FX_N(sigmoid_parts)(x);
-        VI neg = (VI)P.neg;
         VR lw = has_pw ? (pw - one) * t + one : FX_N(vsplat)(one);
         VR pwt = has_pw ? pw * t : t;
-        *coef = FX_N(vselect)(neg, -pwt, one - t);
-        *rest = lw * P.l1p;
-        *grad = FX_N(vselect)(neg, lw * P.sig - pwt, (one - t) - lw * P.sig_neg);
+        VR ls = has_pw ? lw * P.small : P.small;
+        *coef = FX_N(vselect)(P.neg, -pwt, one - t);
+        *rest = has_pw ? lw * P.l1p : P.l1p;
+        /* x < 0: lw sigmoid(x) - pw t = coef + ls;  x >= 0: (1-t) - lw sigmoid(-x) = coef - ls */
+        *grad = *coef + FX_N(vneg_unless)(P.neg, ls);
     } else if (kind == FX_PW_BCE_PROBS) {
         const VR floor = FX_N(vsplat)((R)-100);
         VR u = one - x;
@@ -1103,23 +1129,23 @@ FX_N(pointwise_vec_wide)(int kind, int u8, int has_w, int has_pw, const R *xp, c
     return (double)sum;
 }
 
-/* One vector: gradient and per-element loss out, the loss added to acc. `checked`:
-   test this vector for inf/NaN losses now (and sum it wide if so); otherwise only
-   flag them in *bad, for the caller to redo the whole segment. */
-FN void FX_N(pointwise_vec)(FX_N(acc64) *acc, VI *bad, int checked, int kind, int u8,
+/* One vector: gradient and per-element loss out, the loss added to the lane sums
+   *part. `checked` (the gradient overwrites the input, so nothing could be redone
+   later): a vector with a loss that is inf or NaN, or so big that FX_FOLD_ELEMS / VL
+   of them could overflow a lane sum, is summed wide now, into acc->spill. Otherwise
+   the same additions as unchecked, so writing in place gives the same bits. */
+FN void FX_N(pointwise_vec)(VR *part, FX_N(acc64) *acc, int checked, int kind, int u8,
                             int has_w, int has_pw, const R *xp, const void *tp, const R *w,
                             const R *pw, R *gp, R *lp, R scale, int full, int64_t n)
 {
-    VR x, loss, grad, zero = {0};
+    VR x, loss, grad;
     FX_N(pointwise_wvec)(kind, u8, has_w, has_pw, xp, tp, w, pw, full, n, &x, &loss, &grad);
-    if (!checked) {
-        *bad |= (loss - loss) != zero;
-        FX_N(acc_f64)(acc, loss);
-    } else if (__builtin_expect(FX_N(vany)((loss - loss) != zero), 0)) {
+    const R lim = (FX_IS_F32 ? FLT_MAX : DBL_MAX) / (R)(FX_FOLD_ELEMS / VL);
+    VR mag = (VR)((VI)loss & ~FX_N(vsignbits)());
+    if (checked && __builtin_expect(FX_N(vany)(~(mag <= lim)), 0))
         acc->spill += FX_N(pointwise_vec_wide)(kind, u8, has_w, has_pw, xp, tp, w, pw, n);
-    } else {
-        FX_N(acc_f64)(acc, loss);
-    }
+    else
+        *part += loss;
     if (lp) {
         if (full) FX_N(vstore)(lp, loss);
         else FX_N(vstore_part)(lp, loss, n);
@@ -1130,10 +1156,17 @@ FN void FX_N(pointwise_vec)(FX_N(acc64) *acc, VI *bad, int checked, int kind, in
     }
 }
 
-/* Elements [i0, i1) in segments that never cross a row (so per-column weights load as
-   plain vectors). A segment whose losses hold an inf or NaN is summed again, wide
-   (pointwise_vec_wide): cheaper than testing every vector, but it needs the inputs
-   intact, so a gradient written over the input (checked = 1) tests each vector. */
+/* Elements per segment of the elementwise loop when no per-column weight has to line
+   up with the rows: the unit that is summed again, wide, if it holds an inf or NaN. */
+#define FX_PW_SEG 4096
+
+/* Elements [i0, i1) in segments: rows when a weight or pos_weight is per column (so it
+   loads as plain vectors), else FX_PW_SEG elements. Losses are summed in float32 lanes
+   for FX_FOLD_ELEMS / VL vectors at a time, then in float64. A segment whose sum is not
+   finite (an inf or NaN loss, or a float32 lane sum that overflowed) is summed again
+   from its inputs, wide (pointwise_vec_wide): cheaper than testing every vector, but it
+   needs the inputs intact, so a gradient written over the input (checked = 1) tests
+   each vector instead. */
 FN double FX_N(pointwise_loop)(const fx_elem_args *A, int64_t i0, int64_t i1, int kind,
                                int u8, int has_w, int has_pw, int checked)
 {
@@ -1143,32 +1176,41 @@ FN double FX_N(pointwise_loop)(const fx_elem_args *A, int64_t i0, int64_t i1, in
     const char *T = (const char *)A->target;
     const size_t tsize = u8 ? 1 : sizeof(R);
     R *G = (R *)A->grad, *L = (R *)A->elem_loss;
-    FX_N(acc64) acc = {{0}, {0}, 0.0};
+    const int w_col = has_w && A->weight_per_col, pw_col = has_pw && A->pos_weight_per_col;
+    double total = 0.0;
     int64_t i = i0;
     while (i < i1) {
-        int64_t row = i / cols, col = i - row * cols;
-        int64_t end = (row + 1) * cols < i1 ? (row + 1) * cols : i1;
-        const R *w = has_w ? (const R *)A->weight + (A->weight_per_col ? col : i) : NULL;
-        const R *pw = has_pw ? (const R *)A->pos_weight + (A->pos_weight_per_col ? col : i) : NULL;
-        int64_t k = 0, len = end - i;
-        FX_N(acc64) before = acc;
-        VI bad = {0};
-        for (; k + VL <= len; k += VL)
-            FX_N(pointwise_vec)(&acc, &bad, checked, kind, u8, has_w, has_pw, X + i + k,
+        int64_t col = i % cols;
+        int64_t end = w_col || pw_col ? i + (cols - col) : i + FX_PW_SEG;
+        if (end > i1) end = i1;
+        const R *w = has_w ? (const R *)A->weight + (w_col ? col : i) : NULL;
+        const R *pw = has_pw ? (const R *)A->pos_weight + (pw_col ? col : i) : NULL;
+        FX_N(acc64) acc = {{0}, {0}, 0.0};
+        VR part = {0};
+        int64_t k = 0, len = end - i, nv = 0;
+        for (; k + VL <= len; k += VL) {
+            FX_N(pointwise_vec)(&part, &acc, checked, kind, u8, has_w, has_pw, X + i + k,
                                 T + (i + k) * tsize, has_w ? w + k : NULL, has_pw ? pw + k : NULL,
                                 G ? G + i + k : NULL, L ? L + i + k : NULL, scale, 1, VL);
+            if (++nv == FX_FOLD_ELEMS / VL) {
+                FX_N(acc_f64)(&acc, part);
+                part = (VR){0};
+                nv = 0;
+            }
+        }
         if (k < len)
-            FX_N(pointwise_vec)(&acc, &bad, checked, kind, u8, has_w, has_pw, X + i + k,
+            FX_N(pointwise_vec)(&part, &acc, checked, kind, u8, has_w, has_pw, X + i + k,
                                 T + (i + k) * tsize, has_w ? w + k : NULL, has_pw ? pw + k : NULL,
                                 G ? G + i + k : NULL, L ? L + i + k : NULL, scale, 0, len - k);
-        if (!checked && __builtin_expect(FX_N(vany)(bad), 0)) {
-            acc = before;
-            acc.spill += FX_N(pointwise_vec_wide)(kind, u8, has_w, has_pw, X + i, T + i * tsize,
-                                                  w, pw, len);
-        }
+        FX_N(acc_f64)(&acc, part);
+        double seg = FX_N(acc_sum)(&acc);
+        if (!checked && __builtin_expect(!isfinite(seg), 0))
+            seg = FX_N(pointwise_vec_wide)(kind, u8, has_w, has_pw, X + i, T + i * tsize,
+                                           w, pw, len);
+        total += seg;
         i = end;
     }
-    return FX_N(acc_sum)(&acc);
+    return total;
 }
 
 /* One loop per (kind, target type, weight, pos_weight, in place) combination, each
@@ -1217,8 +1259,8 @@ KERNEL void FX_N(sigmoid_range)(const void *xv, void *outv, int64_t i0, int64_t 
         VR x = full ? FX_N(vload)((const R *)xv + i) : FX_N(vload_part)((const R *)xv + i, n, 0);
         FX_N(sig_parts) P = FX_N(sigmoid_parts)(x);
         /* log sigmoid(x) = -(max(-x, 0) + l1p) */
-        VR o = what == FX_OUT_SIGMOID ? P.sig
-                                      : -(FX_N(vzero_unless)((VI)P.neg, -x) + P.l1p);
+        VR o = what == FX_OUT_SIGMOID ? FX_N(vselect)(P.neg, P.small, P.big)
+                                      : -(FX_N(vzero_unless)(P.neg, -x) + P.l1p);
         if (full) FX_N(vstore)((R *)outv + i, o);
         else FX_N(vstore_part)((R *)outv + i, o, n);
     }
