@@ -780,18 +780,20 @@ KERNEL double FX_N(ce_rows)(const fx_ce_args *A, int64_t r0, int64_t r1)
 /* A panel is up to NV vectors (NV * VL neighbouring positions) along `inner`, each
    position an item with its own softmax over the C classes that lie `inner` elements
    apart. Vectors run along `inner` (contiguous), the loops run over classes, so
-   (N, C, H, W) needs no transposing copy; a panel reads NV * VL contiguous elements of
-   each class row per pass, long enough runs for the prefetchers. Each lane is an item
-   with one chunk; its loss comes from fx_item_loss, as for rows. */
+   (N, C, H, W) needs no transposing copy. The first pass copies the panel (NV * VL
+   contiguous elements of each class row) into buf, C x NV * VL contiguous, where the
+   later passes work: the class rows lie `inner` elements apart, and with `inner` a
+   power of two they all map to the same few cache sets, so re-reading them in place
+   would miss. Each lane is an item with one chunk; its loss comes from fx_item_loss, as
+   for rows. */
 #define NV FX_COL_VECS
-FN double FX_N(ce_panel)(const fx_ce_args *A, int64_t inner, int64_t item0, int64_t n,
-                         const R *x, R *g, const R *y)
+FN double FX_N(ce_panel)(const fx_ce_args *A, int aux, int64_t inner, int64_t item0,
+                         int64_t n, const R *x, R *g, const R *y, R *buf)
 {
     const int64_t C = A->C;
     const R *w = (const R *)A->weight;
     const double eps = A->smoothing, scale = A->grad_scale;
     const R c1 = (R)(1.0 - eps), c0 = (R)(eps / (double)C);
-    const int aux = FX_N(ce_aux)(A);
     const int nv = (int)((n + VL - 1) / VL);
     const int64_t nlast = n - (int64_t)(nv - 1) * VL;     /* lanes of the last vector */
     VR zero = {0};
@@ -803,19 +805,25 @@ FN double FX_N(ce_panel)(const fx_ce_args *A, int64_t inner, int64_t item0, int6
 #define LOAD(q, p, pad) (FULL(q) ? FX_N(vload)(p) : FX_N(vload_part)((p), nlast, (pad)))
 #define STORE(q, p, v) do { if (FULL(q)) FX_N(vstore)((p), (v)); else FX_N(vstore_part)((p), (v), nlast); } while (0)
     for (int q = 0; q < nv; q++) keep[q] = live[q] = FULL(q) ? ~(VI){0} : FX_N(vlive)(nlast);
+    if (!A->soft) {                 /* the labels of the panel four ahead, like x below */
+        const size_t lb = fx_label_bytes(A->label_code);
+        const char *ahead = (const char *)A->labels + (size_t)(item0 + 4 * NV * VL) * lb;
+        for (size_t b = 0; b < (size_t)n * lb; b += 64) __builtin_prefetch(ahead + b);
+    }
     for (int64_t l = 0; l < n; l++) {
         label[l] = 0;
         if (!A->soft) {
             label[l] = fx_label(A->labels, A->label_code, item0 + l, C, A->ignore_index);
-            if (label[l] < 0) { keep[l / VL][l % VL] = 0; continue; }
+            if (label[l] < 0) keep[l / VL][l % VL] = 0;
         }
-        st[l].xt = A->soft ? 0.0 : (double)x[label[l] * inner + l];   /* before g overwrites x */
     }
 #define KEPT(l) (keep[(l) / VL][(l) % VL] != 0)
     /* loss of a lane that is not kept: 0 if ignored, NaN if its label no longer validates */
 #define DROPPED_LOSS(l) (label[l] == FX_LABEL_IGNORED ? 0.0 : NAN)
 
     if (A->logprob_input) {                          /* nll_loss */
+        double xt[NV * VL];                          /* read before g (maybe x) is zeroed */
+        for (int64_t l = 0; l < n; l++) xt[l] = KEPT(l) ? (double)x[label[l] * inner + l] : 0.0;
         if (g)
             for (int64_t c = 0; c < C; c++)
                 for (int q = 0; q < nv; q++) STORE(q, g + c * inner + q * VL, zero);
@@ -823,7 +831,7 @@ FN double FX_N(ce_panel)(const fx_ce_args *A, int64_t inner, int64_t item0, int6
             double loss = DROPPED_LOSS(l);
             if (KEPT(l)) {
                 double wt = w ? (double)w[label[l]] : 1.0;
-                loss = -wt * st[l].xt;
+                loss = -wt * xt[l];
                 if (g) g[label[l] * inner + l] = (R)(-wt * scale);
             }
             if (A->row_loss) ((R *)A->row_loss)[item0 + l] = (R)loss;
@@ -832,23 +840,34 @@ FN double FX_N(ce_panel)(const fx_ce_args *A, int64_t inner, int64_t item0, int6
         return total;
     }
 
-    /* pass 1: max per lane (NaN, if any, reaches s in pass 2) */
+    /* pass 1: the panel into buf (lanes past n hold -inf), max per lane (NaN, if any,
+       reaches s in pass 2) */
+#define BUF(c, q) (buf + (c) * (NV * VL) + (q) * VL)
     VR m[NV], sh[NV];
     for (int q = 0; q < nv; q++) m[q] = FX_N(vsplat)(-INFINITY);
     for (int64_t c = 0; c < C; c++)
-        for (int q = 0; q < nv; q++)
-            m[q] = FX_N(vmax_fast)(m[q], LOAD(q, x + c * inner + q * VL, -INFINITY));
+        for (int q = 0; q < nv; q++) {
+            /* C streams of NV * VL elements are more than the prefetchers follow: fetch
+               four panels ahead in each class row now (a prefetch never faults) */
+            __builtin_prefetch(x + c * inner + (4 * NV + q) * VL);
+            VR v = LOAD(q, x + c * inner + q * VL, -INFINITY);
+            FX_N(vstore)(BUF(c, q), v);
+            m[q] = FX_N(vmax_fast)(m[q], v);
+        }
+    for (int64_t l = 0; l < n; l++)      /* the target logits, from buf (a gather from x would miss) */
+        st[l].xt = !A->soft && KEPT(l) ? (double)buf[label[l] * (NV * VL) + l] : 0.0;
     for (int q = 0; q < nv; q++)
         sh[q] = FX_N(vselect)(m[q] == FX_N(vsplat)(-INFINITY), zero, m[q]);
 
-    /* pass 2: e = exp(x - sh) into g; sums per lane, folded to float64 every 16 classes */
+    /* pass 2: e = exp(x - sh) over x in buf; sums per lane, folded to float64 every 16
+       classes */
     VR s[NV], bd[NV], bsum[NV];
     double s_acc[NV * VL], bd_acc[NV * VL], bsum_acc[NV * VL];
     for (int q = 0; q < nv; q++) s[q] = bd[q] = bsum[q] = zero;
     for (int l = 0; l < nv * VL; l++) s_acc[l] = bd_acc[l] = bsum_acc[l] = 0.0;
     for (int64_t c = 0; c < C; c++) {
         for (int q = 0; q < nv; q++) {
-            VR v = LOAD(q, x + c * inner + q * VL, -INFINITY);
+            VR v = FX_N(vload)(BUF(c, q));
             VR e = FX_N(vexp_nonpos)(v - sh[q]);
             s[q] += e;
             if (aux != FX_AUX_NONE) {
@@ -858,16 +877,18 @@ FN double FX_N(ce_panel)(const fx_ce_args *A, int64_t inner, int64_t item0, int6
                 bsum[q] += b;
                 bd[q] += FX_N(bd_terms)(b, sh[q], v, bd_acc + q * VL);
             }
-            if (g) STORE(q, g + c * inner + q * VL, e);
+            if (g) FX_N(vstore)(BUF(c, q), e);
         }
         if ((c & 15) == 15 || c == C - 1) {
             for (int q = 0; q < nv; q++) {
+                for (int l = 0; l < VL; l++) s_acc[q * VL + l] += s[q][l];
+                s[q] = zero;
+                if (aux == FX_AUX_NONE) continue;
                 for (int l = 0; l < VL; l++) {
-                    s_acc[q * VL + l] += s[q][l];
                     bd_acc[q * VL + l] += bd[q][l];
                     bsum_acc[q * VL + l] += bsum[q][l];
                 }
-                s[q] = bd[q] = bsum[q] = zero;
+                bd[q] = bsum[q] = zero;
             }
         }
     }
@@ -897,28 +918,31 @@ FN double FX_N(ce_panel)(const fx_ce_args *A, int64_t inner, int64_t item0, int6
     }
     if (!g) return total;
 
-    /* pass 3: g = alpha e - beta b; ignored lanes get exactly 0 */
+    /* pass 3: the gradient alpha e - beta b in buf (ignored lanes exactly 0), the hard
+       labels' term there too, then out to g */
     VR alpha[NV];
     for (int q = 0; q < nv; q++) alpha[q] = FX_N(vload)(alpha_r + q * VL);
     R beta = (R)scale;
     for (int64_t c = 0; c < C; c++)
         for (int q = 0; q < nv; q++) {
-            R *gp = g + c * inner + q * VL;
-            VR gv = LOAD(q, gp, 0) * alpha[q];
+            VR gv = FX_N(vload)(BUF(c, q)) * alpha[q];
             if (aux != FX_AUX_NONE) {
                 VR b = FX_N(vsplat)(w ? w[c] : (R)1);
                 b = aux == FX_AUX_SOFT ? b * (LOAD(q, y + c * inner + q * VL, 0) * c1 + c0) : b * c0;
                 gv = gv - b * beta;
             }
-            STORE(q, gp, FX_N(vzero_unless)(keep[q], gv));
+            FX_N(vstore)(BUF(c, q), FX_N(vzero_unless)(keep[q], gv));
         }
     if (!A->soft)
         for (int64_t l = 0; l < n; l++) {
             if (!KEPT(l)) continue;
             double wt = w ? (double)w[label[l]] : 1.0;
-            R *gt = g + label[l] * inner + l;
+            R *gt = buf + label[l] * (NV * VL) + l;
             *gt = (R)((double)*gt - scale * (1.0 - eps) * wt);
         }
+    for (int64_t c = 0; c < C; c++)
+        for (int q = 0; q < nv; q++) STORE(q, g + c * inner + q * VL, FX_N(vload)(BUF(c, q)));
+#undef BUF
 #undef FULL
 #undef LOAD
 #undef STORE
@@ -933,14 +957,30 @@ KERNEL double FX_N(ce_cols)(const fx_ce_args *A, int64_t inner, int64_t k0, int6
 {
     const int64_t C = A->C, width = (int64_t)NV * VL, ppo = (inner + width - 1) / width;
     double total = 0.0;
+    /* the panel buffer: on the stack up to 32 KiB (C <= 64 float32 classes) */
+    R local[32768 / sizeof(R)];
+    R *buf = C * width <= (int64_t)(sizeof local / sizeof(R)) ? local
+             : (R *)malloc((size_t)(C * width) * sizeof(R));
+    if (!buf) return NAN;  /* out of memory for a panel of a huge C: NaN, not a crash */
     for (int64_t k = k0; k < k1; k++) {
         int64_t o = k / ppo, i0 = (k % ppo) * width;
         int64_t n = inner - i0 < width ? inner - i0 : width;
         int64_t base = o * C * inner + i0;
-        total += FX_N(ce_panel)(A, inner, o * inner + i0, n, (const R *)A->x + base,
-                                A->grad ? (R *)A->grad + base : NULL,
-                                A->soft ? (const R *)A->soft + base : NULL);
+        const R *x = (const R *)A->x + base, *y = A->soft ? (const R *)A->soft + base : NULL;
+        R *g = A->grad ? (R *)A->grad + base : NULL;
+        /* each aux its own copy of the panel code, with no per-element branch on it */
+        switch (FX_N(ce_aux)(A)) {
+        case FX_AUX_SOFT:
+            total += FX_N(ce_panel)(A, FX_AUX_SOFT, inner, o * inner + i0, n, x, g, y, buf);
+            break;
+        case FX_AUX_SMOOTH:
+            total += FX_N(ce_panel)(A, FX_AUX_SMOOTH, inner, o * inner + i0, n, x, g, y, buf);
+            break;
+        default:
+            total += FX_N(ce_panel)(A, FX_AUX_NONE, inner, o * inner + i0, n, x, g, y, buf);
+        }
     }
+    if (buf != local) free(buf);
     return total;
 }
 #undef NV

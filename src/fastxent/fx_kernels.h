@@ -65,6 +65,9 @@ static int fx_thread_cap(void)
 /* Integer label dtypes, read in place (no conversion copy). */
 enum { FX_I8, FX_I16, FX_I32, FX_I64, FX_U8, FX_U16, FX_U32, FX_U64 };
 
+/* Bytes per label of a label code. */
+static inline size_t fx_label_bytes(int code) { return (size_t)1 << (code & 3); }
+
 /* Read label i as stored (uint64 values above INT64_MAX read as INT64_MIN: only for
    reporting; fx_label classifies them). */
 static inline int64_t fx_read_label(const void *p, int code, int64_t i)
