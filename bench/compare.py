@@ -20,10 +20,13 @@ For every shape of issue 4 it times the forward pass (the loss) and the forward+
                 ``loss`` and ``loss_gradient`` with ``n_threads=T`` (per-sample losses, then
                 a mean);
 
-and the two memory floors measured in the same run: reading the logits once (``np.max(x)`` or
-``x.sum()``, whichever is faster) and copying them once (``np.copyto`` into a preallocated
-array). NumPy runs these single-threaded; they are also run split in T pieces over a
-``ThreadPoolExecutor`` (NumPy releases the GIL) and the faster of the two is the floor.
+and the memory floors measured in the same run: reading the logits once (``np.max(x)`` or
+``x.sum()``, whichever is faster), copying them once into a preallocated array
+(``np.copyto``: the floor of a call with ``grad_out``), and copying them once into a new
+array (``x.copy()``: the floor of a call that returns a new gradient, which pays for the
+same fresh pages). NumPy runs these single-threaded; they are also run split in T pieces
+over a ``ThreadPoolExecutor`` (NumPy releases the GIL) and the faster of the two is the
+floor.
 
 Libraries are interleaved side by side within each shape (one sample of every cell per round,
 the order rotated each round), because these machines are noisy; each time is the median of the
@@ -111,7 +114,7 @@ MEMORY_KEYS_QUICK = ["4096x1000", "1024x32768"]
 STAT = "median"  # the statistic of the samples shown in the tables: "median" or "min" (--stat)
 
 LIBS = ["fastxent", "fastxent/out", "numpy", "torch", "jax", "sklearn"]
-FLOORS = ["read", "copy"]
+FLOORS = ["read", "copy", "fresh copy"]
 MODES = ["fwd", "fwd+bwd"]
 
 
@@ -417,16 +420,23 @@ def cells_floors(x, T, pool):
     def copy_t():
         list(pool.map(np.copyto, dparts, parts))
 
+    def fresh_copy_t():
+        new = np.empty_like(flat)
+        list(pool.map(np.copyto, np.array_split(new, T), parts))
+        return new
+
     none = lambda r: (float("nan"), None)  # noqa: E731
     cells = {
         ("read", "max 1t"): Cell(lambda: np.max(flat), none),
         ("read", "sum 1t"): Cell(lambda: flat.sum(), none),
         ("copy", "copyto 1t"): Cell(copy_1, none),
+        ("fresh copy", "x.copy() 1t"): Cell(flat.copy, none),
     }
     if T > 1:
         cells[("read", f"max {T}t")] = Cell(read_t(np.max), none)
         cells[("read", f"sum {T}t")] = Cell(read_t(np.sum), none)
         cells[("copy", f"copyto {T}t")] = Cell(copy_t, none)
+        cells[("fresh copy", f"x.copy() {T}t")] = Cell(fresh_copy_t, none)
     return cells
 
 
@@ -781,17 +791,24 @@ def build_rows(results):
         floors = {k: floor_of(timed, k) for k in FLOORS}
         for mode in MODES:
             t = {lib: med(timed, (lib, mode)) for lib in LIBS}
-            fl = floors["read" if mode == "fwd" else "copy"]
+            # forward: the read floor; forward+backward: a new gradient against a copy
+            # into a new array, grad_out against a copy into a preallocated one
+            fl = floors["read" if mode == "fwd" else "fresh copy"]
+            fl_out = floors["copy"]
             trows.append([case.label, mode] + [fmt_ms(t[l]) for l in LIBS]
-                         + [fmt_ms(floors["read"][0]), fmt_ms(floors["copy"][0])])
+                         + [fmt_ms(floors[k][0]) for k in FLOORS])
             fxt = t["fastxent"]
+            used = fl[1] or "—"
+            if mode != "fwd":
+                used = f"{fl[1] or '—'} / {fl_out[1] or '—'}"
             rrows.append([case.label, mode]
                          + [fmt_x(ratio(t[l], fxt)) for l in ("numpy", "torch", "jax", "sklearn")]
-                         + [fmt_x(ratio(fxt, fl[0])), fmt_x(ratio(t["fastxent/out"], fl[0])),
-                            (fl[1] or "—")])
-    thead = ["shape", "pass"] + LIBS + ["read floor", "copy floor"]
+                         + [fmt_x(ratio(fxt, fl[0])),
+                            fmt_x(ratio(t["fastxent/out"], fl_out[0])) if mode != "fwd" else "—",
+                            used])
+    thead = ["shape", "pass"] + LIBS + ["read floor", "copy floor", "fresh copy floor"]
     rhead = ["shape", "pass", "vs numpy", "vs torch", "vs jax", "vs sklearn",
-             "fastxent / floor", "fastxent/out / floor", "floor used"]
+             "fastxent / floor", "fastxent/out / copy floor", "floors used"]
     return (thead, trows), (rhead, rrows)
 
 
@@ -834,9 +851,9 @@ def make_chart(results, path, T, cpu):
         import matplotlib.pyplot as plt
     except ImportError:
         return "matplotlib not installed: no chart."
-    series = LIBS + ["read floor", "copy floor"]
+    series = LIBS + ["read floor", "copy floor", "fresh copy floor"]
     colors = dict(zip(series, ["#d62728", "#ff9896", "#7f7f7f", "#1f77b4", "#2ca02c",
-                               "#ff7f0e", "#c5b0d5", "#9467bd"]))
+                               "#ff7f0e", "#c5b0d5", "#9467bd", "#8c564b"]))
     labels = [c.label for c, _ in results]
     fig, axes = plt.subplots(2, 1, figsize=(max(10, 1.25 * len(labels) + 3), 10), sharex=True)
     width = 0.8 / len(series)
@@ -848,6 +865,8 @@ def make_chart(results, path, T, cpu):
                     t = floor_of(timed, "read")[0]
                 elif s == "copy floor":
                     t = floor_of(timed, "copy")[0]
+                elif s == "fresh copy floor":
+                    t = floor_of(timed, "fresh copy")[0]
                 else:
                     t = med(timed, (s, mode))
                 if t:
@@ -916,14 +935,18 @@ def write_markdown(path, ctx):
     a(f"## Times (ms, {STAT})\n")
     a("`fastxent/out`: the same call with a preallocated `grad_out` (reused, so no page faults "
       "on a fresh gradient). Floors: NumPy reading the logits once (faster of `np.max` and "
-      "`.sum()`) and copying them once (`np.copyto` into a preallocated array), each the faster "
+      "`.sum()`), copying them once into a preallocated array (`np.copyto`: copy floor) and "
+      "copying them once into a new array (`x.copy()`: fresh copy floor, which pays for new "
+      "pages as a returned gradient does), each the faster "
       f"of 1 thread and {ctx['threads']} threads (halves over a `ThreadPoolExecutor`).\n")
     a(md_table(*ctx["times"]))
     a("")
     a("## Ratios\n")
     a("`vs X` = X's time / fastxent's time (how many times faster fastxent is). "
-      "`fastxent / floor` = fastxent's time / the floor: the read floor for the forward pass, "
-      "the copy floor for forward+backward.\n")
+      "`fastxent / floor` = fastxent's time / the floor: the read floor for the forward pass; "
+      "for forward+backward, which returns a new gradient, the fresh copy floor. "
+      "`fastxent/out / copy floor`: the call with a preallocated `grad_out` against the "
+      "copy into a preallocated array.\n")
     a(md_table(*ctx["ratios"]))
     a("")
     a("## Cores used (process CPU time / wall time, summed over the timed samples)\n")
@@ -1109,12 +1132,14 @@ def main(argv=None):
             all_checks[f"{case.label} {k[0]} {k[1]}"] = v
         results.append((case, timed))
         fl_r, fl_c = floor_of(timed, "read"), floor_of(timed, "copy")
+        fl_f = floor_of(timed, "fresh copy")
         for mode in MODES:
             parts = [f"{lib} {fmt_ms(med(timed, (lib, mode)))}" for lib in LIBS
                      if med(timed, (lib, mode)) is not None]
             print(f"  {mode:8s}" + ", ".join(parts) + " ms")
         print(f"  floors  read {fmt_ms(fl_r[0])} ms ({fl_r[1]}), copy {fmt_ms(fl_c[0])} ms "
-              f"({fl_c[1]}); {rounds} rounds, {time.perf_counter() - t0:.1f} s", flush=True)
+              f"({fl_c[1]}), fresh copy {fmt_ms(fl_f[0])} ms ({fl_f[1]}); {rounds} rounds, "
+              f"{time.perf_counter() - t0:.1f} s", flush=True)
         del cells, x, y
         gc.collect()
     pool.shutdown()
@@ -1167,7 +1192,7 @@ def main(argv=None):
     print(f"\nTimes (ms, {STAT})")
     print(text_table(thead, trows))
     print("\nRatios (vs X = X time / fastxent time; fastxent / floor: read floor for fwd, "
-          "copy floor for fwd+bwd)")
+          "fresh copy floor for fwd+bwd; fastxent/out against the copy floor)")
     print(text_table(rhead, rrows))
 
     chart_rel = None
