@@ -121,6 +121,18 @@ FN void FX_N(vstore_part)(R *p, VR v, int64_t n)
 }
 #endif
 
+/* c - a * b, rounded once where the ISA has FMA (exact results stay exact) */
+FN VR FX_N(vfma_neg)(VR a, VR b, VR c)
+{
+#if FX_VBYTES == 64 && FX_IS_F32
+    return (VR)_mm512_fnmadd_ps((__m512)a, (__m512)b, (__m512)c);
+#elif FX_VBYTES == 32 && FX_IS_F32
+    return (VR)_mm256_fnmadd_ps((__m256)a, (__m256)b, (__m256)c);
+#else
+    return c - a * b;
+#endif
+}
+
 /* Horizontal sum in float64 and horizontal max (NaN if any lane is NaN), by fixed
    shuffle trees: short rows pay for these once per pass. */
 #if FX_VBYTES == 64 && FX_IS_F32
@@ -426,7 +438,8 @@ FN VR FX_N(vlog1p_unit)(VR e, VR *recip)
     VR kln2 = FX_N(vzero_unless)(big, FX_N(vsplat)(FX_LN2));
     *recip = inv;
 #if FX_IS_F32
-    VR f = FX_N(vselect)(big, u * 0.5f - one, um1);
+    /* f = u/2 - 1 = um1 - u/2 where big (exact, one rounding), else um1 */
+    VR f = FX_N(vfma_neg)(u, FX_N(vzero_unless)(big, FX_N(vsplat)(0.5f)), um1);
     VR q = FX_N(vsplat)(-0.076218381524086f);
     q = q * f + 0.12904483079910278f;
     q = q * f - 0.13242988288402557f;
@@ -1091,7 +1104,9 @@ FN void FX_N(pointwise)(int kind, VR x, VR t, VR pw, int has_pw, VR *coef, VR *r
         VR lw = has_pw ? (pw - one) * t + one : FX_N(vsplat)(one);
         VR pwt = has_pw ? pw * t : t;
         VR ls = has_pw ? lw * P.small : P.small;
-        *coef = FX_N(vselect)(P.neg, -pwt, one - t);
+        /* without pos_weight: coef = [x >= 0] - t, no select needed */
+        *coef = has_pw ? FX_N(vselect)(P.neg, -pwt, one - t)
+                       : FX_N(vzero_unless)(~P.neg, FX_N(vsplat)(one)) - t;
         *rest = has_pw ? lw * P.l1p : P.l1p;
         /* x < 0: lw sigmoid(x) - pw t = coef + ls;  x >= 0: (1-t) - lw sigmoid(-x) = coef - ls */
         *grad = *coef + FX_N(vneg_unless)(P.neg, ls);
