@@ -389,23 +389,30 @@ def test_grad_out_partly_overlapping_input(rng):
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
-def test_elementwise_in_place_same_bits_over_many_segments(rng, dtype):
-    """The elementwise kernels sum losses in lane partials per segment and redo a segment
-    wide when its sum is not finite; in place (nothing left to redo from) they test each
-    vector instead. Over many segments, blocks and folds, and with an infinite loss in one
-    segment, both must give the same bits."""
-    x = (rng.standard_normal((37, 1000)) * 4).astype(dtype)     # 9 segments, 2 blocks
+def test_elementwise_in_place_same_bits(rng, dtype):
+    """The elementwise kernels sum losses in lane partials and send a vector whose loss is
+    inf, NaN or too big for a lane sum to a wide sum before its gradient is stored. In
+    place (the gradient over the input) and not, over many folds and both blocks, with an
+    infinite loss and with huge finite ones, both give the same bits; the huge ones are
+    summed right."""
+    x = (rng.standard_normal((37, 1000)) * 4).astype(dtype)     # 37000 elements: 2 blocks
     t = rng.random(x.shape).astype(dtype)
     x_inf = x.copy()
     x_inf[20, 7] = np.inf                                       # (1 - t) * inf: loss inf
-    for xs in (x, x_inf):
+    x_big, t_big = x.copy(), t.copy()
+    big = np.finfo(dtype).max / 8                               # above max / (lanes per fold)
+    x_big[5, 3:6], t_big[5, 3:6] = -big, 1.0                    # loss = -x = big, 3 of them
+    for xs, ts in ((x, t), (x_inf, t), (x_big, t_big)):
         for fn, extra in ((fx.binary_cross_entropy_with_logits, {}),
                           (fx.binary_cross_entropy_with_logits, {"pos_weight": 2.5}),
                           (fx.kl_div, {})):
-            args = (xs / 10, t) if fn is fx.kl_div else (xs, t)
+            args = (xs / 10, ts) if fn is fx.kl_div else (xs, ts)
             loss, grad = fn(*args, return_grad=True, reduction="sum", **extra)
             xi = args[0].copy()
-            l2, g2 = fn(xi, t, return_grad=True, grad_out=xi, reduction="sum", **extra)
+            l2, g2 = fn(xi, ts, return_grad=True, grad_out=xi, reduction="sum", **extra)
             same(l2, loss, f"{fn.__name__} {extra} in place")
             np.testing.assert_array_equal(g2, grad)
     assert np.isinf(fx.binary_cross_entropy_with_logits(x_inf, t, reduction="sum"))
+    got = fx.binary_cross_entropy_with_logits(x_big, t_big, reduction="sum")
+    expected = ref.binary_cross_entropy_with_logits(x_big, t_big, reduction="sum")[0]
+    assert abs(float(got) - expected) <= 1e-6 * abs(expected)

@@ -797,8 +797,8 @@ KERNEL double FX_N(ce_rows)(const fx_ce_args *A, int64_t r0, int64_t r1)
    contiguous elements of each class row) into buf, C x NV * VL contiguous, where the
    later passes work: the class rows lie `inner` elements apart, and with `inner` a
    power of two they all map to the same few cache sets, so re-reading them in place
-   would miss. Each lane is an item with one chunk; its loss comes from fx_item_loss, as
-   for rows. */
+   would miss. Without buf (a C too big for it) the passes work in x and g in place.
+   Each lane is an item with one chunk; its loss comes from fx_item_loss, as for rows. */
 #define NV FX_COL_VECS
 FN double FX_N(ce_panel)(const fx_ce_args *A, int aux, int64_t inner, int64_t item0,
                          int64_t n, const R *x, R *g, const R *y, R *buf)
@@ -855,7 +855,12 @@ FN double FX_N(ce_panel)(const fx_ce_args *A, int aux, int64_t inner, int64_t it
 
     /* pass 1: the panel into buf (lanes past n hold -inf), max per lane (NaN, if any,
        reaches s in pass 2) */
-#define BUF(c, q) (buf + (c) * (NV * VL) + (q) * VL)
+    /* where passes 2 and 3 read x and keep e, then the gradient: buf, or x and g */
+    const R *xs = buf ? buf : x;
+    R *ws = buf ? buf : g;
+    const int64_t stride = buf ? NV * VL : inner;
+#define XS(c, q) (xs + (c) * stride + (q) * VL)
+#define WS(c, q) (ws + (c) * stride + (q) * VL)
     VR m[NV], sh[NV];
     for (int q = 0; q < nv; q++) m[q] = FX_N(vsplat)(-INFINITY);
     for (int64_t c = 0; c < C; c++)
@@ -864,11 +869,11 @@ FN double FX_N(ce_panel)(const fx_ce_args *A, int aux, int64_t inner, int64_t it
                four panels ahead in each class row now (a prefetch never faults) */
             __builtin_prefetch(x + c * inner + (4 * NV + q) * VL);
             VR v = LOAD(q, x + c * inner + q * VL, -INFINITY);
-            FX_N(vstore)(BUF(c, q), v);
+            if (buf) FX_N(vstore)(WS(c, q), v);
             m[q] = FX_N(vmax_fast)(m[q], v);
         }
     for (int64_t l = 0; l < n; l++)      /* the target logits, from buf (a gather from x would miss) */
-        st[l].xt = !A->soft && KEPT(l) ? (double)buf[label[l] * (NV * VL) + l] : 0.0;
+        st[l].xt = !A->soft && KEPT(l) ? (double)xs[label[l] * stride + l] : 0.0;
     for (int q = 0; q < nv; q++)
         sh[q] = FX_N(vselect)(m[q] == FX_N(vsplat)(-INFINITY), zero, m[q]);
 
@@ -880,7 +885,7 @@ FN double FX_N(ce_panel)(const fx_ce_args *A, int aux, int64_t inner, int64_t it
     for (int l = 0; l < nv * VL; l++) s_acc[l] = bd_acc[l] = bsum_acc[l] = 0.0;
     for (int64_t c = 0; c < C; c++) {
         for (int q = 0; q < nv; q++) {
-            VR v = FX_N(vload)(BUF(c, q));
+            VR v = LOAD(q, XS(c, q), -INFINITY);
             VR e = FX_N(vexp_nonpos)(v - sh[q]);
             s[q] += e;
             if (aux != FX_AUX_NONE) {
@@ -890,7 +895,7 @@ FN double FX_N(ce_panel)(const fx_ce_args *A, int aux, int64_t inner, int64_t it
                 bsum[q] += b;
                 bd[q] += FX_N(bd_terms)(b, sh[q], v, bd_acc + q * VL);
             }
-            if (g) FX_N(vstore)(BUF(c, q), e);
+            if (g) STORE(q, WS(c, q), e);
         }
         if ((c & 15) == 15 || c == C - 1) {
             for (int q = 0; q < nv; q++) {
@@ -938,24 +943,26 @@ FN double FX_N(ce_panel)(const fx_ce_args *A, int aux, int64_t inner, int64_t it
     R beta = (R)scale;
     for (int64_t c = 0; c < C; c++)
         for (int q = 0; q < nv; q++) {
-            VR gv = FX_N(vload)(BUF(c, q)) * alpha[q];
+            VR gv = LOAD(q, WS(c, q), 0) * alpha[q];
             if (aux != FX_AUX_NONE) {
                 VR b = FX_N(vsplat)(w ? w[c] : (R)1);
                 b = aux == FX_AUX_SOFT ? b * (LOAD(q, y + c * inner + q * VL, 0) * c1 + c0) : b * c0;
                 gv = gv - b * beta;
             }
-            FX_N(vstore)(BUF(c, q), FX_N(vzero_unless)(keep[q], gv));
+            STORE(q, WS(c, q), FX_N(vzero_unless)(keep[q], gv));
         }
     if (!A->soft)
         for (int64_t l = 0; l < n; l++) {
             if (!KEPT(l)) continue;
             double wt = w ? (double)w[label[l]] : 1.0;
-            R *gt = buf + label[l] * (NV * VL) + l;
+            R *gt = ws + label[l] * stride + l;
             *gt = (R)((double)*gt - scale * (1.0 - eps) * wt);
         }
-    for (int64_t c = 0; c < C; c++)
-        for (int q = 0; q < nv; q++) STORE(q, g + c * inner + q * VL, FX_N(vload)(BUF(c, q)));
-#undef BUF
+    if (buf)
+        for (int64_t c = 0; c < C; c++)
+            for (int q = 0; q < nv; q++) STORE(q, g + c * inner + q * VL, LOAD(q, WS(c, q), 0));
+#undef XS
+#undef WS
 #undef FULL
 #undef LOAD
 #undef STORE
@@ -970,11 +977,15 @@ KERNEL double FX_N(ce_cols)(const fx_ce_args *A, int64_t inner, int64_t k0, int6
 {
     const int64_t C = A->C, width = (int64_t)NV * VL, ppo = (inner + width - 1) / width;
     double total = 0.0;
-    /* the panel buffer: on the stack up to 32 KiB (C <= 64 float32 classes) */
-    R local[32768 / sizeof(R)];
-    R *buf = C * width <= (int64_t)(sizeof local / sizeof(R)) ? local
-             : (R *)malloc((size_t)(C * width) * sizeof(R));
-    if (!buf) return NAN;  /* out of memory for a panel of a huge C: NaN, not a crash */
+    /* The panel buffer: on the stack up to 16 KiB (C <= 32 classes), else allocated up
+       to 512 KiB (C <= 1024: it still fits L2); beyond that, or if the allocation
+       fails, the passes work in x and g: slower where the class rows alias in the
+       cache, but no big allocation per call. */
+    R local[16384 / sizeof(R)];
+    const int64_t need = C * width;
+    R *buf = need <= (int64_t)(sizeof local / sizeof(R)) ? local
+             : need * (int64_t)sizeof(R) <= (512 << 10) ? (R *)malloc((size_t)need * sizeof(R))
+             : NULL;
     for (int64_t k = k0; k < k1; k++) {
         int64_t o = k / ppo, i0 = (k % ppo) * width;
         int64_t n = inner - i0 < width ? inner - i0 : width;
@@ -993,7 +1004,7 @@ KERNEL double FX_N(ce_cols)(const fx_ce_args *A, int64_t inner, int64_t k0, int6
             total += FX_N(ce_panel)(A, FX_AUX_NONE, inner, o * inner + i0, n, x, g, y, buf);
         }
     }
-    if (buf != local) free(buf);
+    if (buf != local) free(buf);   /* free(NULL) is a no-op */
     return total;
 }
 #undef NV
@@ -1103,13 +1114,14 @@ FN void FX_N(pointwise)(int kind, VR x, VR t, VR pw, int has_pw, VR *coef, VR *r
         FX_N(sig_parts) P = FX_N(sigmoid_parts)(x);
         VR lw = has_pw ? (pw - one) * t + one : FX_N(vsplat)(one);
         VR pwt = has_pw ? pw * t : t;
-        VR ls = has_pw ? lw * P.small : P.small;
         /* without pos_weight: coef = [x >= 0] - t, no select needed */
         *coef = has_pw ? FX_N(vselect)(P.neg, -pwt, one - t)
                        : FX_N(vzero_unless)(~P.neg, FX_N(vsplat)(one)) - t;
         *rest = has_pw ? lw * P.l1p : P.l1p;
-        /* x < 0: lw sigmoid(x) - pw t = coef + ls;  x >= 0: (1-t) - lw sigmoid(-x) = coef - ls */
-        *grad = *coef + FX_N(vneg_unless)(P.neg, ls);
+        /* x < 0: lw sigmoid(x) - pw t = coef + lw small;
+           x >= 0: (1-t) - lw sigmoid(-x) = coef - lw small (one FMA) */
+        VR ss = FX_N(vneg_unless)(P.neg, P.small);
+        *grad = has_pw ? *coef + lw * ss : *coef + ss;
     } else if (kind == FX_PW_BCE_PROBS) {
         const VR floor = FX_N(vsplat)((R)-100);
         VR u = one - x;
@@ -1185,19 +1197,18 @@ FX_N(pointwise_vec_wide)(int kind, int u8, int has_w, int has_pw, const R *xp, c
 }
 
 /* One vector: gradient and per-element loss out, the loss added to the lane sums
-   *part. `checked` (the gradient overwrites the input, so nothing could be redone
-   later): a vector with a loss that is inf or NaN, or so big that FX_FOLD_ELEMS / VL
-   of them could overflow a lane sum, is summed wide now, into acc->spill. Otherwise
-   the same additions as unchecked, so writing in place gives the same bits. */
-FN void FX_N(pointwise_vec)(VR *part, FX_N(acc64) *acc, int checked, int kind, int u8,
-                            int has_w, int has_pw, const R *xp, const void *tp, const R *w,
+   *part. A vector with a loss that is inf or NaN, or so big that FX_FOLD_ELEMS / VL of
+   them could overflow a lane sum, is summed again, wide, into acc->spill (before its
+   gradient is stored: the gradient may overwrite the input). */
+FN void FX_N(pointwise_vec)(VR *part, FX_N(acc64) *acc, int kind, int u8, int has_w,
+                            int has_pw, const R *xp, const void *tp, const R *w,
                             const R *pw, R *gp, R *lp, R scale, int full, int64_t n)
 {
     VR x, loss, grad;
     FX_N(pointwise_wvec)(kind, u8, has_w, has_pw, xp, tp, w, pw, full, n, &x, &loss, &grad);
     const R lim = (FX_IS_F32 ? FLT_MAX : DBL_MAX) / (R)(FX_FOLD_ELEMS / VL);
     VR mag = (VR)((VI)loss & ~FX_N(vsignbits)());
-    if (checked && __builtin_expect(FX_N(vany)(~(mag <= lim)), 0))
+    if (__builtin_expect(FX_N(vany)(~(mag <= lim)), 0))
         acc->spill += FX_N(pointwise_vec_wide)(kind, u8, has_w, has_pw, xp, tp, w, pw, n);
     else
         *part += loss;
@@ -1211,19 +1222,11 @@ FN void FX_N(pointwise_vec)(VR *part, FX_N(acc64) *acc, int checked, int kind, i
     }
 }
 
-/* Elements per segment of the elementwise loop when no per-column weight has to line
-   up with the rows: the unit that is summed again, wide, if it holds an inf or NaN. */
-#define FX_PW_SEG 4096
-
-/* Elements [i0, i1) in segments: rows when a weight or pos_weight is per column (so it
-   loads as plain vectors), else FX_PW_SEG elements. Losses are summed in float32 lanes
-   for FX_FOLD_ELEMS / VL vectors at a time, then in float64. A segment whose sum is not
-   finite (an inf or NaN loss, or a float32 lane sum that overflowed) is summed again
-   from its inputs, wide (pointwise_vec_wide): cheaper than testing every vector, but it
-   needs the inputs intact, so a gradient written over the input (checked = 1) tests
-   each vector instead. */
+/* Elements [i0, i1), in rows when a weight or pos_weight is per column (so that it
+   loads as plain vectors), else in one run. Losses are summed in lane partials for
+   FX_FOLD_ELEMS / VL vectors at a time, then in float64. */
 FN double FX_N(pointwise_loop)(const fx_elem_args *A, int64_t i0, int64_t i1, int kind,
-                               int u8, int has_w, int has_pw, int checked)
+                               int u8, int has_w, int has_pw)
 {
     const int64_t cols = A->cols;
     const R scale = (R)A->grad_scale;
@@ -1232,78 +1235,63 @@ FN double FX_N(pointwise_loop)(const fx_elem_args *A, int64_t i0, int64_t i1, in
     const size_t tsize = u8 ? 1 : sizeof(R);
     R *G = (R *)A->grad, *L = (R *)A->elem_loss;
     const int w_col = has_w && A->weight_per_col, pw_col = has_pw && A->pos_weight_per_col;
-    double total = 0.0;
-    int64_t i = i0;
+    FX_N(acc64) acc = {{0}, {0}, 0.0};
+    VR part = {0};
+    int64_t nv = 0, i = i0;
     while (i < i1) {
         int64_t col = i % cols;
-        int64_t end = w_col || pw_col ? i + (cols - col) : i + FX_PW_SEG;
+        int64_t end = w_col || pw_col ? i + (cols - col) : i1;
         if (end > i1) end = i1;
         const R *w = has_w ? (const R *)A->weight + (w_col ? col : i) : NULL;
         const R *pw = has_pw ? (const R *)A->pos_weight + (pw_col ? col : i) : NULL;
-        FX_N(acc64) acc = {{0}, {0}, 0.0};
-        VR part = {0};
-        int64_t k = 0, len = end - i, nv = 0;
-        for (; k + VL <= len; k += VL) {
-            FX_N(pointwise_vec)(&part, &acc, checked, kind, u8, has_w, has_pw, X + i + k,
-                                T + (i + k) * tsize, has_w ? w + k : NULL, has_pw ? pw + k : NULL,
-                                G ? G + i + k : NULL, L ? L + i + k : NULL, scale, 1, VL);
-            if (++nv == FX_FOLD_ELEMS / VL) {
-                FX_N(acc_f64)(&acc, part);
-                part = (VR){0};
-                nv = 0;
-            }
+        int64_t k = 0, len = end - i;
+#define FX_PW_VEC(full, n)                                                                   \
+        FX_N(pointwise_vec)(&part, &acc, kind, u8, has_w, has_pw, X + i + k,                 \
+                            T + (i + k) * tsize, has_w ? w + k : NULL, has_pw ? pw + k : NULL, \
+                            G ? G + i + k : NULL, L ? L + i + k : NULL, scale, full, n);     \
+        if (++nv == FX_FOLD_ELEMS / VL) {                                                    \
+            FX_N(acc_f64)(&acc, part);                                                       \
+            part = (VR){0};                                                                  \
+            nv = 0;                                                                          \
         }
-        if (k < len)
-            FX_N(pointwise_vec)(&part, &acc, checked, kind, u8, has_w, has_pw, X + i + k,
-                                T + (i + k) * tsize, has_w ? w + k : NULL, has_pw ? pw + k : NULL,
-                                G ? G + i + k : NULL, L ? L + i + k : NULL, scale, 0, len - k);
-        FX_N(acc_f64)(&acc, part);
-        double seg = FX_N(acc_sum)(&acc);
-        if (!checked && __builtin_expect(!isfinite(seg), 0))
-            seg = FX_N(pointwise_vec_wide)(kind, u8, has_w, has_pw, X + i, T + i * tsize,
-                                           w, pw, len);
-        total += seg;
+        for (; k + VL <= len; k += VL) { FX_PW_VEC(1, VL) }
+        if (k < len) { FX_PW_VEC(0, len - k) }
+#undef FX_PW_VEC
         i = end;
     }
-    return total;
+    FX_N(acc_f64)(&acc, part);
+    return FX_N(acc_sum)(&acc);
 }
 
-/* One loop per (kind, target type, weight, pos_weight, in place) combination, each
-   with its options fixed at compile time. */
-FN double FX_N(pointwise_kinds)(const fx_elem_args *A, int64_t i0, int64_t i1, int checked)
+/* One loop per (kind, target type, weight, pos_weight) combination, each with its
+   options fixed at compile time. */
+KERNEL double FX_N(pointwise_range)(const fx_elem_args *A, int64_t i0, int64_t i1)
 {
     const int u8 = A->target_u8, w = A->weight != NULL, pw = A->pos_weight != NULL;
 #define FX_PW_CASE(KIND)                                                                     \
-    if (u8) return w ? FX_N(pointwise_loop)(A, i0, i1, KIND, 1, 1, 0, checked)               \
-                     : FX_N(pointwise_loop)(A, i0, i1, KIND, 1, 0, 0, checked);              \
-    return w ? FX_N(pointwise_loop)(A, i0, i1, KIND, 0, 1, 0, checked)                       \
-             : FX_N(pointwise_loop)(A, i0, i1, KIND, 0, 0, 0, checked);
+    if (u8) return w ? FX_N(pointwise_loop)(A, i0, i1, KIND, 1, 1, 0)                        \
+                     : FX_N(pointwise_loop)(A, i0, i1, KIND, 1, 0, 0);                       \
+    return w ? FX_N(pointwise_loop)(A, i0, i1, KIND, 0, 1, 0)                                \
+             : FX_N(pointwise_loop)(A, i0, i1, KIND, 0, 0, 0);
     switch (A->kind) {
     case FX_PW_BCE_LOGITS:
         if (pw) {
-            if (u8) return w ? FX_N(pointwise_loop)(A, i0, i1, FX_PW_BCE_LOGITS, 1, 1, 1, checked)
-                             : FX_N(pointwise_loop)(A, i0, i1, FX_PW_BCE_LOGITS, 1, 0, 1, checked);
-            return w ? FX_N(pointwise_loop)(A, i0, i1, FX_PW_BCE_LOGITS, 0, 1, 1, checked)
-                     : FX_N(pointwise_loop)(A, i0, i1, FX_PW_BCE_LOGITS, 0, 0, 1, checked);
+            if (u8) return w ? FX_N(pointwise_loop)(A, i0, i1, FX_PW_BCE_LOGITS, 1, 1, 1)
+                             : FX_N(pointwise_loop)(A, i0, i1, FX_PW_BCE_LOGITS, 1, 0, 1);
+            return w ? FX_N(pointwise_loop)(A, i0, i1, FX_PW_BCE_LOGITS, 0, 1, 1)
+                     : FX_N(pointwise_loop)(A, i0, i1, FX_PW_BCE_LOGITS, 0, 0, 1);
         }
         FX_PW_CASE(FX_PW_BCE_LOGITS)
     case FX_PW_BCE_PROBS:
         FX_PW_CASE(FX_PW_BCE_PROBS)
     case FX_PW_KL:
-        return w ? FX_N(pointwise_loop)(A, i0, i1, FX_PW_KL, 0, 1, 0, checked)
-                 : FX_N(pointwise_loop)(A, i0, i1, FX_PW_KL, 0, 0, 0, checked);
+        return w ? FX_N(pointwise_loop)(A, i0, i1, FX_PW_KL, 0, 1, 0)
+                 : FX_N(pointwise_loop)(A, i0, i1, FX_PW_KL, 0, 0, 0);
     default:
-        return w ? FX_N(pointwise_loop)(A, i0, i1, FX_PW_KL_LOGT, 0, 1, 0, checked)
-                 : FX_N(pointwise_loop)(A, i0, i1, FX_PW_KL_LOGT, 0, 0, 0, checked);
+        return w ? FX_N(pointwise_loop)(A, i0, i1, FX_PW_KL_LOGT, 0, 1, 0)
+                 : FX_N(pointwise_loop)(A, i0, i1, FX_PW_KL_LOGT, 0, 0, 0);
     }
 #undef FX_PW_CASE
-}
-
-KERNEL double FX_N(pointwise_range)(const fx_elem_args *A, int64_t i0, int64_t i1)
-{
-    /* a gradient written over the input (or the target) destroys what a redo needs */
-    int in_place = A->grad && (A->grad == A->x || A->grad == A->target);
-    return in_place ? FX_N(pointwise_kinds)(A, i0, i1, 1) : FX_N(pointwise_kinds)(A, i0, i1, 0);
 }
 
 KERNEL void FX_N(sigmoid_range)(const void *xv, void *outv, int64_t i0, int64_t i1, int what)
