@@ -3,8 +3,9 @@
 These are the point functions every kernel leans on (fx_impl.h: vexp_nonpos for
 x <= 0, vlog1p_unit for e in [0, 1], vlog for binary_cross_entropy and kl_div); they are
 tested directly through the test hook
-_core.vecmath, for every ISA variant this CPU can run. Bounds (stated in fx_impl.h):
-exp within 1.5 ulp, log1p and log within 4 ulp, in float32 and float64.
+_core.vecmath, for every ISA variant this CPU can run. Bounds: exp within 1.5 ulp;
+log1p within 2 ulp in float32 (its fitted polynomial: the largest error over every
+float32 in [0, 1] is 1.65 ulp) and 4 ulp in float64 (the atanh series); log within 4 ulp.
 """
 import numpy as np
 import pytest
@@ -12,7 +13,7 @@ import pytest
 from fastxent import _core
 
 EXP_ULP = 1.5
-LOG1P_ULP = 4.0
+LOG1P_ULP = {np.float32: 2.0, np.float64: 4.0}
 
 
 # the `isa` fixture (conftest.py) runs each test once per ISA variant this CPU supports
@@ -57,7 +58,7 @@ def test_log1p_ulp_bound(isa, dtype):
     tiny_exp = -36 if dtype == np.float32 else -300
     e = np.concatenate([np.linspace(0, 1, 400_001), np.logspace(tiny_exp, 0, 40_001)]).astype(dtype)
     err = _ulp_error(_run(e, 1), np.log1p(e.astype(np.longdouble)), dtype)
-    assert err.max() <= LOG1P_ULP, f"max {err.max():.3f} ulp at e={e[err.argmax()]!r}"
+    assert err.max() <= LOG1P_ULP[dtype], f"max {err.max():.3f} ulp at e={e[err.argmax()]!r}"
     assert np.isnan(_run(np.array([np.nan], dtype=dtype), 1)[0])
 
 
