@@ -977,10 +977,10 @@ KERNEL double FX_N(ce_cols)(const fx_ce_args *A, int64_t inner, int64_t k0, int6
 {
     const int64_t C = A->C, width = (int64_t)NV * VL, ppo = (inner + width - 1) / width;
     double total = 0.0;
-    /* The panel buffer: on the stack up to 16 KiB (C <= 32 classes), else allocated up
-       to 512 KiB (C <= 1024: it still fits L2); beyond that, or if the allocation
-       fails, the passes work in x and g: slower where the class rows alias in the
-       cache, but no big allocation per call. */
+    /* The panel buffer, C x width elements: on the stack up to 16 KiB (32 classes of a
+       512-byte AVX-512 panel), else allocated up to 512 KiB (1024 such classes: it still
+       fits L2); beyond that, or if the allocation fails, the passes work in x and g:
+       slower where the class rows alias in the cache, but no big allocation per call. */
     R local[16384 / sizeof(R)];
     const int64_t need = C * width;
     R *buf = need <= (int64_t)(sizeof local / sizeof(R)) ? local
