@@ -9,8 +9,10 @@ the same calls on both, alternating, at 2 threads.
     python bench/ab_builds.py e552410
     python bench/ab_builds.py HEAD~3 --threads 1 --cases bce col
 
-Prints old and new medians (ms) and old/new (> 1: the current tree is faster), and
-whether both give the same loss and gradient bits.
+Prints old and new medians (ms), old/new of the medians and of the fastest samples
+(> 1: the current tree is faster), and whether both give the same loss and gradient
+bits. Per case: the forward pass alone (fwd), forward+backward returning a new gradient
+(fresh) and into a preallocated one (out).
 """
 import argparse
 import os
@@ -43,22 +45,22 @@ def build_old(rev, tmp):
 def cases(which, rng):
     out = []
     if "ce" in which:
-        for shape in [(64, 1000), (4096, 1000), (1024, 32768)]:
+        for shape in [(64, 1000), (256, 1000), (4096, 1000), (1024, 32768)]:
             x = rng.standard_normal(shape, dtype=np.float32)
             y = rng.integers(0, shape[1], shape[0])
             out.append((f"CE {shape[0]}x{shape[1]}", lambda fx, x=x, y=y, **kw:
-                        fx.cross_entropy(x, y, return_grad=True, **kw), x))
+                        fx.cross_entropy(x, y, **kw), x))
     if "bce" in which:
         for shape in [(64, 1000), (4096, 1000), (1024, 32768)]:
             x = rng.standard_normal(shape, dtype=np.float32)
             t = rng.random(shape) < 0.5
             out.append((f"BCE {shape[0]}x{shape[1]} bool", lambda fx, x=x, t=t, **kw:
-                        fx.binary_cross_entropy_with_logits(x, t, return_grad=True, **kw), x))
+                        fx.binary_cross_entropy_with_logits(x, t, **kw), x))
     if "col" in which:
         x = rng.standard_normal((8, 21, 256, 256), dtype=np.float32)
         y = rng.integers(0, 21, (8, 256, 256))
         out.append(("CE 8x21x256x256 axis=1", lambda fx, x=x, y=y, **kw:
-                    fx.cross_entropy(x, y, axis=1, return_grad=True, **kw), x))
+                    fx.cross_entropy(x, y, axis=1, **kw), x))
     return out
 
 
@@ -80,8 +82,11 @@ def main():
             g = np.empty_like(x)
             variants = {}
             for tag, fx in (("old", old), ("new", new)):
-                variants[(tag, "fresh")] = lambda fx=fx: call(fx, n_threads=args.threads)
-                variants[(tag, "out")] = lambda fx=fx: call(fx, n_threads=args.threads, grad_out=g)
+                variants[(tag, "fwd")] = lambda fx=fx: call(fx, n_threads=args.threads)
+                variants[(tag, "fresh")] = lambda fx=fx: call(fx, n_threads=args.threads,
+                                                              return_grad=True)
+                variants[(tag, "out")] = lambda fx=fx: call(fx, n_threads=args.threads,
+                                                            return_grad=True, grad_out=g)
             reps = max(1, int(3e6 // x.size))       # a sample lasts a few ms at least
             times = {k: [] for k in variants}
             for f in variants.values():
@@ -92,14 +97,15 @@ def main():
                     for _ in range(reps):
                         f()
                     times[k].append((time.perf_counter() - t0) / reps)
-            lo, go = call(old)
-            ln, gn = call(new)
+            lo, go = call(old, return_grad=True)
+            ln, gn = call(new, return_grad=True)
             same = bool(lo == ln and np.array_equal(go, gn))
-            for how in ("fresh", "out"):
+            for how in ("fwd", "fresh", "out"):
                 o = np.median(times[("old", how)]) * 1e3
                 n = np.median(times[("new", how)]) * 1e3
+                best = min(times[("old", how)]) / min(times[("new", how)])
                 print(f"{name:24s} {how:5s} old {o:9.3f} ms  new {n:9.3f} ms  old/new {o / n:5.2f}"
-                      + ("" if how == "out" else f"  same bits: {same}"))
+                      f"  (fastest {best:5.2f})" + ("" if how != "fresh" else f"  same bits: {same}"))
 
 
 if __name__ == "__main__":

@@ -280,35 +280,37 @@ FN double FX_N(acc_sum)(const FX_N(acc64) *a)
 
 /* ------------------------------------------------------------ exp and log1p */
 
-/* exp(x) for x <= 0 (NaN passes through; exp(-inf) == 0 exactly). Cody-Waite
-   reduction x = n ln2 + r, |r| <= ln2/2, then a polynomial for exp(r): in float32 a
-   degree-6 near-minimax fit (tools/fit_exp_poly.py: 1.7e-8 relative, a third of half
-   an ulp), in float64 the degree-13 Taylor polynomial (truncation < 5e-18). The
-   end-to-end ulp bound is measured in tests/test_vecmath.py. */
-FN VR FX_N(vexp_poly)(VR r)
+/* The exp functions work on k <= FX_EXP_MAX_K vectors at once, each step applied to all k
+   before the next: one exp is a chain of about 14 dependent operations, and k independent
+   chains side by side keep the floating-point pipes busy (one at a time, latency rather
+   than arithmetic bounds the loops). The compiler keeps the written order. */
+#define FX_EXP_MAX_K 4
+#define EACH for (int u = 0; u < k; u++)
+
+FN void FX_N(vexp_poly_k)(const VR *r, VR *p, int k)
 {
 #if FX_IS_F32
-    VR p = FX_N(vsplat)(0.0013843636261299253f);
-    p = p * r + 0.008374153636395931f;
-    p = p * r + 0.04166800156235695f;
-    p = p * r + 0.16666431725025177f;
-    p = p * r + 0.4999999403953552f;
+    EACH p[u] = FX_N(vsplat)(0.0013843636261299253f);
+    EACH p[u] = p[u] * r[u] + 0.008374153636395931f;
+    EACH p[u] = p[u] * r[u] + 0.04166800156235695f;
+    EACH p[u] = p[u] * r[u] + 0.16666431725025177f;
+    EACH p[u] = p[u] * r[u] + 0.4999999403953552f;
 #else
-    VR p = FX_N(vsplat)(1.0 / 6227020800.0);   /* 1/13! */
-    p = p * r + 1.0 / 479001600.0;
-    p = p * r + 1.0 / 39916800.0;
-    p = p * r + 1.0 / 3628800.0;
-    p = p * r + 1.0 / 362880.0;
-    p = p * r + 1.0 / 40320.0;
-    p = p * r + 1.0 / 5040.0;
-    p = p * r + 1.0 / 720.0;
-    p = p * r + 1.0 / 120.0;
-    p = p * r + 1.0 / 24.0;
-    p = p * r + 1.0 / 6.0;
-    p = p * r + 0.5;
+    EACH p[u] = FX_N(vsplat)(1.0 / 6227020800.0);   /* 1/13! */
+    EACH p[u] = p[u] * r[u] + 1.0 / 479001600.0;
+    EACH p[u] = p[u] * r[u] + 1.0 / 39916800.0;
+    EACH p[u] = p[u] * r[u] + 1.0 / 3628800.0;
+    EACH p[u] = p[u] * r[u] + 1.0 / 362880.0;
+    EACH p[u] = p[u] * r[u] + 1.0 / 40320.0;
+    EACH p[u] = p[u] * r[u] + 1.0 / 5040.0;
+    EACH p[u] = p[u] * r[u] + 1.0 / 720.0;
+    EACH p[u] = p[u] * r[u] + 1.0 / 120.0;
+    EACH p[u] = p[u] * r[u] + 1.0 / 24.0;
+    EACH p[u] = p[u] * r[u] + 1.0 / 6.0;
+    EACH p[u] = p[u] * r[u] + 0.5;
 #endif
-    p = p * r + (R)1;
-    return p * r + (R)1;
+    EACH p[u] = p[u] * r[u] + (R)1;
+    EACH p[u] = p[u] * r[u] + (R)1;
 }
 
 #if FX_IS_F32
@@ -324,31 +326,33 @@ FN VR FX_N(vexp_poly)(VR r)
 #if FX_VBYTES == 64
 /* AVX-512: round with vrndscale and scale by 2^n with vscalef, which underflows to 0
    by itself (so -inf needs only a clamp: x is clamped where 2^n * exp(r) rounds to 0,
-   and max(lo, NaN) keeps the NaN). */
-FN VR FX_N(vexp_nonpos)(VR x)
+   and max(lo, NaN) keeps the NaN). x[u] <- exp(x[u]). */
+FN void FX_N(vexp_nonpos_k)(VR *x, int k)
 {
+    VR n[FX_EXP_MAX_K], p[FX_EXP_MAX_K];
 #if FX_IS_F32
-    __m512 xc = _mm512_max_ps(_mm512_set1_ps(-110.0f), (__m512)x);
-    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(xc, _mm512_set1_ps(FX_LOG2E)),
-                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    EACH x[u] = (VR)_mm512_max_ps(_mm512_set1_ps(-110.0f), (__m512)x[u]);
+    EACH n[u] = (VR)_mm512_roundscale_ps((__m512)(x[u] * FX_LOG2E),
+                                         _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
 #else
-    __m512d xc = _mm512_max_pd(_mm512_set1_pd(-760.0), (__m512d)x);
-    __m512d n = _mm512_roundscale_pd(_mm512_mul_pd(xc, _mm512_set1_pd(FX_LOG2E)),
-                                     _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    EACH x[u] = (VR)_mm512_max_pd(_mm512_set1_pd(-760.0), (__m512d)x[u]);
+    EACH n[u] = (VR)_mm512_roundscale_pd((__m512d)(x[u] * FX_LOG2E),
+                                         _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
 #endif
-    VR r = (VR)xc - (VR)n * FX_LN2HI;
-    r = r - (VR)n * FX_LN2LO;
-    VR p = FX_N(vexp_poly)(r);
+    EACH x[u] = x[u] - n[u] * FX_LN2HI;
+    EACH x[u] = x[u] - n[u] * FX_LN2LO;
+    FX_N(vexp_poly_k)(x, p, k);
 #if FX_IS_F32
-    return (VR)_mm512_scalef_ps((__m512)p, n);
+    EACH x[u] = (VR)_mm512_scalef_ps((__m512)p[u], (__m512)n[u]);
 #else
-    return (VR)_mm512_scalef_pd((__m512d)p, n);
+    EACH x[u] = (VR)_mm512_scalef_pd((__m512d)p[u], (__m512d)n[u]);
 #endif
 }
 #else
 /* AVX2 and baseline: 2^n is built in the exponent bits from the low mantissa bits of
-   the rounding constant; results below the smallest normal are flushed to 0. */
-FN VR FX_N(vexp_nonpos)(VR x)
+   the rounding constant; results below the smallest normal are flushed to 0.
+   x[u] <- exp(x[u]). */
+FN void FX_N(vexp_nonpos_k)(VR *x, int k)
 {
 #if FX_IS_F32
     const R lo = -87.33654475f;                 /* log(2^-126) */
@@ -361,17 +365,30 @@ FN VR FX_N(vexp_nonpos)(VR x)
     const int mbits = 52;
     const VI bias = (VI){0} + 0x3ff0000000000000LL;
 #endif
-    VI under = x < lo;
-    VR xc = FX_N(vselect)(under, FX_N(vsplat)(lo), x);
-    VR t = xc * FX_LOG2E + shifter;            /* round(x / ln2) sits in t's low bits */
-    VR n = t - shifter;
-    VR r = xc - n * FX_LN2HI;
-    r = r - n * FX_LN2LO;
-    VR p = FX_N(vexp_poly)(r);
-    VI scale = (VI)(((VU)t) << mbits) + bias;
-    return FX_N(vzero_unless)(~under, p * (VR)scale);
+    VI under[FX_EXP_MAX_K];
+    VR t[FX_EXP_MAX_K], n[FX_EXP_MAX_K], p[FX_EXP_MAX_K];
+    EACH under[u] = x[u] < lo;
+    EACH x[u] = FX_N(vselect)(under[u], FX_N(vsplat)(lo), x[u]);
+    EACH t[u] = x[u] * FX_LOG2E + shifter;     /* round(x / ln2) sits in t's low bits */
+    EACH n[u] = t[u] - shifter;
+    EACH x[u] = x[u] - n[u] * FX_LN2HI;
+    EACH x[u] = x[u] - n[u] * FX_LN2LO;
+    FX_N(vexp_poly_k)(x, p, k);
+    EACH x[u] = FX_N(vzero_unless)(~under[u], p[u] * (VR)((VI)(((VU)t[u]) << mbits) + bias));
 }
 #endif
+#undef EACH
+
+/* exp(x) for x <= 0 (NaN passes through; exp(-inf) == 0 exactly). Cody-Waite
+   reduction x = n ln2 + r, |r| <= ln2/2, then a polynomial for exp(r): in float32 a
+   degree-6 near-minimax fit (tools/fit_exp_poly.py: 1.7e-8 relative, a third of half
+   an ulp), in float64 the degree-13 Taylor polynomial (truncation < 5e-18). The
+   end-to-end ulp bound is measured in tests/test_vecmath.py. */
+FN VR FX_N(vexp_nonpos)(VR x)
+{
+    FX_N(vexp_nonpos_k)(&x, 1);
+    return x;
+}
 #undef FX_LOG2E
 #undef FX_LN2HI
 #undef FX_LN2LO
@@ -567,54 +584,86 @@ FN VR FX_N(b_of)(int aux, const R *w, const R *y, int64_t j, int full, int64_t n
     return wv * c0;
 }
 
+/* k vectors of the exp pass from j, the last with n live lanes of VL (the others full):
+   e = exp(x - sh) into s[u] (and g), the aux sums into bd[u], bsum[u]; see exp_pass. */
+FN void FX_N(exp_step)(const R *x, R *g, int64_t j, int k, int64_t n, R sh, int aux,
+                       const R *w, const R *y, R c1, R c0, VR *s, VR *bd, VR *bsum,
+                       double *spill)
+{
+    VR v[FX_EXP_MAX_K], e[FX_EXP_MAX_K];
+    for (int u = 0; u < k; u++) {
+        int full = u < k - 1 || n == VL;
+        v[u] = full ? FX_N(vload)(x + j + u * VL) : FX_N(vload_part)(x + j + u * VL, n, -INFINITY);
+        e[u] = v[u] - sh;
+    }
+    FX_N(vexp_nonpos_k)(e, k);
+    for (int u = 0; u < k; u++) {
+        int64_t ju = j + u * VL;
+        int full = u < k - 1 || n == VL;
+        s[u] += e[u];
+        if (aux != FX_AUX_NONE) {
+            VR b;
+            if (aux == FX_AUX_ENTROPY) {
+                b = e[u];
+            } else {
+                VI live = full ? ~(VI){0} : FX_N(vlive)(n);
+                b = FX_N(vzero_unless)(live, FX_N(b_of)(aux, w, y, ju, full, n, c1, c0));
+                bsum[u] += b;
+            }
+            bd[u] += FX_N(bd_terms)(b, FX_N(vsplat)(sh), v[u], spill);
+        }
+        if (g) {
+            if (full) FX_N(vstore)(g + ju, e[u]);
+            else FX_N(vstore_part)(g + ju, e[u], n);
+        }
+    }
+}
+
 /* The exp pass over one chunk: e_j = exp(x_j - sh), s = sum e_j, e_j stored to g when
    g != NULL, and per aux, with d_j = sh - x_j:
      SMOOTH, SOFT: b_j from b_of                   -> bd = sum b_j d_j, bsum = sum b_j
      ENTROPY: b_j = e_j                            -> bd
    (b_j == 0 terms count 0 even where d_j is inf.) Called with literal aux and
    NULL-ness, so after inlining each call site is its own loop with no per-element
-   branches. */
+   branches. The partial sums are folded into float64 every FX_FOLD_ELEMS elements, in
+   an order fixed by C alone. */
 FN void FX_N(exp_pass)(const R *x, R *g, int64_t C, R sh, int aux, const R *w, const R *y,
                        R c1, R c0, fx_chunk *out)
 {
-    VR zero = {0}, s = zero, bd = zero, bsum = zero;
+    enum { U = FX_EXP_MAX_K };
+    VR zero = {0}, s[U], bd[U], bsum[U];
     double s_acc = 0.0, bd_acc = 0.0, bsum_acc = 0.0, spill[VL] = {0};
-    int64_t since_fold = 0;
-    for (int64_t j = 0; j < C; j += VL) {
-        int full = j + VL <= C;
-        int64_t n = full ? VL : C - j;
-        VI live = full ? ~(VI){0} : FX_N(vlive)(n);
-        VR v = full ? FX_N(vload)(x + j) : FX_N(vload_part)(x + j, n, -INFINITY);
-        VR e = FX_N(vexp_nonpos)(v - sh);
-        s += e;
-        if (aux != FX_AUX_NONE) {
-            VR b;
-            if (aux == FX_AUX_ENTROPY) {
-                b = e;
-            } else {
-                b = FX_N(vzero_unless)(live, FX_N(b_of)(aux, w, y, j, full, n, c1, c0));
-                bsum += b;
-            }
-            bd += FX_N(bd_terms)(b, FX_N(vsplat)(sh), v, spill);
+    for (int u = 0; u < U; u++) s[u] = bd[u] = bsum[u] = zero;
+    int64_t j = 0, since_fold = 0;
+    for (; j + U * VL <= C; j += U * VL) {
+        /* what follows this chunk in memory (the next chunk, or the next row) is read
+           next: fetch it into L2 meanwhile, so that its max pass does not wait for memory
+           with the core idle (hardware prefetchers stop at page boundaries) */
+        for (int b = 0; b < U * VL * (int)sizeof(R); b += 64) {
+            __builtin_prefetch((const char *)(x + C + j) + b, 0, 2);
+            if (g) __builtin_prefetch((const char *)(g + C + j) + b, 1, 2);
         }
-        if (g) {
-            if (full) FX_N(vstore)(g + j, e);
-            else FX_N(vstore_part)(g + j, e, n);
-        }
-        since_fold += VL;
+        FX_N(exp_step)(x, g, j, U, VL, sh, aux, w, y, c1, c0, s, bd, bsum, spill);
+        since_fold += U * VL;
         if (since_fold >= FX_FOLD_ELEMS) {
-            s_acc += FX_N(vhsum)(s); s = zero;
+            s_acc += FX_N(vhsum)((s[0] + s[1]) + (s[2] + s[3]));
             if (aux != FX_AUX_NONE) {
-                bd_acc += FX_N(vhsum)(bd); bd = zero;
-                bsum_acc += FX_N(vhsum)(bsum); bsum = zero;
+                bd_acc += FX_N(vhsum)((bd[0] + bd[1]) + (bd[2] + bd[3]));
+                bsum_acc += FX_N(vhsum)((bsum[0] + bsum[1]) + (bsum[2] + bsum[3]));
             }
+            for (int u = 0; u < U; u++) s[u] = bd[u] = bsum[u] = zero;
             since_fold = 0;
         }
     }
+    /* the last < U vectors: a lane of s[0] gets at most U more terms */
+    for (; j < C; j += VL) {
+        int full = j + VL <= C;
+        FX_N(exp_step)(x, g, j, 1, full ? VL : C - j, sh, aux, w, y, c1, c0, s, bd, bsum, spill);
+    }
     for (int i = 0; i < VL; i++) bd_acc += spill[i];
-    out->s = s_acc + FX_N(vhsum)(s);
-    out->bd = bd_acc + FX_N(vhsum)(bd);
-    out->bsum = bsum_acc + FX_N(vhsum)(bsum);
+    out->s = s_acc + FX_N(vhsum)((s[0] + s[1]) + (s[2] + s[3]));
+    out->bd = bd_acc + FX_N(vhsum)((bd[0] + bd[1]) + (bd[2] + bd[3]));
+    out->bsum = bsum_acc + FX_N(vhsum)((bsum[0] + bsum[1]) + (bsum[2] + bsum[3]));
 }
 
 /* The gradient pass over g, which holds e_j: g_j = alpha e_j - beta b_j, with b_j from
