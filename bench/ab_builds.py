@@ -50,6 +50,12 @@ def cases(which, rng):
             y = rng.integers(0, shape[1], shape[0])
             out.append((f"CE {shape[0]}x{shape[1]}", lambda fx, x=x, y=y, **kw:
                         fx.cross_entropy(x, y, **kw), x))
+    if "ce64" in which:
+        for shape in [(256, 1000), (4096, 1000)]:
+            x = rng.standard_normal(shape)
+            y = rng.integers(0, shape[1], shape[0])
+            out.append((f"CE {shape[0]}x{shape[1]} float64", lambda fx, x=x, y=y, **kw:
+                        fx.cross_entropy(x, y, **kw), x))
     if "bce" in which:
         for shape in [(64, 1000), (4096, 1000), (1024, 32768)]:
             x = rng.standard_normal(shape, dtype=np.float32)
@@ -69,7 +75,8 @@ def main():
     ap.add_argument("rev", nargs="?", default="HEAD~1")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=15)
-    ap.add_argument("--cases", nargs="+", default=["ce", "bce", "col"])
+    ap.add_argument("--cases", nargs="+", default=["ce", "bce", "col"],
+                    help="ce, ce64 (float64), bce, col (class axis 1)")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         sys.path.insert(0, build_old(args.rev, tmp))

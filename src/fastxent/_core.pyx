@@ -29,6 +29,7 @@ cdef extern from "fx_kernels.h" nogil:
         double grad_scale
         void *row_loss
         int logprob_input
+        int stream_grad
 
     ctypedef struct fx_elem_args:
         int kind
@@ -89,6 +90,9 @@ cdef extern from "fx_kernels.h" nogil:
 DEF BLOCK_ELEMS = 32768
 # Below this many elements a call runs serially: a parallel region costs microseconds.
 DEF SERIAL_BELOW = 65536
+# Gradients of at least this many bytes are written with non-temporal stores (ce).
+DEF STREAM_GRAD_BYTES = 8 * 1024 * 1024
+stream_grad_bytes = STREAM_GRAD_BYTES   # for the tests
 
 # GNU libgomp hangs a forked child that enters a parallel region once the parent has
 # used OpenMP (its thread pool does not survive fork). So a child forked after this
@@ -238,6 +242,11 @@ def ce(cnp.ndarray x, int64_t C, int64_t inner, labels, int label_code, soft, we
     a.grad_scale = grad_scale
     a.row_loss = _ptr(row_loss)
     a.logprob_input = logprob_input
+    # A gradient this big leaves the caches anyway: writing it with non-temporal stores
+    # saves reading each of its lines from memory before overwriting it. (In place the
+    # lines were just read as logits, so there is nothing to save.)
+    a.stream_grad = (grad is not None and a.grad != a.x
+                     and cnp.PyArray_NBYTES(<cnp.ndarray>grad) >= STREAM_GRAD_BYTES)
     cdef const fx_table *tab = _table(x)
     if rows == 0 or inner <= 0:
         return 0.0

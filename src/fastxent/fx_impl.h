@@ -278,6 +278,47 @@ FN double FX_N(acc_sum)(const FX_N(acc64) *a)
 }
 #endif
 
+/* dst[0, n) = src[0, n), the vector-aligned part of dst with non-temporal stores, which
+   write memory without first reading each line into the cache; stream_fence after the
+   last one orders them before what follows (the end of the parallel region). */
+#if FX_VBYTES == 64 && FX_IS_F32
+FN void FX_N(vstream)(R *p, VR v) { _mm512_stream_ps(p, (__m512)v); }
+#elif FX_VBYTES == 64
+FN void FX_N(vstream)(R *p, VR v) { _mm512_stream_pd(p, (__m512d)v); }
+#elif FX_VBYTES == 32 && FX_IS_F32
+FN void FX_N(vstream)(R *p, VR v) { _mm256_stream_ps(p, (__m256)v); }
+#elif FX_VBYTES == 32
+FN void FX_N(vstream)(R *p, VR v) { _mm256_stream_pd(p, (__m256d)v); }
+#elif defined(__SSE2__) && FX_VBYTES == 16 && FX_IS_F32
+FN void FX_N(vstream)(R *p, VR v) { _mm_stream_ps(p, (__m128)v); }
+#elif defined(__SSE2__) && FX_VBYTES == 16
+FN void FX_N(vstream)(R *p, VR v) { _mm_stream_pd(p, (__m128d)v); }
+#else
+#define FX_NO_STREAM 1
+FN void FX_N(vstream)(R *p, VR v) { FX_N(vstore)(p, v); }
+#endif
+
+FN void FX_N(stream_fence)(void)
+{
+#if defined(__SSE2__) || FX_VBYTES > 16
+    _mm_sfence();
+#endif
+}
+
+FN void FX_N(stream_copy)(R *dst, const R *src, int64_t n)
+{
+    uintptr_t mis = (uintptr_t)dst % FX_VBYTES;
+    int64_t head = mis % sizeof(R) ? n : mis ? (int64_t)((FX_VBYTES - mis) / sizeof(R)) : 0;
+    if (head > n) head = n;
+    memcpy(dst, src, (size_t)head * sizeof(R));
+    int64_t j = head;
+    for (; j + VL <= n; j += VL) FX_N(vstream)(dst + j, FX_N(vload)(src + j));
+    memcpy(dst + j, src + j, (size_t)(n - j) * sizeof(R));
+}
+#ifdef FX_NO_STREAM
+#undef FX_NO_STREAM
+#endif
+
 /* ------------------------------------------------------------ exp and log1p */
 
 /* The exp functions work on k <= FX_EXP_MAX_K vectors at once, each step applied to all k
@@ -717,12 +758,12 @@ FN int64_t FX_N(row_label)(const fx_ce_args *A, int64_t row)
     return A->soft ? 0 : fx_label(A->labels, A->label_code, row, A->C, A->ignore_index);
 }
 
-KERNEL void FX_N(ce_phase1)(const fx_ce_args *A, int64_t row, int64_t c, fx_chunk *st)
+/* Phase 1 with e_j written to g (the chunk's place in the gradient, a buffer, or NULL) */
+FN void FX_N(ce_phase1_to)(const fx_ce_args *A, int64_t row, int64_t c, fx_chunk *st, R *g)
 {
     const int64_t C = A->C, j0 = c * CHUNK;
     const int64_t n = C - j0 < CHUNK ? C - j0 : CHUNK;
     const R *x = (const R *)A->x + row * C + j0;
-    R *g = A->grad ? (R *)A->grad + row * C + j0 : NULL;
     const R *w = A->weight ? (const R *)A->weight + j0 : NULL;
     const R *y = A->soft ? (const R *)A->soft + row * C + j0 : NULL;
     const double eps = A->smoothing;
@@ -751,6 +792,12 @@ KERNEL void FX_N(ce_phase1)(const fx_ce_args *A, int64_t row, int64_t c, fx_chun
     }
 }
 
+KERNEL void FX_N(ce_phase1)(const fx_ce_args *A, int64_t row, int64_t c, fx_chunk *st)
+{
+    R *g = A->grad ? (R *)A->grad + row * A->C + c * CHUNK : NULL;
+    FX_N(ce_phase1_to)(A, row, c, st, g);
+}
+
 /* loss = a log S + sum_j b_j (M - x_j); sets each chunk's gradient factor
    alpha_c = scale * a * exp(sh_c - M) / S (0 for a chunk whose e are all 0). */
 KERNEL double FX_N(ce_phase2)(const fx_ce_args *A, int64_t row, fx_chunk *st)
@@ -767,11 +814,12 @@ KERNEL double FX_N(ce_phase2)(const fx_ce_args *A, int64_t row, fx_chunk *st)
     return loss;
 }
 
-KERNEL void FX_N(ce_phase3)(const fx_ce_args *A, int64_t row, int64_t c, const fx_chunk *st)
+/* Phase 3 over g, which holds the chunk's e_j from phase 1 */
+FN void FX_N(ce_phase3_to)(const fx_ce_args *A, int64_t row, int64_t c, const fx_chunk *st,
+                           R *g)
 {
     const int64_t C = A->C, j0 = c * CHUNK;
     const int64_t n = C - j0 < CHUNK ? C - j0 : CHUNK;
-    R *g = (R *)A->grad + row * C + j0;
     const R *w = A->weight ? (const R *)A->weight + j0 : NULL;
     const R *y = A->soft ? (const R *)A->soft + row * C + j0 : NULL;
     const double eps = A->smoothing, scale = A->grad_scale;
@@ -795,6 +843,11 @@ KERNEL void FX_N(ce_phase3)(const fx_ce_args *A, int64_t row, int64_t c, const f
         double wt = A->weight ? (double)((const R *)A->weight)[label] : 1.0;
         g[label - j0] = (R)((double)g[label - j0] - scale * (1.0 - eps) * wt);
     }
+}
+
+KERNEL void FX_N(ce_phase3)(const fx_ce_args *A, int64_t row, int64_t c, const fx_chunk *st)
+{
+    FX_N(ce_phase3_to)(A, row, c, st, (R *)A->grad + row * A->C + c * CHUNK);
 }
 
 /* nll_loss on log-probabilities: loss = -w_t x_t, gradient -w_t * scale at t. */
@@ -826,6 +879,18 @@ KERNEL double FX_N(ce_rows)(const fx_ce_args *A, int64_t r0, int64_t r1)
     fx_chunk *st = nch <= FX_LOCAL_CHUNKS ? local : (fx_chunk *)malloc((size_t)nch * sizeof(fx_chunk));
     double total = 0.0;
     if (!st) return NAN;   /* out of memory for a row of millions of classes: NaN, not a crash */
+    if (A->stream_grad && nch == 1 && A->grad && !A->logprob_input) {
+        /* the row's gradient is made in buf (in L1) and then streamed out */
+        R buf[CHUNK] __attribute__((aligned(64)));
+        for (int64_t r = r0; r < r1; r++) {
+            FX_N(ce_phase1_to)(A, r, 0, st, buf);
+            total += FX_N(ce_phase2)(A, r, st);
+            FX_N(ce_phase3_to)(A, r, 0, st, buf);
+            FX_N(stream_copy)((R *)A->grad + r * A->C, buf, A->C);
+        }
+        FX_N(stream_fence)();
+        return total;
+    }
     for (int64_t r = r0; r < r1; r++) {
         if (A->logprob_input) { total += FX_N(nll_row)(A, r); continue; }
         for (int64_t c = 0; c < nch; c++) FX_N(ce_phase1)(A, r, c, st + c);

@@ -196,6 +196,9 @@ typedef struct {
     double grad_scale;      /* gradient multiplier: 1/denominator for "mean", else 1 */
     void *row_loss;         /* (rows,) per-row loss out, input dtype; or NULL */
     int logprob_input;      /* nll_loss: x already holds log-probabilities */
+    int stream_grad;        /* write the gradient with non-temporal stores where a row is
+                               one chunk (the caller sets it for gradients far bigger than
+                               the caches, not in place) */
 } fx_ce_args;
 
 /* The loss of one item from its chunks (see fx_impl.h for the notation):
@@ -308,6 +311,10 @@ typedef struct {
 #define FX_CAT(a, b) FX_CAT2(a, b)
 #define FX_STR2(x) #x
 #define FX_STR(x) FX_STR2(x)
+
+#if defined(__SSE2__)
+#include <emmintrin.h>      /* the baseline's non-temporal stores */
+#endif
 
 /* baseline: whatever the compiler targets by default (SSE2 on x86-64) */
 #define FX_ISA baseline
