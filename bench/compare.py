@@ -403,8 +403,10 @@ def cells_sklearn(case, x, y, T):
     return {("sklearn", "fwd"): Cell(fwd, ex), ("sklearn", "fwd+bwd"): Cell(fb, ex)}
 
 
-def cells_floors(x, T, pool):
-    """Memory floors: read the logits once; read them and write a copy once."""
+def cells_floors(x, T, pool, target=None):
+    """Memory floors: read the logits once; read them and write a copy once. With an
+    elementwise target (BCE): also read the logits and the target once and write one
+    array (``np.subtract(x, t, out=)``), the traffic of BCE's forward+backward."""
     flat = x.reshape(-1)
     dst = np.empty_like(flat)
     dst[...] = 0  # touch the pages
@@ -437,6 +439,27 @@ def cells_floors(x, T, pool):
         cells[("read", f"sum {T}t")] = Cell(read_t(np.sum), none)
         cells[("copy", f"copyto {T}t")] = Cell(copy_t, none)
         cells[("fresh copy", f"x.copy() {T}t")] = Cell(fresh_copy_t, none)
+    if target is not None:
+        tflat = target.reshape(-1)
+        if tflat.dtype == np.bool_:
+            # NumPy casts a bool operand through a buffer, slower than memory: copy the
+            # logits and read the target's bytes instead (the same traffic)
+            tflat = tflat.view(np.uint8)
+            how = "copyto+max"
+
+            def xt(a, b, c):
+                np.copyto(c, a)
+                return b.max()
+        else:
+            how = "subtract"
+
+            def xt(a, b, c):
+                np.subtract(a, b, out=c)
+        tparts = np.array_split(tflat, T)
+        cells[("x-t", f"{how} 1t")] = Cell(lambda: xt(flat, tflat, dst), none)
+        if T > 1:
+            cells[("x-t", f"{how} {T}t")] = Cell(
+                lambda: list(pool.map(xt, parts, tparts, dparts)), none)
     return cells
 
 
@@ -558,7 +581,7 @@ class Checker:
         self.log = log
 
     def see(self, name, cell, result):
-        if name[0] in FLOORS:
+        if name[0] in FLOORS + ["x-t"]:
             return
         loss, grad = cell.extract(result)
         if name == self.REF:
@@ -812,6 +835,25 @@ def build_rows(results):
     return (thead, trows), (rhead, rrows)
 
 
+def bce_floor_rows(results):
+    """BCE forward+backward against its own floor (read x and the target, write one
+    array): how close fastxent is to it, and what 10x PyTorch would need."""
+    rows = []
+    for case, timed in results:
+        fl = floor_of(timed, "x-t")
+        if case.loss != "bce" or fl[0] is None:
+            continue
+        fx_t, fx_out = med(timed, ("fastxent", "fwd+bwd")), med(timed, ("fastxent/out", "fwd+bwd"))
+        torch_t = med(timed, ("torch", "fwd+bwd"))
+        rows.append([case.label, fmt_ms(fx_t), fmt_ms(fx_out), fmt_ms(fl[0]), fl[1],
+                     fmt_x(ratio(fx_out, fl[0])), fmt_ms(torch_t),
+                     fmt_ms(torch_t / 10 if torch_t else None),
+                     fmt_x(ratio(torch_t, fl[0]))])
+    head = ["shape", "fastxent", "fastxent/out", "x-t floor", "floor used",
+            "fastxent/out / floor", "torch", "torch / 10", "torch / floor"]
+    return head, rows
+
+
 def text_table(head, rows):
     w = [max(len(str(r[i])) for r in [head] + rows) for i in range(len(head))]
     lines = ["  ".join(str(h).rjust(w[i]) if i > 1 else str(h).ljust(w[i])
@@ -949,6 +991,17 @@ def write_markdown(path, ctx):
       "copy into a preallocated array.\n")
     a(md_table(*ctx["ratios"]))
     a("")
+    if ctx["bce_floor"][1]:
+        a("## BCE-with-logits forward+backward against its own floor\n")
+        a("A BCE forward+backward reads the logits and the target and writes the gradient. "
+          "The `x-t floor` is NumPy doing just that traffic into a preallocated array: "
+          "`np.subtract(x, t, out=g)` for a float target; for a bool target, whose cast NumPy "
+          "runs slower than memory, `np.copyto(g, x)` then the target's bytes' `max()`; the "
+          "faster of 1 thread and the threaded halves. `torch / floor` "
+          "is the most any implementation could be faster than PyTorch here: where it is "
+          "below 10, 10x PyTorch is out of reach on this machine.\n")
+        a(md_table(*ctx["bce_floor"]))
+        a("")
     a("## Cores used (process CPU time / wall time, summed over the timed samples)\n")
     a(md_table(*ctx["cores"]))
     a("")
@@ -1123,7 +1176,7 @@ def main(argv=None):
                 print(f"    {lib}: skipped ({e})")
             except Exception as e:
                 print(f"    ! {lib}: setup failed: {type(e).__name__}: {str(e)[:200]}")
-        cells.update(cells_floors(x, T, pool))
+        cells.update(cells_floors(x, T, pool, y if case.loss == "bce" else None))
         checker = Checker(case)
         timed, rounds = time_case(cells, budget, min_rounds, max_rounds, checker=checker,
                                   cooldown=args.cooldown / 1e3)
@@ -1194,6 +1247,10 @@ def main(argv=None):
     print("\nRatios (vs X = X time / fastxent time; fastxent / floor: read floor for fwd, "
           "fresh copy floor for fwd+bwd; fastxent/out against the copy floor)")
     print(text_table(rhead, rrows))
+    bce_floor = bce_floor_rows(results)
+    if bce_floor[1]:
+        print("\nBCE forward+backward against its floor (read x and t, write one array)")
+        print(text_table(*bce_floor))
 
     chart_rel = None
     if args.chart:
@@ -1244,6 +1301,7 @@ def main(argv=None):
         "notes": notes,
         "times": (thead, trows),
         "ratios": (rhead, rrows),
+        "bce_floor": bce_floor,
         "cores": cores_table(results),
         "memory": (mem_head, mem_rows),
         "chart": chart_rel,
