@@ -450,3 +450,28 @@ def test_streamed_gradient_same_bits_as_small_calls(rng, isa, dtype, offset):
     # and a returned (new) gradient
     loss2, grad2 = fx.cross_entropy(x, y, **kw)
     assert np.array_equal(loss2, loss) and np.array_equal(grad2, g)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
+@pytest.mark.parametrize("offset", [0, 3], ids=["aligned", "offset3"])
+def test_streamed_gradient_class_axis_1_same_bits(rng, isa, dtype, offset):
+    """The column kernel ((N, C, H, W), class axis 1) streams a gradient of at least
+    _core.stream_grad_bytes out of its panel buffer: the same bits as one image at a
+    time (a gradient too small to stream), for every ISA, aligned to a vector or not."""
+    from fastxent import _core
+    C, W = 21, 256
+    H = _core.stream_grad_bytes // (2 * C * W * np.dtype(dtype).itemsize) + 1
+    x = rng.standard_normal((3, C, H, W)).astype(dtype) * 3
+    y = rng.integers(0, C, (3, H, W))
+    y[:, ::7, ::5] = -100
+    kw = dict(reduction="none", return_grad=True, axis=1)
+    store = np.full(x.size + offset, SENTINEL, dtype)
+    g = store[offset:].reshape(x.shape)
+    loss, grad = fx.cross_entropy(x, y, grad_out=g, **kw)
+    assert grad is g and g.nbytes >= _core.stream_grad_bytes
+    assert np.all(store[:offset] == SENTINEL)
+    for i in range(3):
+        l_one, g_one = fx.cross_entropy(x[i:i + 1], y[i:i + 1], **kw)
+        assert g_one.nbytes < _core.stream_grad_bytes
+        assert np.array_equal(loss[i:i + 1], l_one)
+        assert np.array_equal(g[i:i + 1], g_one)

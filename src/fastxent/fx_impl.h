@@ -936,13 +936,15 @@ FN double FX_N(ce_panel)(const fx_ce_args *A, int aux, int64_t inner, int64_t it
         const size_t lb = fx_label_bytes(A->label_code);
         const char *ahead = (const char *)A->labels + (size_t)(item0 + 4 * NV * VL) * lb;
         for (size_t b = 0; b < (size_t)n * lb; b += 64) __builtin_prefetch(ahead + b);
-    }
-    for (int64_t l = 0; l < n; l++) {
-        label[l] = 0;
-        if (!A->soft) {
-            label[l] = fx_label(A->labels, A->label_code, item0 + l, C, A->ignore_index);
-            if (label[l] < 0) keep[l / VL][l % VL] = 0;
+        fx_labels(A->labels, A->label_code, item0, n, C, A->ignore_index, label);
+        for (int q = 0; q < nv; q++) {
+            VI labelled;            /* lanes with a class (not ignored, nor bad) */
+            for (int l = 0; l < VL; l++)
+                labelled[l] = q * VL + l < n && label[q * VL + l] >= 0 ? -1 : 0;
+            keep[q] &= labelled;
         }
+    } else {
+        for (int64_t l = 0; l < n; l++) label[l] = 0;
     }
 #define KEPT(l) (keep[(l) / VL][(l) % VL] != 0)
     /* loss of a lane that is not kept: 0 if ignored, NaN if its label no longer validates */
@@ -981,7 +983,8 @@ FN double FX_N(ce_panel)(const fx_ce_args *A, int aux, int64_t inner, int64_t it
         for (int q = 0; q < nv; q++) {
             /* C streams of NV * VL elements are more than the prefetchers follow: fetch
                four panels ahead in each class row now (a prefetch never faults) */
-            __builtin_prefetch(x + c * inner + (4 * NV + q) * VL);
+            __builtin_prefetch(x + c * inner + (4 * NV + q) * VL, 0, 2);
+            if (g && !A->stream_grad) __builtin_prefetch(g + c * inner + (4 * NV + q) * VL, 1, 2);
             VR v = LOAD(q, x + c * inner + q * VL, -INFINITY);
             if (buf) FX_N(vstore)(WS(c, q), v);
             m[q] = FX_N(vmax_fast)(m[q], v);
@@ -1072,7 +1075,9 @@ FN double FX_N(ce_panel)(const fx_ce_args *A, int aux, int64_t inner, int64_t it
             R *gt = ws + label[l] * stride + l;
             *gt = (R)((double)*gt - scale * (1.0 - eps) * wt);
         }
-    if (buf)
+    if (buf && A->stream_grad)      /* see stream_copy; ce_cols fences */
+        for (int64_t c = 0; c < C; c++) FX_N(stream_copy)(g + c * inner, WS(c, 0), n);
+    else if (buf)
         for (int64_t c = 0; c < C; c++)
             for (int q = 0; q < nv; q++) STORE(q, g + c * inner + q * VL, LOAD(q, WS(c, q), 0));
 #undef XS
@@ -1119,6 +1124,7 @@ KERNEL double FX_N(ce_cols)(const fx_ce_args *A, int64_t inner, int64_t k0, int6
         }
     }
     if (buf != local) free(buf);   /* free(NULL) is a no-op */
+    if (A->stream_grad) FX_N(stream_fence)();
     return total;
 }
 #undef NV

@@ -103,6 +103,30 @@ static inline int64_t fx_label(const void *p, int code, int64_t i, int64_t C,
     return t >= 0 && t < C ? t : FX_LABEL_BAD;
 }
 
+/* fx_label for labels [i0, i0 + n) into out, the type switch outside the loop */
+static inline void fx_labels(const void *p, int code, int64_t i0, int64_t n, int64_t C,
+                             int64_t ignore_index, int64_t *out)
+{
+#define FX_LABEL_LOOP(T)                                                                \
+    for (int64_t l = 0; l < n; l++) {                                                   \
+        int64_t t = (int64_t)((const T *)p)[i0 + l];                                    \
+        out[l] = t == ignore_index ? FX_LABEL_IGNORED : t >= 0 && t < C ? t : FX_LABEL_BAD; \
+    }                                                                                   \
+    return;
+    switch (code) {
+    case FX_I8:  FX_LABEL_LOOP(int8_t)
+    case FX_I16: FX_LABEL_LOOP(int16_t)
+    case FX_I32: FX_LABEL_LOOP(int32_t)
+    case FX_I64: FX_LABEL_LOOP(int64_t)
+    case FX_U8:  FX_LABEL_LOOP(uint8_t)
+    case FX_U16: FX_LABEL_LOOP(uint16_t)
+    case FX_U32: FX_LABEL_LOOP(uint32_t)
+    default:
+        for (int64_t l = 0; l < n; l++) out[l] = fx_label(p, code, i0 + l, C, ignore_index);
+    }
+#undef FX_LABEL_LOOP
+}
+
 /* ------------------------------------------------- chunks of a softmax row */
 
 /* Rows are processed in chunks of this many bytes (16 KiB: a chunk's second pass reads
@@ -225,7 +249,7 @@ static inline double fx_item_loss(const fx_ce_args *A, fx_chunk *st, int64_t nch
         bd = b_t != 0.0 ? b_t * (mg.M - xt) : 0.0;
         if (eps > 0.0) bd += mg.bdM;       /* the chunks' b_j already hold eps/C */
     }
-    fx_set_alphas(st, nch, &mg, A->grad_scale * a);
+    if (A->grad) fx_set_alphas(st, nch, &mg, A->grad_scale * a);   /* only phase 3 reads them */
     return a * (log_s ? *log_s : log(mg.S)) + bd;
 }
 
