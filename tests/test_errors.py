@@ -25,7 +25,7 @@ import pytest
 
 import fastxent as fx
 import reference as ref
-from conftest import INT_DTYPES, tol
+from conftest import INT_DTYPES, close_ieee, tol
 
 SENTINEL = 1234.5  # exactly representable in float32 and float64; no kernel produces it
 LOSS_NAMES = ("cross_entropy", "nll_loss", "binary_cross_entropy_with_logits",
@@ -736,9 +736,9 @@ def _check_success(name, args, kw, key, result, expected, buf):
         raise AssertionError(f"fastxent accepted a call that the reference rejects "
                              f"({type(expected).__name__}: {expected})")
     exp_val, exp_grad = expected
-    _close(val, exp_val, dt, "value")
+    close_ieee(val, exp_val, dt, "value")
     if want_grad:
-        _close(grad, exp_grad, dt, "grad", unit=_grad_unit(name, args, kw))
+        close_ieee(grad, exp_grad, dt, "grad", unit=_grad_unit(name, args, kw))
 
 
 def _grad_unit(name, args, kw):
@@ -775,27 +775,6 @@ def _grad_unit(name, args, kw):
     except Exception:  # noqa: BLE001 - odd arguments: fall back to the result's own scale
         pass
     return 0.0
-
-
-def _close(actual, expected, dtype, what, unit=0.0):
-    """Agreement with the float64 reference, as conftest.assert_close, with the expected
-    value first rounded to the result dtype for its inf/NaN pattern (a true 6e38 is inf in
-    float32) and an absolute floor of the dtype's smallest normal (kernels flush
-    subnormal results to zero)."""
-    a = np.asarray(actual, dtype=np.float64)
-    e = np.asarray(expected, dtype=np.float64)
-    assert a.shape == e.shape, f"{what}: shape {a.shape} != {e.shape}"
-    with np.errstate(over="ignore"):
-        e_r = e.astype(dtype).astype(np.float64)
-    np.testing.assert_array_equal(np.isnan(a), np.isnan(e_r), err_msg=f"{what}: NaN pattern")
-    inf = np.isinf(e_r)
-    np.testing.assert_array_equal(a[inf], e_r[inf], err_msg=f"{what}: inf entries")
-    fin = np.isfinite(e_r)
-    rtol = tol(dtype)
-    scale = float(np.max(np.abs(e[fin]))) if fin.any() and e.ndim else 0.0
-    scale = max(scale, unit)
-    np.testing.assert_allclose(a[fin], e[fin], rtol=rtol,
-                               atol=rtol * scale + float(np.finfo(dtype).tiny), err_msg=what)
 
 
 def _describe(name, args, kw):

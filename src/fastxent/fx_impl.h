@@ -672,6 +672,7 @@ FN void FX_N(exp_pass)(const R *x, R *g, int64_t C, R sh, int aux, const R *w, c
                        R c1, R c0, fx_chunk *out)
 {
     enum { U = FX_EXP_MAX_K };
+    _Static_assert(U == 4, "the folds below add four accumulators");
     VR zero = {0}, s[U], bd[U], bsum[U];
     double s_acc = 0.0, bd_acc = 0.0, bsum_acc = 0.0, spill[VL] = {0};
     for (int u = 0; u < U; u++) s[u] = bd[u] = bsum[u] = zero;
