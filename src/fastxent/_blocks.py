@@ -10,20 +10,29 @@ from typing import Optional
 import numpy as np
 
 from . import _core
-from ._checks import check_threads, float_input, kernel_ready, normalize_axis, output_array, write_target
+from ._checks import (
+    check_threads,
+    copy_back,
+    float_input,
+    kernel_ready,
+    normalize_axis,
+    output_array,
+    write_target,
+)
 
-_LSE, _SOFTMAX, _LOG_SOFTMAX, _ENTROPY = 0, 1, 2, 3
-_SIGMOID, _LOG_SIGMOID = 0, 1
+# what the kernels write (kernels/fx_api.h)
+_SOFTMAX_OUT = _core.fx_softmax_output
+_SIGMOID_OUT = _core.fx_sigmoid_output
 
 
-def _rowwise(x, axis, out, n_threads, what: int, name: str) -> np.ndarray:
+def _softmax_outputs(x, axis, out, n_threads, what, name: str) -> np.ndarray:
     x = float_input(x, "x")
     dt = np.dtype(x.dtype.type)  # native byte order: what the kernels write
     n_threads = check_threads(n_threads)
     if x.ndim == 0:
         raise ValueError(f"{name}: x must have at least one dimension")
     ax = normalize_axis(axis, x.ndim)
-    reduces = what in (_LSE, _ENTROPY)
+    reduces = what in (_SOFTMAX_OUT.FX_OUT_LOGSUMEXP, _SOFTMAX_OUT.FX_OUT_ENTROPY)
     shape = x.shape[:ax] + x.shape[ax + 1:] if reduces else x.shape
     out = output_array(out, shape, dt, "out")
     moved = ax != x.ndim - 1
@@ -34,18 +43,11 @@ def _rowwise(x, axis, out, n_threads, what: int, name: str) -> np.ndarray:
         return out if out is not None else np.empty(shape, dtype=dt)
     if moved and not reduces:
         buf = np.empty(xk.shape, dtype=dt)
-        _core.norm(xk, buf, what, n_threads)
-        res = np.moveaxis(buf, -1, ax)
-        if out is None:
-            return res
-        np.copyto(out, res)
-        return out
+        _core.softmax_outputs(xk, buf, output=what, n_threads=n_threads)
+        return copy_back(np.moveaxis(buf, -1, ax), out)
     buf, copy_to = write_target(out, shape, dt, x)
-    _core.norm(xk, buf, what, n_threads)
-    if copy_to is not None:
-        np.copyto(copy_to, buf)
-        return copy_to
-    return buf
+    _core.softmax_outputs(xk, buf, output=what, n_threads=n_threads)
+    return copy_back(buf, copy_to)
 
 
 def logsumexp(x, axis: int = -1, *, out: Optional[np.ndarray] = None,
@@ -55,7 +57,7 @@ def logsumexp(x, axis: int = -1, *, out: Optional[np.ndarray] = None,
     Shape: ``x`` without ``axis``. A slice of all ``-inf`` gives ``-inf``; a slice holding
     ``+inf`` (and no NaN) gives ``+inf``; NaN propagates.
     """
-    return _rowwise(x, axis, out, n_threads, _LSE, "logsumexp")
+    return _softmax_outputs(x, axis, out, n_threads, _SOFTMAX_OUT.FX_OUT_LOGSUMEXP, "logsumexp")
 
 
 def softmax(x, axis: int = -1, *, out: Optional[np.ndarray] = None,
@@ -65,14 +67,14 @@ def softmax(x, axis: int = -1, *, out: Optional[np.ndarray] = None,
     ``-inf`` entries get probability 0. A slice of all ``-inf``, or one holding ``+inf``,
     has no defined distribution and gives NaN (as PyTorch does).
     """
-    return _rowwise(x, axis, out, n_threads, _SOFTMAX, "softmax")
+    return _softmax_outputs(x, axis, out, n_threads, _SOFTMAX_OUT.FX_OUT_SOFTMAX, "softmax")
 
 
 def log_softmax(x, axis: int = -1, *, out: Optional[np.ndarray] = None,
                 n_threads: Optional[int] = None) -> np.ndarray:
     """``x - logsumexp(x)`` along ``axis``; same shape as ``x``. ``-inf`` entries stay
     ``-inf``; slices of all ``-inf`` or holding ``+inf`` give NaN."""
-    return _rowwise(x, axis, out, n_threads, _LOG_SOFTMAX, "log_softmax")
+    return _softmax_outputs(x, axis, out, n_threads, _SOFTMAX_OUT.FX_OUT_LOG_SOFTMAX, "log_softmax")
 
 
 def entropy(logits, axis: int = -1, *, out: Optional[np.ndarray] = None,
@@ -83,28 +85,25 @@ def entropy(logits, axis: int = -1, *, out: Optional[np.ndarray] = None,
     ``0 * log 0`` arises: masked (``-inf``) classes contribute 0. Shape: ``logits``
     without ``axis``.
     """
-    return _rowwise(logits, axis, out, n_threads, _ENTROPY, "entropy")
+    return _softmax_outputs(logits, axis, out, n_threads, _SOFTMAX_OUT.FX_OUT_ENTROPY, "entropy")
 
 
-def _elementwise(x, out, n_threads, what: int) -> np.ndarray:
+def _sigmoid_outputs(x, out, n_threads, what) -> np.ndarray:
     x = float_input(x, "x")
     dt = np.dtype(x.dtype.type)  # native byte order: what the kernels write
     n_threads = check_threads(n_threads)
     out = output_array(out, x.shape, dt, "out")
     xk = kernel_ready(x)
     buf, copy_to = write_target(out, x.shape, dt, x)
-    _core.sigmoid(xk, buf, what, n_threads)
-    if copy_to is not None:
-        np.copyto(copy_to, buf)
-        return copy_to
-    return buf
+    _core.sigmoid_outputs(xk, buf, output=what, n_threads=n_threads)
+    return copy_back(buf, copy_to)
 
 
 def sigmoid(x, *, out: Optional[np.ndarray] = None, n_threads: Optional[int] = None) -> np.ndarray:
     """``1 / (1 + exp(-x))`` elementwise, exact in the tails (``e^x / (1 + e^x)`` for x < 0)."""
-    return _elementwise(x, out, n_threads, _SIGMOID)
+    return _sigmoid_outputs(x, out, n_threads, _SIGMOID_OUT.FX_OUT_SIGMOID)
 
 
 def log_sigmoid(x, *, out: Optional[np.ndarray] = None, n_threads: Optional[int] = None) -> np.ndarray:
     """``log(sigmoid(x)) = -(max(-x, 0) + log1p(exp(-|x|)))`` elementwise, never overflowing."""
-    return _elementwise(x, out, n_threads, _LOG_SIGMOID)
+    return _sigmoid_outputs(x, out, n_threads, _SIGMOID_OUT.FX_OUT_LOG_SIGMOID)

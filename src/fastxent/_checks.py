@@ -13,12 +13,6 @@ import numpy as np
 FLOAT_TYPES = (np.float32, np.float64)
 REDUCTIONS = ("none", "mean", "sum")
 
-# label dtype -> code understood by fx_read_label (fx_kernels.h)
-LABEL_CODES = {
-    np.dtype(np.int8): 0, np.dtype(np.int16): 1, np.dtype(np.int32): 2, np.dtype(np.int64): 3,
-    np.dtype(np.uint8): 4, np.dtype(np.uint16): 5, np.dtype(np.uint32): 6, np.dtype(np.uint64): 7,
-}
-
 
 def float_input(x, name: str = "input") -> np.ndarray:
     """x as a float32/float64 ndarray (not yet contiguous); TypeError otherwise."""
@@ -124,6 +118,15 @@ def write_target(out: Optional[np.ndarray], shape, dtype, input: np.ndarray, *re
     if direct:
         return out, None
     return np.empty(shape, dtype=dtype), out
+
+
+def copy_back(buffer: np.ndarray, copy_to: Optional[np.ndarray]) -> np.ndarray:
+    """The array a call returns: `buffer`, or the caller's `copy_to` (from write_target)
+    after `buffer` is copied into it."""
+    if copy_to is None:
+        return buffer
+    np.copyto(copy_to, buffer)
+    return copy_to
 
 
 def real_param(p, name: str) -> np.ndarray:

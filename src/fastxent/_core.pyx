@@ -1,7 +1,9 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
-"""Compiled core of fastxent: OpenMP loops over blocks of rows that call the C row
-kernels of fx_kernels.h. Everything here trusts its arguments: the Python layer
-(fastxent._api) has checked shapes, dtypes, contiguity and labels before calling.
+"""Compiled core of fastxent: OpenMP loops over blocks of items that call the C kernels
+(kernels/, interface in kernels/fx_api.h, named for Cython in _core.pxd). Everything
+here trusts its arguments: the Python layer (_losses.py, _blocks.py, through
+_checks.py) has checked shapes, dtypes, contiguity and labels before calling. Entry
+points take their options by keyword.
 
 Determinism: the rows are cut into blocks whose size depends only on the row length,
 each block's loss is summed serially, and the block sums are added in block order, so
@@ -13,77 +15,6 @@ from cython.parallel cimport prange
 cimport numpy as cnp
 
 cnp.import_array()
-
-cdef extern from "fx_kernels.h" nogil:
-    ctypedef struct fx_ce_args:
-        const void *x
-        void *grad
-        const void *labels
-        int label_code
-        const void *soft
-        const void *weight
-        double weight_total
-        int64_t C
-        int64_t ignore_index
-        double smoothing
-        double grad_scale
-        void *row_loss
-        int logprob_input
-        int stream_grad
-
-    ctypedef struct fx_elem_args:
-        int kind
-        const void *x
-        void *grad
-        const void *target
-        int target_u8
-        const void *weight
-        int weight_per_col
-        const void *pos_weight
-        int pos_weight_per_col
-        int64_t cols
-        double grad_scale
-        void *elem_loss
-
-    ctypedef struct fx_chunk:
-        double alpha
-
-    ctypedef double (*ce_rows_fn)(const fx_ce_args *a, int64_t r0, int64_t r1) noexcept nogil
-    ctypedef void (*ce_phase1_fn)(const fx_ce_args *a, int64_t row, int64_t chunk, fx_chunk *st) noexcept nogil
-    ctypedef double (*ce_phase2_fn)(const fx_ce_args *a, int64_t row, fx_chunk *row_chunks) noexcept nogil
-    ctypedef void (*ce_phase3_fn)(const fx_ce_args *a, int64_t row, int64_t chunk, const fx_chunk *row_chunks) noexcept nogil
-    ctypedef double (*ce_cols_fn)(const fx_ce_args *a, int64_t inner, int64_t k0, int64_t k1) noexcept nogil
-    ctypedef void (*norm_rows_fn)(const void *x, void *out, int64_t C, int64_t r0, int64_t r1, int what) noexcept nogil
-    ctypedef double (*pointwise_range_fn)(const fx_elem_args *a, int64_t i0, int64_t i1) noexcept nogil
-    ctypedef void (*sigmoid_range_fn)(const void *x, void *out, int64_t i0, int64_t i1, int what) noexcept nogil
-    ctypedef void (*vecmath_fn)(const void *x, void *out, int64_t n, int what) noexcept nogil
-
-    ctypedef struct fx_table:
-        const char *isa
-        int lanes
-        ce_rows_fn ce_rows
-        ce_phase1_fn ce_phase1
-        ce_phase2_fn ce_phase2
-        ce_phase3_fn ce_phase3
-        ce_cols_fn ce_cols
-        norm_rows_fn norm_rows
-        pointwise_range_fn pointwise_range
-        sigmoid_range_fn sigmoid_range
-        vecmath_fn vecmath
-
-    const fx_table *fx_table_f32
-    const fx_table *fx_table_f64
-    int fx_isa_supported(const char *name)
-    int fx_select_isa(const char *name)
-    const char *fx_current_isa()
-    int fx_have_openmp()
-    int fx_omp_max_threads()
-    int fx_thread_cap()
-    int FX_CHUNK_BYTES
-    int64_t fx_find_outside_unit(const void *x, int is_f32, int64_t n)
-    int64_t fx_check_labels(const void *labels, int code, int64_t n, int64_t C,
-                            int64_t ignore_index, const double *weight, double *wsum,
-                            int64_t *bad_value)
 
 # Work per block: big enough to amortise scheduling, small enough to balance 2..16
 # threads. Blocks are cut by this constant and the row length only (determinism).
@@ -166,19 +97,29 @@ cdef inline const fx_table* _table(cnp.ndarray x):
     return fx_table_f32 if cnp.PyArray_TYPE(x) == cnp.NPY_FLOAT32 else fx_table_f64
 
 
-# What _sum_blocks runs over: rows of the softmax family, column panels of it, elements.
+cdef fx_label_type _label_type(cnp.ndarray labels) except *:
+    cdef int t = cnp.PyArray_TYPE(labels)
+    cdef int size = cnp.PyArray_ITEMSIZE(labels)
+    if t in (cnp.NPY_BYTE, cnp.NPY_SHORT, cnp.NPY_INT, cnp.NPY_LONG, cnp.NPY_LONGLONG):
+        return {1: FX_I8, 2: FX_I16, 4: FX_I32, 8: FX_I64}[size]
+    if t in (cnp.NPY_UBYTE, cnp.NPY_USHORT, cnp.NPY_UINT, cnp.NPY_ULONG, cnp.NPY_ULONGLONG):
+        return {1: FX_U8, 2: FX_U16, 4: FX_U32, 8: FX_U64}[size]
+    raise TypeError(f"labels must be an integer array, got dtype {labels.dtype}")
+
+
+# What _sum_blocks runs over: softmax rows, softmax column panels, elements.
 DEF K_ROWS = 0
 DEF K_COLS = 1
-DEF K_ELEMS = 2
+DEF K_ELEMENTS = 2
 
 
 cdef inline double _block(int kind, void *args, const fx_table *tab, int64_t inner,
                           int64_t i0, int64_t i1) noexcept nogil:
     if kind == K_ROWS:
-        return tab.ce_rows(<fx_ce_args*>args, i0, i1)
+        return tab.softmax_rows(<fx_softmax_args*>args, i0, i1)
     if kind == K_COLS:
-        return tab.ce_cols(<fx_ce_args*>args, inner, i0, i1)
-    return tab.pointwise_range(<fx_elem_args*>args, i0, i1)
+        return tab.softmax_cols(<fx_softmax_args*>args, inner, i0, i1)
+    return tab.elementwise_range(<fx_elementwise_args*>args, i0, i1)
 
 
 cdef double _sum_blocks(int kind, void *args, const fx_table *tab, int64_t inner, int64_t n,
@@ -209,30 +150,36 @@ cdef double _sum_blocks(int kind, void *args, const fx_table *tab, int64_t inner
     return total
 
 
-def check_labels(cnp.ndarray labels, int code, int64_t C, int64_t ignore_index, weight64):
-    """One pass over the labels: (position of the first bad label or -1, its value,
-    summed weight of the non-ignored labels)."""
+def check_labels(cnp.ndarray labels, *, int64_t classes, int64_t ignore_index, weight64):
+    """One pass over the labels (any integer dtype, C-contiguous): (position of the first
+    label outside [0, classes) that is not ignore_index, or -1; its value; the summed
+    float64 weight64 (None: 1 each) of the kept labels)."""
     cdef double wsum = 0.0
     cdef int64_t bad_value = 0, pos
     cdef const double *w = <const double*>_ptr(weight64)
     cdef const void *lp = cnp.PyArray_DATA(labels)
     cdef int64_t n = cnp.PyArray_SIZE(labels)
+    cdef fx_label_type lt = _label_type(labels)
     with nogil:
-        pos = fx_check_labels(lp, code, n, C, ignore_index, w, &wsum, &bad_value)
+        pos = fx_check_labels(lp, lt, n, classes, ignore_index, w, &wsum, &bad_value)
     return pos, bad_value, wsum
 
 
-def ce(cnp.ndarray x, int64_t C, int64_t inner, labels, int label_code, soft, weight,
-       double weight_total, int64_t ignore_index, double smoothing, double grad_scale, grad,
-       row_loss, bint logprob_input, n_threads):
-    """Softmax cross-entropy family over x viewed as (outer, C, inner), C-contiguous;
-    returns the summed loss. inner == 1 is the row layout (class axis last)."""
-    cdef fx_ce_args a
+def softmax_loss(cnp.ndarray x, *, int64_t classes, int64_t inner, labels, soft, weight,
+                 double weight_total, int64_t ignore_index, double smoothing,
+                 double grad_scale, grad, item_loss, bint logprob_input, n_threads):
+    """Softmax cross-entropy family (cross_entropy; nll_loss when logprob_input) over x
+    viewed as (outer, classes, inner), C-contiguous; returns the summed loss. inner == 1
+    is the row layout (class axis last). labels (hard class labels, any integer dtype) or
+    soft (probabilities, x's shape); weight (classes,) with its float64 sum weight_total;
+    grad and item_loss: outputs or None."""
+    cdef fx_softmax_args a
+    cdef int64_t C = classes
     cdef int64_t rows = cnp.PyArray_SIZE(x) // C if C > 0 else 0
     a.x = cnp.PyArray_DATA(x)
     a.grad = _ptr(grad)
     a.labels = _ptr(labels)
-    a.label_code = label_code
+    a.label_type = _label_type(labels) if labels is not None else FX_I64
     a.soft = _ptr(soft)
     a.weight = _ptr(weight)
     a.weight_total = weight_total
@@ -240,7 +187,7 @@ def ce(cnp.ndarray x, int64_t C, int64_t inner, labels, int label_code, soft, we
     a.ignore_index = ignore_index
     a.smoothing = smoothing
     a.grad_scale = grad_scale
-    a.row_loss = _ptr(row_loss)
+    a.item_loss = _ptr(item_loss)
     a.logprob_input = logprob_input
     # A gradient this big leaves the caches anyway: writing it with non-temporal stores
     # saves reading each of its lines from memory before overwriting it. (In place the
@@ -251,7 +198,7 @@ def ce(cnp.ndarray x, int64_t C, int64_t inner, labels, int label_code, soft, we
     if rows == 0 or inner <= 0:
         return 0.0
     if inner != 1:
-        return _ce_cols(&a, tab, rows // inner, inner, n_threads)
+        return _softmax_cols(&a, tab, rows // inner, inner, n_threads)
     cdef int64_t per = BLOCK_ELEMS // C if C > 0 else 1
     if per < 1:
         per = 1
@@ -261,12 +208,12 @@ def ce(cnp.ndarray x, int64_t C, int64_t inner, labels, int label_code, soft, we
     cdef int nt = _threads(n_threads, rows * C, nblocks * nch)
     # Few long rows (an LLM vocabulary): parallel over the chunks of the rows too.
     if nt > 1 and nch > 1 and rows < 2 * nt and not logprob_input:
-        return _ce_by_chunk(&a, tab, rows, nch, per, nt)
+        return _softmax_by_chunk(&a, tab, rows, nch, per, nt)
     return _sum_blocks(K_ROWS, &a, tab, 1, rows, per, nt)
 
 
-cdef double _ce_by_chunk(fx_ce_args *a, const fx_table *tab, int64_t rows, int64_t nch,
-                         int64_t per, int nt) except? -1.0:
+cdef double _softmax_by_chunk(fx_softmax_args *a, const fx_table *tab, int64_t rows,
+                              int64_t nch, int64_t per, int nt) except? -1.0:
     """The row path's three phases with the chunks of all rows spread over the threads;
     per row the same calls in the same order, and the row losses summed in the same
     blocks, so the same bits as _sum_blocks(K_ROWS, ...)."""
@@ -278,34 +225,36 @@ cdef double _ce_by_chunk(fx_ce_args *a, const fx_table *tab, int64_t rows, int64
         raise MemoryError()
     with nogil:
         for i in prange(rows * nch, schedule="static", num_threads=nt):
-            tab.ce_phase1(a, i // nch, i % nch, &st[i])
+            tab.softmax_chunk_stats(a, i // nch, i % nch, &st[i])
         for b in range(nblocks):
             part = 0.0
             for r in range(b * per, min(rows, (b + 1) * per)):
-                part = part + tab.ce_phase2(a, r, &st[r * nch])
+                part = part + tab.softmax_row_finish(a, r, &st[r * nch])
             total = total + part
         if a.grad != NULL:
             for i in prange(rows * nch, schedule="static", num_threads=nt):
-                tab.ce_phase3(a, i // nch, i % nch, &st[(i // nch) * nch])
+                tab.softmax_chunk_grad(a, i // nch, i % nch, &st[(i // nch) * nch])
     free(st)
     return total
 
 
-cdef double _ce_cols(fx_ce_args *a, const fx_table *tab, int64_t outer, int64_t inner,
-                     n_threads) except? -1.0:
-    """The column layout: parallel over panels of `lanes` positions along `inner`."""
-    cdef int64_t tpo = (inner + tab.lanes - 1) // tab.lanes
-    cdef int64_t ntiles = outer * tpo
-    cdef int64_t per = BLOCK_ELEMS // (a.C * tab.lanes) if a.C * tab.lanes < BLOCK_ELEMS else 1
-    cdef int nt = _threads(n_threads, outer * inner * a.C, (ntiles + per - 1) // per)
-    return _sum_blocks(K_COLS, a, tab, inner, ntiles, per, nt)
+cdef double _softmax_cols(fx_softmax_args *a, const fx_table *tab, int64_t outer,
+                          int64_t inner, n_threads) except? -1.0:
+    """The class axis not last: parallel over panels of `col_lanes` positions along
+    `inner`."""
+    cdef int64_t tpo = (inner + tab.col_lanes - 1) // tab.col_lanes
+    cdef int64_t npanels = outer * tpo
+    cdef int64_t per = BLOCK_ELEMS // (a.C * tab.col_lanes) if a.C * tab.col_lanes < BLOCK_ELEMS else 1
+    cdef int nt = _threads(n_threads, outer * inner * a.C, (npanels + per - 1) // per)
+    return _sum_blocks(K_COLS, a, tab, inner, npanels, per, nt)
 
 
-def norm(cnp.ndarray x, cnp.ndarray out, int what, n_threads):
-    """logsumexp / softmax / log_softmax / entropy over the last axis of x."""
+def softmax_outputs(cnp.ndarray x, cnp.ndarray out, *, fx_softmax_output output, n_threads):
+    """logsumexp / softmax / log_softmax / entropy (output: FX_OUT_*) over the last axis
+    of x (C-contiguous) into out ((rows,) or x's shape, x's dtype)."""
     cdef int64_t C = x.shape[x.ndim - 1]
     cdef int64_t rows = cnp.PyArray_SIZE(x) // C if C > 0 else 0
-    cdef norm_rows_fn fn = _table(x).norm_rows
+    cdef softmax_outputs_fn fn = _table(x).softmax_outputs
     cdef const void *xp = cnp.PyArray_DATA(x)
     cdef void *op = cnp.PyArray_DATA(out)
     cdef int64_t per = BLOCK_ELEMS // C if C > 0 else 1
@@ -316,20 +265,21 @@ def norm(cnp.ndarray x, cnp.ndarray out, int what, n_threads):
     cdef int64_t b
     with nogil:
         if nt == 1:
-            fn(xp, op, C, 0, rows, what)
+            fn(xp, op, C, 0, rows, output)
         else:
             for b in prange(nblocks, schedule="static", num_threads=nt):
-                fn(xp, op, C, b * per, min(rows, (b + 1) * per), what)
+                fn(xp, op, C, b * per, min(rows, (b + 1) * per), output)
 
 
-def pointwise(int kind, cnp.ndarray x, cnp.ndarray target, weight, bint weight_per_col,
-              pos_weight, bint pos_weight_per_col, double grad_scale, grad, elem_loss,
-              n_threads):
-    """Elementwise losses (kind: 0 BCE with logits, 1 BCE on probabilities, 2 KL, 3 KL
-    with log-target) over x viewed as (rows, cols), cols = last axis; returns the sum."""
-    cdef fx_elem_args a
+def elementwise_loss(cnp.ndarray x, cnp.ndarray target, *, fx_elementwise_loss loss,
+                     weight, bint weight_per_col, pos_weight, bint pos_weight_per_col,
+                     double grad_scale, grad, item_loss, n_threads):
+    """Elementwise losses (loss: FX_BCE_LOGITS, FX_BCE_PROBS, FX_KL, FX_KL_LOG_TARGET)
+    over x viewed as (rows, cols), cols = the last axis; target of x's dtype or uint8;
+    weight and pos_weight full-shape or (cols,) when *_per_col. Returns the sum."""
+    cdef fx_elementwise_args a
     cdef int64_t n = cnp.PyArray_SIZE(x)
-    a.kind = kind
+    a.loss = loss
     a.x = cnp.PyArray_DATA(x)
     a.grad = _ptr(grad)
     a.target = cnp.PyArray_DATA(target)
@@ -340,11 +290,11 @@ def pointwise(int kind, cnp.ndarray x, cnp.ndarray target, weight, bint weight_p
     a.pos_weight_per_col = pos_weight_per_col
     a.cols = x.shape[x.ndim - 1] if x.ndim > 0 else 1
     a.grad_scale = grad_scale
-    a.elem_loss = _ptr(elem_loss)
+    a.item_loss = _ptr(item_loss)
     cdef int64_t nblocks = (n + BLOCK_ELEMS - 1) // BLOCK_ELEMS
     if n == 0 or a.cols == 0:
         return 0.0
-    return _sum_blocks(K_ELEMS, &a, _table(x), 1, n, BLOCK_ELEMS,
+    return _sum_blocks(K_ELEMENTS, &a, _table(x), 1, n, BLOCK_ELEMS,
                        _threads(n_threads, n, nblocks))
 
 
@@ -358,10 +308,10 @@ def find_outside_unit(cnp.ndarray x):
     return pos
 
 
-def sigmoid(cnp.ndarray x, cnp.ndarray out, int what, n_threads):
-    """sigmoid (what=0) or log_sigmoid (what=1), elementwise."""
+def sigmoid_outputs(cnp.ndarray x, cnp.ndarray out, *, fx_sigmoid_output output, n_threads):
+    """sigmoid or log_sigmoid (output: FX_OUT_SIGMOID, FX_OUT_LOG_SIGMOID) elementwise."""
     cdef int64_t n = cnp.PyArray_SIZE(x)
-    cdef sigmoid_range_fn fn = _table(x).sigmoid_range
+    cdef sigmoid_outputs_fn fn = _table(x).sigmoid_outputs
     cdef const void *xp = cnp.PyArray_DATA(x)
     cdef void *op = cnp.PyArray_DATA(out)
     cdef int64_t per = BLOCK_ELEMS
@@ -370,14 +320,14 @@ def sigmoid(cnp.ndarray x, cnp.ndarray out, int what, n_threads):
     cdef int64_t b
     with nogil:
         if nt == 1:
-            fn(xp, op, 0, n, what)
+            fn(xp, op, 0, n, output)
         else:
             for b in prange(nblocks, schedule="static", num_threads=nt):
-                fn(xp, op, b * per, min(n, (b + 1) * per), what)
+                fn(xp, op, b * per, min(n, (b + 1) * per), output)
 
 
-def vecmath(cnp.ndarray x, cnp.ndarray out, int what):
-    """Test hook: the kernels' own exp (what=0, for x <= 0), log1p (what=1, for x in
-    [0, 1]) or log (what=2) over a contiguous float array, so their error can be
-    measured in ulps."""
+def vecmath(cnp.ndarray x, cnp.ndarray out, fx_vecmath_fn what):
+    """Test hook: the kernels' own exp (FX_MATH_EXP_NONPOS = 0, for x <= 0), log1p
+    (FX_MATH_LOG1P_UNIT = 1, for x in [0, 1]) or log (FX_MATH_LOG = 2) over a contiguous
+    float array, so their error can be measured in ulps."""
     _table(x).vecmath(cnp.PyArray_DATA(x), cnp.PyArray_DATA(out), cnp.PyArray_SIZE(x), what)

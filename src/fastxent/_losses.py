@@ -8,10 +8,10 @@ import numpy as np
 
 from . import _core
 from ._checks import (
-    LABEL_CODES,
     check_reduction,
     check_threads,
     class_weight,
+    copy_back,
     float_input,
     kernel_ready,
     normalize_axis,
@@ -19,6 +19,8 @@ from ._checks import (
     real_param,
     write_target,
 )
+
+_LOSS = _core.fx_elementwise_loss   # the elementwise kernels' losses (kernels/fx_api.h)
 
 ArrayLike = Union[np.ndarray, "list", float]
 LossResult = Union[np.floating, np.ndarray, Tuple[Union[np.floating, np.ndarray], np.ndarray]]
@@ -36,15 +38,15 @@ def _finish(loss_sum: float, denom: float, reduction: str, per_item, dtype,
 
 
 def _labels(target: np.ndarray, expected_shape, x_shape, C: int, ignore_index: int, w64):
-    """Validate hard labels in one pass over them; returns (labels, code, weight sum)."""
+    """Validate hard labels in one pass over them; returns (labels, weight sum)."""
     if target.shape != tuple(expected_shape):
         raise ValueError(
             f"target shape {target.shape} does not match input shape {x_shape}: class-index "
             f"targets must have shape {tuple(expected_shape)}"
         )
     labels = kernel_ready(target)
-    code = LABEL_CODES[labels.dtype]
-    pos, bad, wsum = _core.check_labels(labels, code, C, int(ignore_index), w64)
+    pos, bad, wsum = _core.check_labels(labels, classes=C, ignore_index=int(ignore_index),
+                                        weight64=w64)
     if pos >= 0:
         where = np.unravel_index(pos, labels.shape) if labels.ndim else ()
         raw = labels.reshape(-1)[pos]
@@ -52,7 +54,7 @@ def _labels(target: np.ndarray, expected_shape, x_shape, C: int, ignore_index: i
             f"target {raw} at position {tuple(int(i) for i in where)} is out of range for "
             f"{C} classes (valid: 0..{C - 1}, or ignore_index={ignore_index})"
         )
-    return labels, code, wsum
+    return labels, wsum
 
 
 def _softmax_loss(input, target, weight, ignore_index, reduction, label_smoothing, axis,
@@ -100,10 +102,10 @@ def _softmax_loss(input, target, weight, ignore_index, reduction, label_smoothin
                 f"targets must have the input's shape"
             )
         yk = kernel_ready(t, dt)
-        labels, code, denom = None, 0, float(math.prod(item_shape))
+        labels, denom = None, float(math.prod(item_shape))
     else:
         yk = None
-        labels, code, denom = _labels(t, item_shape, x.shape, C, ignore_index, w64)
+        labels, denom = _labels(t, item_shape, x.shape, C, ignore_index, w64)
 
     gk, copy_to = None, None
     if return_grad:
@@ -118,12 +120,11 @@ def _softmax_loss(input, target, weight, ignore_index, reduction, label_smoothin
     per_item = np.empty(item_shape, dtype=dt) if reduction == "none" else None
     total = 0.0
     if x.size:  # an empty batch (or empty trailing dims) has nothing to compute
-        total = _core.ce(xk, C, inner, labels, code, yk, wk, wtotal, int(ignore_index), eps,
-                         scale, gk, per_item, logprob_input, n_threads)
-    grad = gk
-    if copy_to is not None:
-        np.copyto(copy_to, gk)
-        grad = copy_to
+        total = _core.softmax_loss(
+            xk, classes=C, inner=inner, labels=labels, soft=yk, weight=wk, weight_total=wtotal,
+            ignore_index=int(ignore_index), smoothing=eps, grad_scale=scale, grad=gk,
+            item_loss=per_item, logprob_input=logprob_input, n_threads=n_threads)
+    grad = copy_back(gk, copy_to) if return_grad else None
     return _finish(total, denom, reduction, per_item, dt, grad, return_grad)
 
 
@@ -216,21 +217,19 @@ def binary_cross_entropy_with_logits(input: ArrayLike, target: ArrayLike,
     ``weight`` and ``pos_weight`` broadcast to the input's shape. ``"mean"`` divides by
     the number of elements (NaN for an empty input).
     """
-    return _elementwise_loss(_PW_BCE_LOGITS, input, target, weight, pos_weight, reduction,
+    return _elementwise_loss(_LOSS.FX_BCE_LOGITS, input, target, weight, pos_weight, reduction,
                              return_grad, grad_out, n_threads)
 
 
-_PW_BCE_LOGITS, _PW_BCE_PROBS, _PW_KL, _PW_KL_LOG_TARGET = 0, 1, 2, 3
 
-
-def _elementwise_loss(kind: int, input, target, weight, pos_weight, reduction: str,
+def _elementwise_loss(loss, input, target, weight, pos_weight, reduction: str,
                       return_grad: bool, grad_out, n_threads, allowed=("none", "mean", "sum")):
     """The elementwise losses: checks, layout and outputs, then one fused kernel pass."""
     x = float_input(input)
     dt = np.dtype(x.dtype.type)  # native byte order: what the kernels write
     check_reduction(reduction, allowed)
     n_threads = check_threads(n_threads)
-    if kind in (_PW_KL, _PW_KL_LOG_TARGET):
+    if loss in (_LOSS.FX_KL, _LOSS.FX_KL_LOG_TARGET):
         t = float_input(target, "target")
     else:
         t = target if isinstance(target, np.ndarray) else np.asarray(target)
@@ -240,7 +239,7 @@ def _elementwise_loss(kind: int, input, target, weight, pos_weight, reduction: s
         raise ValueError(f"target shape {t.shape} must match input shape {x.shape}")
     shape = x.shape if x.ndim else (1,)
     xk = kernel_ready(x).reshape(shape)
-    if kind == _PW_BCE_PROBS and x.size:
+    if loss == _LOSS.FX_BCE_PROBS and x.size:
         bad = _core.find_outside_unit(xk)
         if bad >= 0:
             raise ValueError(
@@ -266,13 +265,12 @@ def _elementwise_loss(kind: int, input, target, weight, pos_weight, reduction: s
     if reduction in ("mean", "batchmean"):
         scale = 1.0 / denom if denom else math.inf
     per_item = np.empty(x.shape, dtype=dt) if reduction == "none" else None
-    total = _core.pointwise(kind, xk, tk, wk, w_col, pk, p_col, scale,
-                            None if gbuf is None else gbuf.reshape(shape),
-                            None if per_item is None else per_item.reshape(shape), n_threads)
-    grad = gbuf
-    if copy_to is not None:
-        np.copyto(copy_to, gbuf)
-        grad = copy_to
+    total = _core.elementwise_loss(
+        xk, tk, loss=loss, weight=wk, weight_per_col=w_col, pos_weight=pk,
+        pos_weight_per_col=p_col, grad_scale=scale,
+        grad=None if gbuf is None else gbuf.reshape(shape),
+        item_loss=None if per_item is None else per_item.reshape(shape), n_threads=n_threads)
+    grad = copy_back(gbuf, copy_to) if return_grad else None
     red = "mean" if reduction == "batchmean" else reduction
     return _finish(total, denom, red, per_item, dt, grad, return_grad)
 
@@ -290,7 +288,7 @@ def binary_cross_entropy(input: ArrayLike, target: ArrayLike, weight: Optional[A
     PyTorch's clamp of the gradient's denominator is ``1e-12`` rounded to float32
     (``9.99999996e-13``), which is what a float64 PyTorch computation shows; we match it.
     """
-    return _elementwise_loss(_PW_BCE_PROBS, input, target, weight, None, reduction,
+    return _elementwise_loss(_LOSS.FX_BCE_PROBS, input, target, weight, None, reduction,
                              return_grad, grad_out, n_threads)
 
 
@@ -306,6 +304,6 @@ def kl_div(input: ArrayLike, target: ArrayLike, *, reduction: str = "mean",
     the rows) and ``"batchmean"`` (sum / input.shape[0], the true mean KL per row).
     The gradient with respect to ``input`` is ``-p`` times the reduction's scale.
     """
-    kind = _PW_KL_LOG_TARGET if log_target else _PW_KL
-    return _elementwise_loss(kind, input, target, None, None, reduction, return_grad,
+    loss = _LOSS.FX_KL_LOG_TARGET if log_target else _LOSS.FX_KL
+    return _elementwise_loss(loss, input, target, None, None, reduction, return_grad,
                              grad_out, n_threads, allowed=("none", "mean", "sum", "batchmean"))

@@ -1,0 +1,123 @@
+/*
+ * Run-time dispatch and the checks that run before a kernel: which instance's table is
+ * in use (the widest the CPU runs, unless a test selects another), OpenMP queries that
+ * also compile without OpenMP, the label validation pass and the [0, 1] check of
+ * binary_cross_entropy's input.
+ */
+#include <math.h>
+#include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+#include "fx_api.h"
+#include "fx_labels.h"
+
+/* ------------------------------------------------------------------ ISA tables */
+
+const fx_table *fx_table_f32 = &fx_table_f32_baseline;
+const fx_table *fx_table_f64 = &fx_table_f64_baseline;
+
+/* The instances, widest first: (name, float32 table, float64 table). */
+typedef struct { const char *name; const fx_table *f32, *f64; } fx_isa_entry;
+static const fx_isa_entry fx_isas[] = {
+#if FX_HAVE_X86_DISPATCH
+    {"avx512", &fx_table_f32_avx512, &fx_table_f64_avx512},
+    {"avx2", &fx_table_f32_avx2, &fx_table_f64_avx2},
+#endif
+    {"baseline", &fx_table_f32_baseline, &fx_table_f64_baseline},
+};
+#define FX_N_ISAS (sizeof fx_isas / sizeof fx_isas[0])
+
+int fx_isa_supported(const char *name)
+{
+    if (strcmp(name, "baseline") == 0) return 1;
+#if FX_HAVE_X86_DISPATCH
+    __builtin_cpu_init();
+    int v3 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")
+             && __builtin_cpu_supports("bmi2");
+    if (strcmp(name, "avx2") == 0) return v3;
+    if (strcmp(name, "avx512") == 0)
+        return v3 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw")
+               && __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl");
+#endif
+    return 0;
+}
+
+int fx_select_isa(const char *name)
+{
+    for (size_t i = 0; i < FX_N_ISAS; i++) {
+        const fx_isa_entry *e = &fx_isas[i];
+        int wanted = strcmp(name, "best") == 0 || strcmp(name, e->name) == 0;
+        if (wanted && fx_isa_supported(e->name)) {
+            fx_table_f32 = e->f32;
+            fx_table_f64 = e->f64;
+            return 0;
+        }
+        if (wanted && strcmp(name, "best") != 0) return -1;
+    }
+    return -1;
+}
+
+const char *fx_current_isa(void) { return fx_table_f32->isa; }
+
+/* ------------------------------------------------------------------ OpenMP */
+
+int fx_have_openmp(void)
+{
+#ifdef _OPENMP
+    return 1;
+#else
+    return 0;
+#endif
+}
+
+int fx_omp_max_threads(void)
+{
+#ifdef _OPENMP
+    return omp_get_max_threads();
+#else
+    return 1;
+#endif
+}
+
+int fx_thread_cap(void)
+{
+#ifdef _OPENMP
+    int a = omp_get_max_threads(), b = omp_get_num_procs();
+    return a > b ? a : b;
+#else
+    return 1;
+#endif
+}
+
+/* ------------------------------------------------------------------ checks */
+
+int64_t fx_check_labels(const void *labels, fx_label_type type, int64_t n, int64_t C,
+                        int64_t ignore_index, const double *weight, double *wsum,
+                        int64_t *bad_value)
+{
+    double s = 0.0;
+    for (int64_t i = 0; i < n; i++) {
+        int64_t t = fx_label(labels, type, i, C, ignore_index);
+        if (t == FX_LABEL_IGNORED) continue;
+        if (t == FX_LABEL_BAD) {
+            *bad_value = fx_read_label(labels, type, i);
+            return i;
+        }
+        s += weight ? weight[t] : 1.0;
+    }
+    *wsum = s;
+    return -1;
+}
+
+int64_t fx_find_outside_unit(const void *x, int is_f32, int64_t n)
+{
+    if (is_f32) {
+        const float *p = (const float *)x;
+        for (int64_t i = 0; i < n; i++) if (!(p[i] >= 0.0f && p[i] <= 1.0f)) return i;
+    } else {
+        const double *p = (const double *)x;
+        for (int64_t i = 0; i < n; i++) if (!(p[i] >= 0.0 && p[i] <= 1.0)) return i;
+    }
+    return -1;
+}

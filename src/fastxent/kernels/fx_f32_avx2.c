@@ -1,0 +1,4 @@
+/* The float32 kernels for avx2: see fx_instance.h. */
+#define FX_F32 1
+#define FX_ISA_AVX2 1
+#include "fx_instance.h"

@@ -1,0 +1,4 @@
+/* The float64 kernels for avx512: see fx_instance.h. */
+#define FX_F32 0
+#define FX_ISA_AVX512 1
+#include "fx_instance.h"

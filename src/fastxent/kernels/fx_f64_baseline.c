@@ -1,0 +1,4 @@
+/* The float64 kernels for baseline: see fx_instance.h. */
+#define FX_F32 0
+#define FX_ISA_BASELINE 1
+#include "fx_instance.h"

@@ -1,0 +1,57 @@
+/*
+ * One (precision, ISA) instance of every kernel: included by fx_<prec>_<isa>.c, which
+ * defines FX_F32 and FX_ISA_<ISA> first; defines that instance's table of kernels,
+ * fx_table_<prec>_<isa> (fx_api.h). Each instance is its own translation unit, so a
+ * build compiles them in parallel.
+ */
+#include "fx_api.h"
+
+#if defined(FX_ISA_BASELINE) || FX_HAVE_X86_DISPATCH
+
+#include "fx_simd.h"
+#include "fx_vecmath.h"
+#include "fx_softmax_rows.h"
+#include "fx_softmax_cols.h"
+#include "fx_elementwise.h"
+
+/* Test hook: the raw point functions over an array, so that tests can bound their
+   error in ulps against float64. */
+KERNEL void vecmath_range(const void *xv, void *outv, int64_t n, fx_vecmath_fn what)
+{
+    for (int64_t i = 0; i < n; i += VL) {
+        int full = i + VL <= n;
+        int64_t k = full ? VL : n - i;
+        VR x = full ? vload((const R *)xv + i) : vload_part((const R *)xv + i, k, 0);
+        VR o, inv;
+        o = what == FX_MATH_EXP_NONPOS ? vexp_nonpos(x)
+          : what == FX_MATH_LOG1P_UNIT ? vlog1p_unit(x, &inv) : vlog(x);
+        if (full) vstore((R *)outv + i, o);
+        else vstore_part((R *)outv + i, o, k);
+    }
+}
+
+#define FX_CAT3_(a, b, c) a##_##b##_##c
+#define FX_CAT3(a, b, c) FX_CAT3_(a, b, c)
+#define FX_STR_(x) #x
+#define FX_STR(x) FX_STR_(x)
+#if FX_F32
+#define FX_PREC f32
+#else
+#define FX_PREC f64
+#endif
+
+const fx_table FX_CAT3(fx_table, FX_PREC, FX_ISA) = {
+    .isa = FX_STR(FX_ISA),
+    .col_lanes = FX_COL_VECS * VL,
+    .softmax_rows = softmax_rows,
+    .softmax_chunk_stats = softmax_chunk_stats,
+    .softmax_row_finish = softmax_row_finish,
+    .softmax_chunk_grad = softmax_chunk_grad,
+    .softmax_cols = softmax_cols,
+    .softmax_outputs = softmax_outputs_rows,
+    .elementwise_range = elementwise_range,
+    .sigmoid_outputs = sigmoid_outputs_range,
+    .vecmath = vecmath_range,
+};
+
+#endif

@@ -1,0 +1,414 @@
+/*
+ * The SIMD layer: one vector type and its operations, for the precision and ISA of the
+ * translation unit that includes it (fx_instance.h). It is the only file with
+ * intrinsics and ISA #ifs; the kernels above it see VR (a vector of VL reals), VI (its
+ * lane masks) and the functions below.
+ *
+ * The includer defines FX_F32 (1: float32, 0: float64) and one of FX_ISA_BASELINE,
+ * FX_ISA_AVX2, FX_ISA_AVX512. Adding an ISA: a block in "ISAs" below, the ops that
+ * have intrinsics for it (each #if ladder here), two instance files (fx_<prec>_<isa>.c)
+ * and a line in fx_dispatch.c.
+ */
+#ifndef FX_SIMD_H
+#define FX_SIMD_H
+
+#include <stdint.h>
+#include <string.h>
+#include <math.h>
+#include <float.h>
+
+/* ------------------------------------------------------------------ ISAs */
+
+#if defined(FX_ISA_BASELINE)
+/* whatever the compiler targets by default (SSE2 on x86-64) */
+#define FX_ISA baseline
+#define FX_VBYTES 16
+#define FX_TARGET_ATTR
+#if defined(__SSE2__)
+#include <emmintrin.h>      /* the baseline's non-temporal stores */
+#endif
+#elif defined(FX_ISA_AVX2)
+#define FX_ISA avx2
+#define FX_VBYTES 32
+#define FX_TARGET_ATTR __attribute__((target("avx2,fma,bmi,bmi2,f16c,lzcnt,movbe,popcnt")))
+#include <immintrin.h>
+#elif defined(FX_ISA_AVX512)
+#define FX_ISA avx512
+#define FX_VBYTES 64
+#define FX_TARGET_ATTR __attribute__((target("avx512f,avx512bw,avx512cd,avx512dq,avx512vl,avx2,fma,bmi,bmi2,f16c,lzcnt,movbe,popcnt")))
+#include <immintrin.h>
+#else
+#error "define FX_ISA_BASELINE, FX_ISA_AVX2 or FX_ISA_AVX512 before including fx_simd.h"
+#endif
+
+/* ------------------------------------------------------------------ types */
+
+#if FX_F32
+#define R float
+#else
+#define R double
+#endif
+#define VL (FX_VBYTES / (int)sizeof(R))      /* lanes */
+typedef R VR __attribute__((vector_size(FX_VBYTES)));
+typedef uint8_t VB __attribute__((vector_size(VL)));
+#if FX_F32
+typedef int32_t VI __attribute__((vector_size(FX_VBYTES)));
+typedef uint32_t VU __attribute__((vector_size(FX_VBYTES)));
+#else
+typedef int64_t VI __attribute__((vector_size(FX_VBYTES)));
+typedef uint64_t VU __attribute__((vector_size(FX_VBYTES)));
+#endif
+
+/* point functions are always inlined so the vectors stay in registers */
+#define FN static inline __attribute__((always_inline)) FX_TARGET_ATTR
+#define KERNEL static FX_TARGET_ATTR
+
+/* Float32 sums are folded into a float64 accumulator every this many elements, so a
+   lane never adds more than FX_FOLD_ELEMS/VL terms in float32. */
+#define FX_FOLD_ELEMS 256
+
+/* ---------------------------------------------------------------- vector basics */
+
+FN VR vsplat(R a) { VR v = {0}; return v + a; }
+FN VR vload(const R *p) { VR v; memcpy(&v, p, sizeof v); return v; }
+FN void vstore(R *p, VR v) { memcpy(p, &v, sizeof v); }
+
+/* Lanes [0, n) set. */
+FN VI vlive(int64_t n)
+{
+    VI lane, nn;
+    for (int i = 0; i < VL; i++) { lane[i] = i; nn[i] = n < VL ? (int)n : VL; }
+    return lane < nn;
+}
+
+FN VR vselect(VI mask, VR a, VR b) { return (VR)((mask & (VI)a) | (~mask & (VI)b)); }
+FN VR vzero_unless(VI mask, VR a) { return (VR)(mask & (VI)a); }
+/* Is any lane of a mask set? (the rare-path tests of the overflow guards) */
+FN int vany(VI m)
+{
+#if FX_VBYTES == 64
+    return _mm512_test_epi32_mask((__m512i)m, (__m512i)m) != 0;
+#elif FX_VBYTES == 32
+    return _mm256_movemask_ps((__m256)m) != 0;
+#else
+    int any = 0;
+    for (int i = 0; i < VL; i++) any |= m[i] != 0;
+    return any;
+#endif
+}
+
+/* max that keeps a when b is NaN */
+FN VR vmax(VR a, VR b) { return vselect(b > a, b, a); }
+/* max that turns NaN once either holds one (b's NaN enters, a's stays) */
+FN VR vmax_nan(VR a, VR b) { return vselect((b > a) | (b != b), b, a); }
+
+/* Load n < VL elements, filling the rest with pad; store the first n lanes. Row tails
+   and column tiles go through these, so the ISAs with masked moves use them. */
+#if FX_VBYTES == 64
+#if FX_F32
+#define FX_KMASK(n) ((__mmask16)((1u << (n)) - 1u))
+FN VR vload_part(const R *p, int64_t n, R pad)
+{ return (VR)_mm512_mask_loadu_ps(_mm512_set1_ps(pad), FX_KMASK(n), p); }
+FN void vstore_part(R *p, VR v, int64_t n) { _mm512_mask_storeu_ps(p, FX_KMASK(n), (__m512)v); }
+#else
+#define FX_KMASK(n) ((__mmask8)((1u << (n)) - 1u))
+FN VR vload_part(const R *p, int64_t n, R pad)
+{ return (VR)_mm512_mask_loadu_pd(_mm512_set1_pd(pad), FX_KMASK(n), p); }
+FN void vstore_part(R *p, VR v, int64_t n) { _mm512_mask_storeu_pd(p, FX_KMASK(n), (__m512d)v); }
+#endif
+#undef FX_KMASK
+#elif FX_VBYTES == 32
+#if FX_F32
+FN VR vload_part(const R *p, int64_t n, R pad)
+{
+    VI live = vlive(n);
+    return vselect(live, (VR)_mm256_maskload_ps(p, (__m256i)live), vsplat(pad));
+}
+FN void vstore_part(R *p, VR v, int64_t n) { _mm256_maskstore_ps(p, (__m256i)vlive(n), (__m256)v); }
+#else
+FN VR vload_part(const R *p, int64_t n, R pad)
+{
+    VI live = vlive(n);
+    return vselect(live, (VR)_mm256_maskload_pd(p, (__m256i)live), vsplat(pad));
+}
+FN void vstore_part(R *p, VR v, int64_t n) { _mm256_maskstore_pd(p, (__m256i)vlive(n), (__m256d)v); }
+#endif
+#else
+FN VR vload_part(const R *p, int64_t n, R pad)
+{
+    R b[VL];
+    for (int i = 0; i < VL; i++) b[i] = i < n ? p[i] : pad;
+    return vload(b);
+}
+FN void vstore_part(R *p, VR v, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++) p[i] = v[i];
+}
+#endif
+
+/* c - a * b and a * b - c, rounded once where the ISA has FMA (exact results stay
+   exact). Written out where an expression has two products (a*b - c*d), so that the
+   one that is rounded first is chosen here, not by the compiler's contraction. */
+FN VR vfma_neg(VR a, VR b, VR c)
+{
+#if FX_VBYTES == 64 && FX_F32
+    return (VR)_mm512_fnmadd_ps((__m512)a, (__m512)b, (__m512)c);
+#elif FX_VBYTES == 32 && FX_F32
+    return (VR)_mm256_fnmadd_ps((__m256)a, (__m256)b, (__m256)c);
+#else
+    return c - a * b;
+#endif
+}
+
+FN VR vmul_sub(VR a, VR b, VR c)
+{
+#if FX_VBYTES == 64 && FX_F32
+    return (VR)_mm512_fmsub_ps((__m512)a, (__m512)b, (__m512)c);
+#elif FX_VBYTES == 64
+    return (VR)_mm512_fmsub_pd((__m512d)a, (__m512d)b, (__m512d)c);
+#elif FX_VBYTES == 32 && FX_F32
+    return (VR)_mm256_fmsub_ps((__m256)a, (__m256)b, (__m256)c);
+#elif FX_VBYTES == 32
+    return (VR)_mm256_fmsub_pd((__m256d)a, (__m256d)b, (__m256d)c);
+#else
+    return a * b - c;
+#endif
+}
+
+/* Horizontal sum in float64 and horizontal max (NaN if any lane is NaN), by fixed
+   shuffle trees: short rows pay for these once per pass. */
+#if FX_VBYTES == 64 && FX_F32
+FN double vhsum(VR v)
+{
+    __m512 x = (__m512)v;
+    __m256 hi = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(x), 1));
+    return _mm512_reduce_add_pd(_mm512_add_pd(_mm512_cvtps_pd(_mm512_castps512_ps256(x)),
+                                              _mm512_cvtps_pd(hi)));
+}
+FN R vhmax_nan(VR v)
+{
+    __m512 x = (__m512)v;
+    return _mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q) ? NAN : _mm512_reduce_max_ps(x);
+}
+#elif FX_VBYTES == 64
+FN double vhsum(VR v) { return _mm512_reduce_add_pd((__m512d)v); }
+FN R vhmax_nan(VR v)
+{
+    __m512d x = (__m512d)v;
+    return _mm512_cmp_pd_mask(x, x, _CMP_UNORD_Q) ? NAN : _mm512_reduce_max_pd(x);
+}
+#elif FX_VBYTES == 32 && FX_F32
+FN double vhsum(VR v)
+{
+    __m256 x = (__m256)v;
+    __m256d d = _mm256_add_pd(_mm256_cvtps_pd(_mm256_castps256_ps128(x)),
+                              _mm256_cvtps_pd(_mm256_extractf128_ps(x, 1)));
+    __m128d h = _mm_add_pd(_mm256_castpd256_pd128(d), _mm256_extractf128_pd(d, 1));
+    return _mm_cvtsd_f64(_mm_add_sd(h, _mm_unpackhi_pd(h, h)));
+}
+FN R vhmax_nan(VR v)
+{
+    __m256 x = (__m256)v;
+    if (_mm256_movemask_ps(_mm256_cmp_ps(x, x, _CMP_UNORD_Q))) return NAN;
+    __m128 m = _mm_max_ps(_mm256_castps256_ps128(x), _mm256_extractf128_ps(x, 1));
+    m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+    m = _mm_max_ss(m, _mm_shuffle_ps(m, m, 1));
+    return _mm_cvtss_f32(m);
+}
+#elif FX_VBYTES == 32
+FN double vhsum(VR v)
+{
+    __m256d d = (__m256d)v;
+    __m128d h = _mm_add_pd(_mm256_castpd256_pd128(d), _mm256_extractf128_pd(d, 1));
+    return _mm_cvtsd_f64(_mm_add_sd(h, _mm_unpackhi_pd(h, h)));
+}
+FN R vhmax_nan(VR v)
+{
+    __m256d x = (__m256d)v;
+    if (_mm256_movemask_pd(_mm256_cmp_pd(x, x, _CMP_UNORD_Q))) return NAN;
+    __m128d m = _mm_max_pd(_mm256_castpd256_pd128(x), _mm256_extractf128_pd(x, 1));
+    return _mm_cvtsd_f64(_mm_max_sd(m, _mm_unpackhi_pd(m, m)));
+}
+#else
+FN double vhsum(VR v)
+{
+    double a[VL];
+    for (int i = 0; i < VL; i++) a[i] = (double)v[i];
+    for (int w = VL / 2; w >= 1; w /= 2)
+        for (int i = 0; i < w; i++) a[i] += a[i + w];
+    return a[0];
+}
+FN R vhmax_nan(VR v)
+{
+    R m = v[0];
+    for (int i = 0; i < VL; i++) {
+        if (v[i] != v[i]) return NAN;
+        m = v[i] > m ? v[i] : m;
+    }
+    return m;
+}
+#endif
+
+/* VL bytes (bool/uint8 targets) widened to VR; GCC turns the generic conversion into
+   scalar code, so the x86 variants say what they mean. */
+FN VR vload_u8(const uint8_t *p)
+{
+#if FX_VBYTES == 64 && FX_F32
+    return (VR)_mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)p)));
+#elif FX_VBYTES == 64
+    return (VR)_mm512_cvtepi32_pd(_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)p)));
+#elif FX_VBYTES == 32 && FX_F32
+    return (VR)_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)p)));
+#elif FX_VBYTES == 32
+    int32_t four;
+    memcpy(&four, p, 4);
+    return (VR)_mm256_cvtepi32_pd(_mm_cvtepu8_epi32(_mm_cvtsi32_si128(four)));
+#else
+    VB b;
+    memcpy(&b, p, sizeof b);
+    return __builtin_convertvector(b, VR);
+#endif
+}
+
+FN VR vload_u8_part(const uint8_t *p, int64_t n)
+{
+    uint8_t b[VL];
+    for (int i = 0; i < VL; i++) b[i] = i < n ? p[i] : 0;
+    return vload_u8(b);
+}
+
+/* A float64 accumulator of VR vectors (VL lanes as two halves of VL/2 doubles, or one
+   for float64), for per-element losses that may be huge: a float32 sum of a few
+   3e38-sized losses would overflow where their float64 mean does not. */
+#if FX_F32
+typedef double vd __attribute__((vector_size(FX_VBYTES)));
+typedef float vh __attribute__((vector_size(FX_VBYTES / 2)));
+typedef struct { vd lo, hi; double spill; } acc64;
+FN void acc_f64(acc64 *a, VR v)
+{
+#if FX_VBYTES == 64
+    __m512 x = (__m512)v;
+    a->lo += (vd)_mm512_cvtps_pd(_mm512_castps512_ps256(x));
+    a->hi += (vd)_mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(x), 1)));
+#elif FX_VBYTES == 32
+    __m256 x = (__m256)v;
+    a->lo += (vd)_mm256_cvtps_pd(_mm256_castps256_ps128(x));
+    a->hi += (vd)_mm256_cvtps_pd(_mm256_extractf128_ps(x, 1));
+#else
+    vh lo, hi;   /* portable: through memory */
+    memcpy(&lo, &v, sizeof lo);
+    memcpy(&hi, (char *)&v + sizeof lo, sizeof hi);
+    a->lo += __builtin_convertvector(lo, vd);
+    a->hi += __builtin_convertvector(hi, vd);
+#endif
+}
+FN double acc_sum(const acc64 *a)
+{
+    double s = a->spill;
+    for (int i = 0; i < VL / 2; i++) s += a->lo[i];
+    for (int i = 0; i < VL / 2; i++) s += a->hi[i];
+    return s;
+}
+#else
+typedef struct { VR lo, hi; double spill; } acc64;
+FN void acc_f64(acc64 *a, VR v) { a->lo += v; }
+FN double acc_sum(const acc64 *a)
+{
+    double s = a->spill;
+    for (int i = 0; i < VL; i++) s += a->lo[i];
+    return s;
+}
+#endif
+
+/* dst[0, n) = src[0, n), the vector-aligned part of dst with non-temporal stores, which
+   write memory without first reading each line into the cache; stream_fence after the
+   last one orders them before what follows (the end of the parallel region). */
+#if FX_VBYTES == 64 && FX_F32
+FN void vstream(R *p, VR v) { _mm512_stream_ps(p, (__m512)v); }
+#elif FX_VBYTES == 64
+FN void vstream(R *p, VR v) { _mm512_stream_pd(p, (__m512d)v); }
+#elif FX_VBYTES == 32 && FX_F32
+FN void vstream(R *p, VR v) { _mm256_stream_ps(p, (__m256)v); }
+#elif FX_VBYTES == 32
+FN void vstream(R *p, VR v) { _mm256_stream_pd(p, (__m256d)v); }
+#elif defined(__SSE2__) && FX_VBYTES == 16 && FX_F32
+FN void vstream(R *p, VR v) { _mm_stream_ps(p, (__m128)v); }
+#elif defined(__SSE2__) && FX_VBYTES == 16
+FN void vstream(R *p, VR v) { _mm_stream_pd(p, (__m128d)v); }
+#else
+FN void vstream(R *p, VR v) { vstore(p, v); }   /* no streaming stores here */
+#endif
+
+FN void stream_fence(void)
+{
+#if defined(__SSE2__) || FX_VBYTES > 16
+    _mm_sfence();
+#endif
+}
+
+FN void stream_copy(R *dst, const R *src, int64_t n)
+{
+    uintptr_t mis = (uintptr_t)dst % FX_VBYTES;
+    int64_t head = mis % sizeof(R) ? n : mis ? (int64_t)((FX_VBYTES - mis) / sizeof(R)) : 0;
+    if (head > n) head = n;
+    memcpy(dst, src, (size_t)head * sizeof(R));
+    int64_t j = head;
+    for (; j + VL <= n; j += VL) vstream(dst + j, vload(src + j));
+    memcpy(dst + j, src + j, (size_t)(n - j) * sizeof(R));
+}
+
+/* ------------------------------------------------------------ ops the math needs */
+
+/* Running max. A NaN need not survive here (the row passes rely on exp(NaN - m) being
+   NaN instead); vmax_fast(lo, x) keeps x's NaN, as the AVX-512 exp's clamp needs. */
+#if FX_VBYTES == 64 && FX_F32
+FN VR vmax_fast(VR m, VR v) { return (VR)_mm512_max_ps((__m512)m, (__m512)v); }
+#elif FX_VBYTES == 64
+FN VR vmax_fast(VR m, VR v) { return (VR)_mm512_max_pd((__m512d)m, (__m512d)v); }
+#elif FX_VBYTES == 32 && FX_F32
+FN VR vmax_fast(VR m, VR v) { return (VR)_mm256_max_ps((__m256)m, (__m256)v); }
+#elif FX_VBYTES == 32
+FN VR vmax_fast(VR m, VR v) { return (VR)_mm256_max_pd((__m256d)m, (__m256d)v); }
+#else
+FN VR vmax_fast(VR m, VR v) { return vmax(m, v); }
+#endif
+
+/* 1/a. AVX-512 float32: the 14-bit reciprocal estimate and one Newton step (about
+   2^-28 relative before rounding), three cheap ops instead of a slow division; the
+   ulp tests of log1p and log (tests/test_vecmath.py) cover it. */
+FN VR vrecip(VR a)
+{
+#if FX_VBYTES == 64 && FX_F32
+    VR r = (VR)_mm512_rcp14_ps((__m512)a);
+    return r * ((R)2 - a * r);
+#else
+    return (R)1 / a;
+#endif
+}
+
+/* AVX-512 has round-to-integer (vrndscale) and multiply-by-2^n (vscalef, which
+   underflows to 0 by itself): the exp uses them where FX_HAS_SCALEF says so, and
+   builds 2^n in the exponent bits elsewhere. */
+#if FX_VBYTES == 64
+#define FX_HAS_SCALEF 1
+#if FX_F32
+FN VR vround_nearest(VR v)
+{ return (VR)_mm512_roundscale_ps((__m512)v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
+FN VR vscalef(VR p, VR n) { return (VR)_mm512_scalef_ps((__m512)p, (__m512)n); }
+#else
+FN VR vround_nearest(VR v)
+{ return (VR)_mm512_roundscale_pd((__m512d)v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
+FN VR vscalef(VR p, VR n) { return (VR)_mm512_scalef_pd((__m512d)p, (__m512d)n); }
+#endif
+#else
+#define FX_HAS_SCALEF 0
+#endif
+
+/* the sign bit of every lane (vsplat(-0.0) would give +0.0: it adds to a zero vector) */
+FN VI vsignbits(void) { return (VI)(((VU){0} + 1) << (8 * sizeof(R) - 1)); }
+/* -|x| (the sign bit set; NaN stays NaN) */
+FN VR vneg_abs(VR x) { return (VR)((VI)x | vsignbits()); }
+/* v where mask is set, -v elsewhere */
+FN VR vneg_unless(VI mask, VR v) { return (VR)((VI)v ^ (~mask & vsignbits())); }
+
+#endif /* FX_SIMD_H */

@@ -1,0 +1,271 @@
+/*
+ * Softmax cross-entropy with the class axis not last: x viewed as (outer, C, inner),
+ * e.g. (N, C, H, W) with axis=1, read in place with stride `inner` (no transposing
+ * copy).
+ *
+ * A panel is up to NV vectors (NV * VL neighbouring positions) along `inner`, each
+ * position an item with its own softmax over the C classes that lie `inner` elements
+ * apart. Vectors run along `inner` (contiguous), the loops run over classes. The first
+ * pass copies the panel (NV * VL contiguous elements of each class row) into buf,
+ * C x NV * VL contiguous, where the later passes work: the class rows lie `inner`
+ * elements apart, and with `inner` a power of two they all map to the same few cache
+ * sets, so re-reading them in place would miss. Without buf (a C too big for it) the
+ * passes work in x and g in place. Each lane is an item with one chunk; its loss, its
+ * gradient factor and its hard label's gradient term come from fx_softmax_item.h, as
+ * for rows.
+ */
+#ifndef FX_SOFTMAX_COLS_H
+#define FX_SOFTMAX_COLS_H
+
+#include <stdlib.h>
+#include "fx_vecmath.h"
+#include "fx_softmax_item.h"
+#include "fx_variants.h"
+
+#define NV FX_COL_VECS
+
+/* The lanes of a panel: n items in nv vectors, the last with nlast live lanes; keep
+   marks the lanes that are computed (live, and a class label where labels are hard). */
+typedef struct {
+    int nv;
+    int64_t n, nlast;
+    VI live[NV], keep[NV];
+    int64_t label[NV * VL];     /* fx_label's class, FX_LABEL_IGNORED or FX_LABEL_BAD */
+} panel;
+
+FN int panel_full(const panel *P, int q) { return q < P->nv - 1 || P->nlast == VL; }
+FN VR panel_load(const panel *P, int q, const R *p, R pad)
+{
+    return panel_full(P, q) ? vload(p) : vload_part(p, P->nlast, pad);
+}
+FN void panel_store(const panel *P, int q, R *p, VR v)
+{
+    if (panel_full(P, q)) vstore(p, v);
+    else vstore_part(p, v, P->nlast);
+}
+FN int panel_kept(const panel *P, int64_t l) { return P->keep[l / VL][l % VL] != 0; }
+
+/* The panel's lanes and, for hard labels, its labels (those of the panel four ahead
+   prefetched, as x is in pass 1). */
+FN void panel_init(panel *P, const fx_softmax_args *A, int64_t item0, int64_t n)
+{
+    P->n = n;
+    P->nv = (int)((n + VL - 1) / VL);
+    P->nlast = n - (int64_t)(P->nv - 1) * VL;
+    for (int q = 0; q < P->nv; q++)
+        P->keep[q] = P->live[q] = panel_full(P, q) ? ~(VI){0} : vlive(P->nlast);
+    if (A->soft) {
+        for (int64_t l = 0; l < n; l++) P->label[l] = 0;
+        return;
+    }
+    const size_t lb = fx_label_bytes(A->label_type);
+    const char *ahead = (const char *)A->labels + (size_t)(item0 + 4 * NV * VL) * lb;
+    for (size_t b = 0; b < (size_t)n * lb; b += 64) __builtin_prefetch(ahead + b);
+    fx_labels(A->labels, A->label_type, item0, n, A->C, A->ignore_index, P->label);
+    for (int q = 0; q < P->nv; q++) {
+        VI labelled;                /* lanes with a class (not ignored, nor bad) */
+        for (int l = 0; l < VL; l++)
+            labelled[l] = q * VL + l < n && P->label[q * VL + l] >= 0 ? -1 : 0;
+        P->keep[q] &= labelled;
+    }
+}
+
+/* nll_loss over a panel (fx_nll_loss). */
+FN double panel_nll(const fx_softmax_args *A, const panel *P, int64_t inner, int64_t item0,
+                    const R *x, R *g)
+{
+    double xt[NV * VL], total = 0.0;               /* read before g (maybe x) is zeroed */
+    for (int64_t l = 0; l < P->n; l++)
+        xt[l] = panel_kept(P, l) ? (double)x[P->label[l] * inner + l] : 0.0;
+    if (g)
+        for (int64_t c = 0; c < A->C; c++)
+            for (int q = 0; q < P->nv; q++) panel_store(P, q, g + c * inner + q * VL, (VR){0});
+    for (int64_t l = 0; l < P->n; l++) {
+        double loss = fx_dropped_loss(P->label[l]);
+        if (panel_kept(P, l)) {
+            double wt = FX_CLASS_WEIGHT(A, P->label[l]);
+            loss = fx_nll_loss(wt, xt[l]);
+            if (g) g[P->label[l] * inner + l] = (R)fx_nll_grad(A, wt);
+        }
+        if (A->item_loss) ((R *)A->item_loss)[item0 + l] = (R)loss;
+        total += loss;
+    }
+    return total;
+}
+
+/* target_weights of class c for a panel vector: wc the class rows' weights (NULL when
+   the variant reads none), y the panel's target probabilities (SOFT). */
+FN VR panel_target_weights(const panel *P, int aux, const R *wc, const R *y, int64_t c,
+                           int64_t inner, int q, R c1, R c0)
+{
+    VR yv = aux == FX_AUX_SOFT ? panel_load(P, q, y + c * inner + q * VL, 0) : (VR){0};
+    return target_weights(aux, vsplat(wc ? wc[c] : (R)1), yv, c1, c0);
+}
+
+/* Softmax cross-entropy over a panel of n items from item0: x (and g, y) point at its
+   first item; buf is the panel buffer or NULL. aux and wc (class weights, NULL when the
+   variant reads none) come from the declared variant. Returns the panel's summed loss. */
+FN double softmax_panel(const fx_softmax_args *A, int aux, const R *wc, int64_t inner,
+                        int64_t item0, int64_t n, const R *x, R *g, const R *y, R *buf)
+{
+    const int64_t C = A->C;
+    const double eps = A->smoothing;
+    const R c1 = (R)(1.0 - eps), c0 = (R)(eps / (double)C);
+    VR zero = {0};
+    panel P;
+    fx_chunk st[NV * VL];
+    double total = 0.0;
+    panel_init(&P, A, item0, n);
+    const int nv = P.nv;
+    if (A->logprob_input) return panel_nll(A, &P, inner, item0, x, g);
+
+    /* where passes 2 and 3 read x and keep e, then the gradient: buf, or x and g */
+    const R *xs = buf ? buf : x;
+    R *ws = buf ? buf : g;
+    const int64_t stride = buf ? NV * VL : inner;
+
+    /* pass 1: the panel into buf (lanes past n hold -inf), max per lane (NaN, if any,
+       reaches s in pass 2) */
+    VR m[NV], sh[NV];
+    for (int q = 0; q < nv; q++) m[q] = vsplat(-INFINITY);
+    for (int64_t c = 0; c < C; c++)
+        for (int q = 0; q < nv; q++) {
+            /* C streams of NV * VL elements are more than the prefetchers follow: fetch
+               four panels ahead in each class row now (a prefetch never faults) */
+            __builtin_prefetch(x + c * inner + (4 * NV + q) * VL, 0, 2);
+            if (g && !A->stream_grad) __builtin_prefetch(g + c * inner + (4 * NV + q) * VL, 1, 2);
+            VR v = panel_load(&P, q, x + c * inner + q * VL, -INFINITY);
+            if (buf) vstore(ws + c * stride + q * VL, v);
+            m[q] = vmax_fast(m[q], v);
+        }
+    for (int64_t l = 0; l < n; l++)      /* the target logits, from buf (a gather from x would miss) */
+        st[l].xt = !A->soft && panel_kept(&P, l) ? (double)xs[P.label[l] * stride + l] : 0.0;
+    for (int q = 0; q < nv; q++)
+        sh[q] = vselect(m[q] == vsplat(-INFINITY), zero, m[q]);
+
+    /* pass 2: e = exp(x - sh) over x in buf; sums per lane, folded to float64 every 16
+       classes */
+    VR s[NV], bd[NV], bsum[NV];
+    double s_acc[NV * VL], bd_acc[NV * VL], bsum_acc[NV * VL];
+    for (int q = 0; q < nv; q++) s[q] = bd[q] = bsum[q] = zero;
+    for (int l = 0; l < nv * VL; l++) s_acc[l] = bd_acc[l] = bsum_acc[l] = 0.0;
+    for (int64_t c = 0; c < C; c++) {
+        for (int q = 0; q < nv; q++) {
+            VR v = panel_load(&P, q, xs + c * stride + q * VL, -INFINITY);
+            VR e = vexp_nonpos(v - sh[q]);
+            s[q] += e;
+            if (aux != FX_AUX_NONE) {
+                VR b = panel_target_weights(&P, aux, wc, y, c, inner, q, c1, c0);
+                b = vzero_unless(P.live[q], b);
+                bsum[q] += b;
+                bd[q] += bd_terms(b, sh[q], v, bd_acc + q * VL);
+            }
+            if (g) panel_store(&P, q, ws + c * stride + q * VL, e);
+        }
+        if ((c & 15) == 15 || c == C - 1) {
+            for (int q = 0; q < nv; q++) {
+                for (int l = 0; l < VL; l++) s_acc[q * VL + l] += s[q][l];
+                s[q] = zero;
+                if (aux == FX_AUX_NONE) continue;
+                for (int l = 0; l < VL; l++) {
+                    bd_acc[q * VL + l] += bd[q][l];
+                    bsum_acc[q * VL + l] += bsum[q][l];
+                }
+                bd[q] = bsum[q] = zero;
+            }
+        }
+    }
+
+    /* per lane: the loss and the gradient factor; log S one vector at a time */
+    R alpha_r[NV * VL];
+    for (int q = 0; q < nv; q++) {
+        R s_r[VL], log_s[VL];
+        for (int l = 0; l < VL; l++) s_r[l] = (R)s_acc[q * VL + l];
+        vstore(log_s, vlog(vload(s_r)));
+        for (int l = 0; l < VL; l++) {
+            int64_t i = (int64_t)q * VL + l;
+            alpha_r[i] = 0;
+            if (i >= n) continue;
+            double loss = fx_dropped_loss(P.label[i]);
+            if (panel_kept(&P, i)) {
+                st[i].m = m[q][l]; st[i].sh = sh[q][l];
+                st[i].s = s_acc[i]; st[i].bd = bd_acc[i]; st[i].bsum = bsum_acc[i];
+                double wt = A->soft ? 1.0 : FX_CLASS_WEIGHT(A, P.label[i]);
+                double ls = log_s[l];
+                loss = fx_item_loss(A, st + i, 1, wt, st[i].xt, &ls);
+                alpha_r[i] = (R)st[i].alpha;
+            }
+            if (A->item_loss) ((R *)A->item_loss)[item0 + i] = (R)loss;
+            total += loss;
+        }
+    }
+    if (!g) return total;
+
+    /* pass 3: the gradient alpha e - scale b in buf (ignored lanes exactly 0), the hard
+       labels' term there too, then out to g */
+    VR alpha[NV];
+    for (int q = 0; q < nv; q++) alpha[q] = vload(alpha_r + q * VL);
+    const R beta = (R)A->grad_scale;
+    for (int64_t c = 0; c < C; c++)
+        for (int q = 0; q < nv; q++) {
+            R *wq = ws + c * stride + q * VL;
+            VR e = panel_load(&P, q, wq, 0);
+            VR gv = aux == FX_AUX_NONE ? e * alpha[q]
+                  : vmul_sub(e, alpha[q], panel_target_weights(&P, aux, wc, y, c, inner, q, c1, c0) * beta);
+            panel_store(&P, q, wq, vzero_unless(P.keep[q], gv));
+        }
+    if (!A->soft)
+        for (int64_t l = 0; l < n; l++) {
+            if (!panel_kept(&P, l)) continue;
+            R *gt = ws + P.label[l] * stride + l;
+            *gt = (R)fx_target_grad(A, (double)*gt, FX_CLASS_WEIGHT(A, P.label[l]));
+        }
+    if (buf && A->stream_grad)      /* see stream_copy; softmax_cols fences */
+        for (int64_t c = 0; c < C; c++) stream_copy(g + c * inner, ws + c * stride, n);
+    else if (buf)
+        for (int64_t c = 0; c < C; c++)
+            for (int q = 0; q < nv; q++)
+                panel_store(&P, q, g + c * inner + q * VL, panel_load(&P, q, ws + c * stride + q * VL, 0));
+    return total;
+}
+
+/* Panels [k0, k1) of x viewed as (outer, C, inner): panel k covers outer index
+   k / panels_per_outer and inner positions from (k % panels_per_outer) * NV * VL. */
+KERNEL double softmax_cols(const fx_softmax_args *A, int64_t inner, int64_t k0, int64_t k1)
+{
+    const int64_t C = A->C, width = (int64_t)NV * VL, ppo = (inner + width - 1) / width;
+    double total = 0.0;
+    /* The panel buffer, C x width elements: on the stack up to 16 KiB (32 classes of a
+       512-byte AVX-512 panel), else allocated up to 512 KiB (1024 such classes: it still
+       fits L2); beyond that, or if the allocation fails, the passes work in x and g:
+       slower where the class rows alias in the cache, but no big allocation per call. */
+    R local[16384 / sizeof(R)];
+    const int64_t need = C * width;
+    R *buf = need <= (int64_t)(sizeof local / sizeof(R)) ? local
+             : need * (int64_t)sizeof(R) <= (512 << 10) ? (R *)malloc((size_t)need * sizeof(R))
+             : NULL;
+    const int variant = fx_softmax_variant(A);
+    const R *w = (const R *)A->weight;
+    for (int64_t k = k0; k < k1; k++) {
+        int64_t o = k / ppo, i0 = (k % ppo) * width;
+        int64_t n = inner - i0 < width ? inner - i0 : width;
+        int64_t base = o * C * inner + i0;
+        const R *x = (const R *)A->x + base, *y = A->soft ? (const R *)A->soft + base : NULL;
+        R *g = A->grad ? (R *)A->grad + base : NULL;
+        /* each declared variant its own copy of the panel code (fx_variants.h) */
+        switch (variant) {
+#define FX_CASE(name, AUX, W)                                                           \
+        case FX_SOFTMAX_##name:                                                         \
+            total += softmax_panel(A, AUX, W ? w : NULL, inner, o * inner + i0, n, x, g, y, buf); \
+            break;
+        FX_SOFTMAX_VARIANTS(FX_CASE)
+#undef FX_CASE
+        }
+    }
+    if (buf != local) free(buf);   /* free(NULL) is a no-op */
+    if (A->stream_grad) stream_fence();
+    return total;
+}
+#undef NV
+
+#endif /* FX_SOFTMAX_COLS_H */

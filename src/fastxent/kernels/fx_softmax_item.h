@@ -1,0 +1,177 @@
+/*
+ * The formulas of one softmax item, written once and used by every path: the row path
+ * and the chunk-parallel path (fx_softmax_rows.h) and the class-axis path
+ * (fx_softmax_cols.h).
+ *
+ * Notation for an item x of C logits: m = max_j x_j, d_j = m - x_j >= 0,
+ * e_j = exp(-d_j), s = sum_j e_j, so logsumexp(x) = m + log s and p_j = e_j / s.
+ *
+ * Every softmax cross-entropy variant is written as
+ *     loss = a * log(s) + sum_j b_j * d_j,      grad_j = scale * (a * p_j - b_j)
+ * with sum_j b_j = a (this is what lets the m's cancel, so no term is ever large and
+ * negative):
+ *     hard label t, smoothing eps, class weights w (W = sum w):
+ *         b_j = (1-eps) w_t [j == t] + (eps/C) w_j,   a = (1-eps) w_t + (eps/C) W
+ *     soft target y:   b_j = w_j ((1-eps) y_j + eps/C),   a = sum_j b_j
+ * (PyTorch's definitions, aten/src/ATen/native/LossNLL.cpp, rearranged.) A term with
+ * b_j == 0 contributes 0 even where d_j is +inf (a masked -inf logit). The passes sum
+ * the per-class part of b_j (target_weights); the hard label's (1-eps) w_t [j == t] is
+ * added in the finish (item_loss) and the gradient (target_grad).
+ */
+#ifndef FX_SOFTMAX_ITEM_H
+#define FX_SOFTMAX_ITEM_H
+
+#include <math.h>
+#include "fx_api.h"
+#include "fx_labels.h"
+#include "fx_simd.h"
+
+/* Which per-class sums the exp pass gathers besides s (the "aux" of a variant):
+     NONE: none (hard labels without smoothing)
+     SMOOTH, SOFT: b_j from target_weights -> bd = sum b_j d_j, bsum = sum b_j
+     ENTROPY: b_j = e_j -> bd (the entropy building block) */
+enum { FX_AUX_NONE = 0, FX_AUX_SMOOTH = 1, FX_AUX_SOFT = 2, FX_AUX_ENTROPY = 3 };
+
+/* ---------------------------------------------------------- per-class terms */
+
+/* b_j for a vector of classes, from their class weights wv (ones without weights) and,
+   for SOFT, their target probabilities yv; c1 = 1-eps, c0 = eps/C:
+     SMOOTH: b_j = (eps/C) w_j      SOFT: b_j = w_j ((1-eps) y_j + eps/C)
+   The one place where the per-class target weights are formed. */
+FN VR target_weights(int aux, VR wv, VR yv, R c1, R c0)
+{
+    if (aux == FX_AUX_SOFT) return wv * (yv * c1 + c0);
+    return wv * c0;
+}
+
+/* b_j (sh - x_j), 0 where b_j == 0 (a masked -inf class contributes nothing). With
+   finite logits sh - x_j can overflow (x_j = -3e38 in float32, sh = 3e38) although
+   b_j (sh - x_j) may not: such lanes are summed in float64 into spill[lane] instead,
+   so extreme finite logits give the finite loss they should. */
+FN VR bd_terms(VR b, VR sh, VR x, double *spill)
+{
+    VR zero = {0}, inf = vsplat((R)INFINITY);
+    VR d = sh - x;
+    VR t = vzero_unless(b != zero, b * d);
+    VI over = (d == inf) & (b != zero) & (sh != inf) & (x != -inf);
+    if (__builtin_expect(vany(over), 0)) {
+        for (int i = 0; i < VL; i++)
+            if (over[i]) {
+                /* long double: wider exponent on x86-64, so float64 logits near
+                   +-1.8e308 fit too; elsewhere it is double and float32 still fits */
+                spill[i] += (double)((long double)b[i] * ((long double)sh[i] - (long double)x[i]));
+                t[i] = 0;
+            }
+    }
+    return t;
+}
+
+/* ---------------------------------------------------------- chunks of an item */
+
+/* An item's chunks merged (Milakov & Gimelshein's online normaliser, per chunk):
+   M = max m_c, S = sum_c s_c exp(sh_c - M), bdM = sum_j b_j (M - x_j). */
+typedef struct { double M, S, bsum, bdM; } fx_merged;
+
+static inline fx_merged fx_merge_chunks(const fx_chunk *st, int64_t nch)
+{
+    fx_merged r = {-INFINITY, 0.0, 0.0, 0.0};
+    int nan = 0;
+    if (nch == 1) {             /* one chunk (every row up to 4096 float32 classes) */
+        r.M = st->m;
+        r.S = st->s;
+        r.bsum = st->bsum;
+        r.bdM = st->bd + (st->bsum != 0.0 ? (r.M - st->sh) * st->bsum : 0.0);
+        return r;
+    }
+    for (int64_t c = 0; c < nch; c++) {
+        if (isnan(st[c].m)) nan = 1;
+        else if (st[c].m > r.M) r.M = st[c].m;
+    }
+    if (nan) r.M = NAN;
+    for (int64_t c = 0; c < nch; c++) {
+        /* a chunk with s == 0 holds only -inf: it adds nothing (and exp(sh - M) could
+           overflow there) */
+        if (st[c].s != 0.0) r.S += st[c].s * exp(st[c].sh - r.M);
+        r.bsum += st[c].bsum;
+        r.bdM += st[c].bd + (st[c].bsum != 0.0 ? (r.M - st[c].sh) * st[c].bsum : 0.0);
+    }
+    return r;
+}
+
+/* alpha_c = k exp(sh_c - M) / S: the factor that turns the chunk's stored e_j into
+   k p_j. An item whose S is 0 (all -inf) or NaN has no distribution: NaN everywhere. */
+static inline void fx_set_alphas(fx_chunk *st, int64_t nch, const fx_merged *mg, double k)
+{
+    int undefined = !(mg->S > 0.0);
+    if (nch == 1) {
+        st->alpha = undefined ? NAN : k / mg->S;
+        return;
+    }
+    for (int64_t c = 0; c < nch; c++)
+        st[c].alpha = undefined ? NAN
+                    : st[c].s != 0.0 ? k * exp(st[c].sh - mg->M) / mg->S : 0.0;
+}
+
+/* sum_j p_j (M - x_j) from ENTROPY chunk sums (bd_c = sum_j e_j (sh_c - x_j)). */
+static inline double fx_entropy_term(const fx_chunk *st, int64_t nch, const fx_merged *mg)
+{
+    double t = 0.0;
+    for (int64_t c = 0; c < nch; c++)
+        if (st[c].s != 0.0)
+            t += exp(st[c].sh - mg->M) * (st[c].bd + (mg->M - st[c].sh) * st[c].s);
+    return t / mg->S;
+}
+
+/* ---------------------------------------------------------- the finish */
+
+/* The loss of one kept item from its chunks:
+       loss = a log S + sum_j b_j (M - x_j)
+   hard label t (wt = w_t, xt = x_t):  a = (1-eps) wt + (eps/C) W,
+       sum_j b_j (M - x_j) = (1-eps) wt (M - xt) + (eps/C) sum_j w_j (M - x_j)
+   soft targets:  a = sum_j b_j.
+   Also sets each chunk's gradient factor (scale * a * p_j / e_j). log_s, when not NULL,
+   is log S computed by the caller (the class-axis kernel takes the logs of a whole
+   panel of items with one vector log). */
+static inline double fx_item_loss(const fx_softmax_args *A, fx_chunk *st, int64_t nch,
+                                  double wt, double xt, const double *log_s)
+{
+    const double eps = A->smoothing, C = (double)A->C;
+    fx_merged mg = fx_merge_chunks(st, nch);
+    double a, bd;
+    if (A->soft) {
+        a = mg.bsum;
+        bd = mg.bdM;
+    } else {
+        double b_t = (1.0 - eps) * wt;
+        a = b_t + eps / C * A->weight_total;
+        bd = b_t != 0.0 ? b_t * (mg.M - xt) : 0.0;
+        if (eps > 0.0) bd += mg.bdM;       /* the chunks' b_j already hold eps/C */
+    }
+    if (A->grad) fx_set_alphas(st, nch, &mg, A->grad_scale * a);   /* only the gradient reads them */
+    return a * (log_s ? *log_s : log(mg.S)) + bd;
+}
+
+/* The hard label's own term of the gradient, g_t -= scale (1-eps) w_t, applied to the
+   target class's a p_t - (per-class b_t) after the gradient pass. */
+static inline double fx_target_grad(const fx_softmax_args *A, double g_t, double wt)
+{
+    return g_t - A->grad_scale * (1.0 - A->smoothing) * wt;
+}
+
+/* The class weight of a hard label (1 without weights). */
+#define FX_CLASS_WEIGHT(A, label) \
+    ((A)->weight ? (double)((const R *)(A)->weight)[label] : 1.0)
+
+/* The loss of an item that is not kept: 0 if its label is ignore_index, NaN if the
+   label no longer validates (changed by another thread since the validation pass). */
+static inline double fx_dropped_loss(int64_t label)
+{
+    return label == FX_LABEL_IGNORED ? 0.0 : NAN;
+}
+
+/* nll_loss on log-probabilities: loss = -w_t x_t, gradient -w_t * scale at t (0
+   elsewhere). */
+static inline double fx_nll_loss(double wt, double xt) { return -wt * xt; }
+static inline double fx_nll_grad(const fx_softmax_args *A, double wt) { return -wt * A->grad_scale; }
+
+#endif /* FX_SOFTMAX_ITEM_H */

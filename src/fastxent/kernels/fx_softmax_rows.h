@@ -1,0 +1,364 @@
+/*
+ * Softmax over rows (the class axis last): the cross-entropy family (cross_entropy,
+ * nll_loss) and the building blocks (logsumexp, softmax, log_softmax, entropy).
+ *
+ * A row is cut into chunks of FX_CHUNK_BYTES (fixed, so the numerics do not depend on
+ * how rows are spread over threads); each chunk's passes run while it sits in L1:
+ *   chunk stats (per chunk): the max pass, then the exp pass (e_j into the gradient,
+ *       and the sums of fx_softmax_item.h's notation);
+ *   row finish (per row): the chunks merged, the item's loss and each chunk's gradient
+ *       factor (fx_item_loss);
+ *   chunk grad (per chunk): g_j = alpha e_j - scale b_j, and the hard label's term.
+ * The row path (softmax_rows) and the chunk-parallel path (few long rows, driven from
+ * _core.pyx) call the same three functions in the same order per row: the same bits.
+ */
+#ifndef FX_SOFTMAX_ROWS_H
+#define FX_SOFTMAX_ROWS_H
+
+#include <stdlib.h>
+#include "fx_vecmath.h"
+#include "fx_softmax_item.h"
+#include "fx_variants.h"
+
+#define CHUNK ((int64_t)(FX_CHUNK_BYTES / sizeof(R)))
+
+/* ------------------------------------------------------------ passes over a chunk */
+
+/* max of a row (chunk); see vmax_fast for NaN. */
+FN R row_max(const R *x, int64_t C)
+{
+    VR m0 = vsplat(-INFINITY), m1 = m0;
+    int64_t j = 0;
+    for (; j + 2 * VL <= C; j += 2 * VL) {
+        m0 = vmax_fast(m0, vload(x + j));
+        m1 = vmax_fast(m1, vload(x + j + VL));
+    }
+    for (; j < C; j += VL) {
+        VR v = j + VL <= C ? vload(x + j) : vload_part(x + j, C - j, -INFINITY);
+        m0 = vmax_fast(m0, v);
+    }
+    return vhmax_nan(vmax_nan(m0, m1));
+}
+
+/* target_weights for the classes [j, j + n) of a chunk, w and y already offset to the
+   chunk; `weighted` (a constant of the variant) says whether w is read. */
+FN VR target_weights_at(int aux, int weighted, const R *w, const R *y, int64_t j, int full,
+                        int64_t n, R c1, R c0)
+{
+    VR wv = weighted ? (full ? vload(w + j) : vload_part(w + j, n, 0)) : vsplat(1);
+    VR yv = aux == FX_AUX_SOFT ? (full ? vload(y + j) : vload_part(y + j, n, 0)) : (VR){0};
+    return target_weights(aux, wv, yv, c1, c0);
+}
+
+/* k vectors of the exp pass from j, the last with n live lanes of VL (the others full):
+   e = exp(x - sh) into s[u] (and g), the aux sums into bd[u], bsum[u]; see exp_pass. */
+FN void exp_step(const R *x, R *g, int64_t j, int k, int64_t n, R sh, int aux, int weighted,
+                 const R *w, const R *y, R c1, R c0, VR *s, VR *bd, VR *bsum, double *spill)
+{
+    VR v[FX_EXP_MAX_K], e[FX_EXP_MAX_K];
+    for (int u = 0; u < k; u++) {
+        int full = u < k - 1 || n == VL;
+        v[u] = full ? vload(x + j + u * VL) : vload_part(x + j + u * VL, n, -INFINITY);
+        e[u] = v[u] - sh;
+    }
+    vexp_nonpos_k(e, k);
+    for (int u = 0; u < k; u++) {
+        int64_t ju = j + u * VL;
+        int full = u < k - 1 || n == VL;
+        s[u] += e[u];
+        if (aux != FX_AUX_NONE) {
+            VR b;
+            if (aux == FX_AUX_ENTROPY) {
+                b = e[u];
+            } else {
+                VI live = full ? ~(VI){0} : vlive(n);
+                b = vzero_unless(live, target_weights_at(aux, weighted, w, y, ju, full, n, c1, c0));
+                bsum[u] += b;
+            }
+            bd[u] += bd_terms(b, vsplat(sh), v[u], spill);
+        }
+        if (g) {
+            if (full) vstore(g + ju, e[u]);
+            else vstore_part(g + ju, e[u], n);
+        }
+    }
+}
+
+/* The exp pass over one chunk: e_j = exp(x_j - sh), s = sum e_j, e_j stored to g when
+   g != NULL, and per aux, with d_j = sh - x_j:
+     SMOOTH, SOFT: b_j from target_weights    -> bd = sum b_j d_j, bsum = sum b_j
+     ENTROPY: b_j = e_j                        -> bd
+   (b_j == 0 terms count 0 even where d_j is inf.) Instantiated per declared variant
+   (fx_variants.h), so each is its own loop with no per-element branches. The partial
+   sums are folded into float64 every FX_FOLD_ELEMS elements, in an order fixed by C
+   alone. */
+FN void exp_pass(const R *x, R *g, int64_t C, R sh, int aux, int weighted, const R *w,
+                 const R *y, R c1, R c0, fx_chunk *out)
+{
+    enum { U = FX_EXP_MAX_K };
+    _Static_assert(U == 4, "the folds below add four accumulators");
+    VR zero = {0}, s[U], bd[U], bsum[U];
+    double s_acc = 0.0, bd_acc = 0.0, bsum_acc = 0.0, spill[VL] = {0};
+    for (int u = 0; u < U; u++) s[u] = bd[u] = bsum[u] = zero;
+    int64_t j = 0, since_fold = 0;
+    for (; j + U * VL <= C; j += U * VL) {
+        /* what follows this chunk in memory (the next chunk, or the next row) is read
+           next: fetch it into L2 meanwhile, so that its max pass does not wait for memory
+           with the core idle (hardware prefetchers stop at page boundaries) */
+        for (int b = 0; b < U * VL * (int)sizeof(R); b += 64) {
+            __builtin_prefetch((const char *)(x + C + j) + b, 0, 2);
+            if (g) __builtin_prefetch((const char *)(g + C + j) + b, 1, 2);
+        }
+        exp_step(x, g, j, U, VL, sh, aux, weighted, w, y, c1, c0, s, bd, bsum, spill);
+        since_fold += U * VL;
+        if (since_fold >= FX_FOLD_ELEMS) {
+            s_acc += vhsum((s[0] + s[1]) + (s[2] + s[3]));
+            if (aux != FX_AUX_NONE) {
+                bd_acc += vhsum((bd[0] + bd[1]) + (bd[2] + bd[3]));
+                bsum_acc += vhsum((bsum[0] + bsum[1]) + (bsum[2] + bsum[3]));
+            }
+            for (int u = 0; u < U; u++) s[u] = bd[u] = bsum[u] = zero;
+            since_fold = 0;
+        }
+    }
+    /* the last < U vectors: a lane of s[0] gets at most U more terms */
+    for (; j < C; j += VL) {
+        int full = j + VL <= C;
+        exp_step(x, g, j, 1, full ? VL : C - j, sh, aux, weighted, w, y, c1, c0, s, bd, bsum,
+                 spill);
+    }
+    for (int i = 0; i < VL; i++) bd_acc += spill[i];
+    out->s = s_acc + vhsum((s[0] + s[1]) + (s[2] + s[3]));
+    out->bd = bd_acc + vhsum((bd[0] + bd[1]) + (bd[2] + bd[3]));
+    out->bsum = bsum_acc + vhsum((bsum[0] + bsum[1]) + (bsum[2] + bsum[3]));
+}
+
+/* The gradient pass over g, which holds e_j: g_j = alpha e_j - beta b_j, with b_j from
+   target_weights (no b term for NONE). */
+FN void grad_pass(R *g, int64_t C, R alpha, R beta, int aux, int weighted, const R *w,
+                  const R *y, R c1, R c0)
+{
+    for (int64_t j = 0; j < C; j += VL) {
+        int full = j + VL <= C;
+        int64_t n = full ? VL : C - j;
+        VR e = full ? vload(g + j) : vload_part(g + j, n, 0);
+        VR gv = aux == FX_AUX_SMOOTH || aux == FX_AUX_SOFT
+              ? vmul_sub(e, vsplat(alpha), target_weights_at(aux, weighted, w, y, j, full, n, c1, c0) * beta)
+              : e * alpha;
+        if (full) vstore(g + j, gv);
+        else vstore_part(g + j, gv, n);
+    }
+}
+
+/* Statistics of one chunk: its max m, the shift sh it used (m, or 0 for a chunk of
+   -inf only, whose e_j are then exactly 0), and exp_pass's sums. */
+FN void chunk_stats(const R *x, R *g, int64_t n, int aux, int weighted, const R *w,
+                    const R *y, R c1, R c0, fx_chunk *st)
+{
+    R m = row_max(x, n);
+    R sh = m == -INFINITY ? 0 : m;
+    exp_pass(x, g, n, sh, aux, weighted, w, y, c1, c0, st);
+    st->m = m;
+    st->sh = sh;
+}
+
+/* ------------------------------------------------------------ cross-entropy family */
+
+/* The class of a row's hard label, FX_LABEL_IGNORED or FX_LABEL_BAD; soft targets: 0. */
+FN int64_t row_label(const fx_softmax_args *A, int64_t row)
+{
+    return A->soft ? 0 : fx_label(A->labels, A->label_type, row, A->C, A->ignore_index);
+}
+
+/* Chunk stats with e_j written to g (the chunk's place in the gradient, a buffer, or
+   NULL), through the call's declared variant. */
+FN void chunk_stats_to(const fx_softmax_args *A, int64_t row, int64_t c, fx_chunk *st, R *g)
+{
+    const int64_t C = A->C, j0 = c * CHUNK;
+    const int64_t n = C - j0 < CHUNK ? C - j0 : CHUNK;
+    const R *x = (const R *)A->x + row * C + j0;
+    const R *w = A->weight ? (const R *)A->weight + j0 : NULL;
+    const R *y = A->soft ? (const R *)A->soft + row * C + j0 : NULL;
+    const double eps = A->smoothing;
+    const R c1 = (R)(1.0 - eps), c0 = (R)(eps / (double)C);
+    int64_t label = row_label(A, row);
+    st->xt = 0.0;
+    if (label < 0) {                    /* ignored (or a label changed since validation) */
+        if (g) memset(g, 0, (size_t)n * sizeof(R));
+        st->m = st->sh = st->s = st->bd = st->bsum = 0.0;
+        return;
+    }
+    if (!A->soft && label >= j0 && label < j0 + n)
+        st->xt = (double)x[label - j0];                 /* before g overwrites x */
+    switch (fx_softmax_variant(A)) {
+#define FX_CASE(name, AUX, W)                                                           \
+    case FX_SOFTMAX_##name:                                                             \
+        if (g) chunk_stats(x, g, n, AUX, W, w, y, c1, c0, st);                          \
+        else chunk_stats(x, NULL, n, AUX, W, w, y, c1, c0, st);                         \
+        break;
+    FX_SOFTMAX_VARIANTS(FX_CASE)
+#undef FX_CASE
+    }
+}
+
+KERNEL void softmax_chunk_stats(const fx_softmax_args *A, int64_t row, int64_t c, fx_chunk *st)
+{
+    R *g = A->grad ? (R *)A->grad + row * A->C + c * CHUNK : NULL;
+    chunk_stats_to(A, row, c, st, g);
+}
+
+/* The row's loss from its chunks (and each chunk's gradient factor, fx_item_loss). */
+KERNEL double softmax_row_finish(const fx_softmax_args *A, int64_t row, fx_chunk *st)
+{
+    const int64_t nch = (A->C + CHUNK - 1) / CHUNK;
+    int64_t label = row_label(A, row);
+    double loss = fx_dropped_loss(label);
+    if (label >= 0) {
+        double wt = A->soft ? 1.0 : FX_CLASS_WEIGHT(A, label);
+        loss = fx_item_loss(A, st, nch, wt, A->soft ? 0.0 : st[label / CHUNK].xt, NULL);
+    }
+    if (A->item_loss) ((R *)A->item_loss)[row] = (R)loss;
+    return loss;
+}
+
+/* Chunk grad over g, which holds the chunk's e_j from chunk_stats_to */
+FN void chunk_grad_to(const fx_softmax_args *A, int64_t row, int64_t c, const fx_chunk *st, R *g)
+{
+    const int64_t C = A->C, j0 = c * CHUNK;
+    const int64_t n = C - j0 < CHUNK ? C - j0 : CHUNK;
+    const R *w = A->weight ? (const R *)A->weight + j0 : NULL;
+    const R *y = A->soft ? (const R *)A->soft + row * C + j0 : NULL;
+    const double eps = A->smoothing, scale = A->grad_scale;
+    const R c1 = (R)(1.0 - eps), c0 = (R)(eps / (double)C);
+    const R alpha = (R)st[c].alpha;
+    int64_t label = row_label(A, row);
+    if (label < 0) return;                                /* zeroed by chunk_stats_to */
+    switch (fx_softmax_variant(A)) {
+#define FX_CASE(name, AUX, W)                                                           \
+    case FX_SOFTMAX_##name:                                                             \
+        grad_pass(g, n, alpha, (R)scale, AUX, W, w, y, c1, c0);                         \
+        break;
+    FX_SOFTMAX_VARIANTS(FX_CASE)
+#undef FX_CASE
+    }
+    if (!A->soft && label >= j0 && label < j0 + n)
+        g[label - j0] = (R)fx_target_grad(A, (double)g[label - j0], FX_CLASS_WEIGHT(A, label));
+}
+
+KERNEL void softmax_chunk_grad(const fx_softmax_args *A, int64_t row, int64_t c, const fx_chunk *st)
+{
+    chunk_grad_to(A, row, c, st, (R *)A->grad + row * A->C + c * CHUNK);
+}
+
+/* nll_loss on log-probabilities (fx_nll_loss): one row. */
+FN double nll_row(const fx_softmax_args *A, int64_t row)
+{
+    const int64_t C = A->C;
+    const R *x = (const R *)A->x + row * C;
+    R *g = A->grad ? (R *)A->grad + row * C : NULL;
+    int64_t label = row_label(A, row);
+    double loss = fx_dropped_loss(label), wt = 0.0;
+    if (label >= 0) {
+        wt = FX_CLASS_WEIGHT(A, label);
+        loss = fx_nll_loss(wt, (double)x[label]);     /* read before g (maybe x) is zeroed */
+    }
+    if (g) {
+        memset(g, 0, (size_t)C * sizeof(R));
+        if (label >= 0) g[label] = (R)fx_nll_grad(A, wt);
+    }
+    if (A->item_loss) ((R *)A->item_loss)[row] = (R)loss;
+    return loss;
+}
+
+KERNEL double softmax_rows(const fx_softmax_args *A, int64_t r0, int64_t r1)
+{
+    const int64_t nch = (A->C + CHUNK - 1) / CHUNK;
+    fx_chunk local[FX_LOCAL_CHUNKS];
+    fx_chunk *st = nch <= FX_LOCAL_CHUNKS ? local : (fx_chunk *)malloc((size_t)nch * sizeof(fx_chunk));
+    double total = 0.0;
+    if (!st) return NAN;   /* out of memory for a row of millions of classes: NaN, not a crash */
+    if (A->stream_grad && nch == 1 && A->grad && !A->logprob_input) {
+        /* the row's gradient is made in buf (in L1) and then streamed out */
+        R buf[CHUNK] __attribute__((aligned(64)));
+        for (int64_t r = r0; r < r1; r++) {
+            chunk_stats_to(A, r, 0, st, buf);
+            total += softmax_row_finish(A, r, st);
+            chunk_grad_to(A, r, 0, st, buf);
+            stream_copy((R *)A->grad + r * A->C, buf, A->C);
+        }
+        stream_fence();
+        return total;
+    }
+    for (int64_t r = r0; r < r1; r++) {
+        if (A->logprob_input) { total += nll_row(A, r); continue; }
+        for (int64_t c = 0; c < nch; c++) softmax_chunk_stats(A, r, c, st + c);
+        total += softmax_row_finish(A, r, st);
+        if (A->grad)
+            for (int64_t c = 0; c < nch; c++) softmax_chunk_grad(A, r, c, st);
+    }
+    if (st != local) free(st);
+    return total;
+}
+
+/* ------------------------------------------------------------ building blocks */
+
+/* logsumexp, softmax, log_softmax or entropy of rows [r0, r1), from the same chunk
+   stats as the losses. */
+KERNEL void softmax_outputs_rows(const void *xv, void *outv, int64_t C, int64_t r0, int64_t r1,
+                                 fx_softmax_output what)
+{
+    const int64_t nch = (C + CHUNK - 1) / CHUNK;
+    fx_chunk local[FX_LOCAL_CHUNKS];
+    fx_chunk *st = nch <= FX_LOCAL_CHUNKS ? local : (fx_chunk *)malloc((size_t)nch * sizeof(fx_chunk));
+    if (!st) return;
+    for (int64_t r = r0; r < r1; r++) {
+        const R *x = (const R *)xv + r * C;
+        R *o = (R *)outv + r * C;
+        int store = what == FX_OUT_SOFTMAX;
+        for (int64_t c = 0; c < nch; c++) {
+            int64_t j0 = c * CHUNK, n = C - j0 < CHUNK ? C - j0 : CHUNK;
+            if (what == FX_OUT_ENTROPY)
+                chunk_stats(x + j0, NULL, n, FX_AUX_ENTROPY, 0, NULL, NULL, 0, 0, st + c);
+            else if (store)
+                chunk_stats(x + j0, o + j0, n, FX_AUX_NONE, 0, NULL, NULL, 0, 0, st + c);
+            else
+                chunk_stats(x + j0, NULL, n, FX_AUX_NONE, 0, NULL, NULL, 0, 0, st + c);
+        }
+        fx_merged mg = fx_merge_chunks(st, nch);
+        if (what == FX_OUT_LOGSUMEXP) {
+            /* An infinite max is the answer (-inf: all -inf; +inf: a +inf is present),
+               unless the row holds a NaN. A NaN reaches S (the max pass may drop it),
+               but so does inf - inf when M = +inf: that rare case looks for a NaN. */
+            double lse = mg.M + log(mg.S);
+            if (isinf(mg.M) || isnan(lse)) {
+                int has_nan = isnan(mg.S);
+                if (mg.M == INFINITY) {
+                    has_nan = 0;
+                    for (int64_t j = 0; j < C; j++) has_nan |= x[j] != x[j];
+                }
+                lse = has_nan ? NAN : mg.M;
+            }
+            ((R *)outv)[r] = (R)lse;
+        } else if (what == FX_OUT_ENTROPY) {
+            ((R *)outv)[r] = (R)(log(mg.S) + fx_entropy_term(st, nch, &mg));
+        } else if (what == FX_OUT_SOFTMAX) {
+            fx_set_alphas(st, nch, &mg, 1.0);
+            for (int64_t c = 0; c < nch; c++) {
+                int64_t j0 = c * CHUNK, n = C - j0 < CHUNK ? C - j0 : CHUNK;
+                grad_pass(o + j0, n, (R)st[c].alpha, 0, FX_AUX_NONE, 0, NULL, NULL, 0, 0);
+            }
+        } else {                                    /* log_softmax: (x - M) - log S */
+            R M = (R)mg.M, ls = (R)log(mg.S);       /* not M + log S: it would round */
+            for (int64_t j = 0; j < C; j += VL) {
+                int full = j + VL <= C;
+                VR v = full ? vload(x + j) : vload_part(x + j, C - j, 0);
+                VR o_v = (v - M) - ls;
+                if (full) vstore(o + j, o_v);
+                else vstore_part(o + j, o_v, C - j);
+            }
+        }
+    }
+    if (st != local) free(st);
+}
+
+#endif /* FX_SOFTMAX_ROWS_H */

@@ -1,0 +1,225 @@
+/*
+ * Vector math over the SIMD layer (fx_simd.h): exp for x <= 0, log, log1p on [0, 1],
+ * each to a bound measured in tests/test_vecmath.py. No intrinsics here: what differs
+ * by ISA (the reciprocal, AVX-512's round and scale) comes from the SIMD layer.
+ */
+#ifndef FX_VECMATH_H
+#define FX_VECMATH_H
+
+#include "fx_simd.h"
+
+
+/* The exp functions work on k <= FX_EXP_MAX_K vectors at once, each step applied to all k
+   before the next: one exp is a chain of about 14 dependent operations, and k independent
+   chains side by side keep the floating-point pipes busy (one at a time, latency rather
+   than arithmetic bounds the loops). The compiler keeps the written order. */
+#define FX_EXP_MAX_K 4
+#define EACH for (int u = 0; u < k; u++)
+
+FN void vexp_poly_k(const VR *r, VR *p, int k)
+{
+#if FX_F32
+    EACH p[u] = vsplat(0.0013843636261299253f);
+    EACH p[u] = p[u] * r[u] + 0.008374153636395931f;
+    EACH p[u] = p[u] * r[u] + 0.04166800156235695f;
+    EACH p[u] = p[u] * r[u] + 0.16666431725025177f;
+    EACH p[u] = p[u] * r[u] + 0.4999999403953552f;
+#else
+    EACH p[u] = vsplat(1.0 / 6227020800.0);   /* 1/13! */
+    EACH p[u] = p[u] * r[u] + 1.0 / 479001600.0;
+    EACH p[u] = p[u] * r[u] + 1.0 / 39916800.0;
+    EACH p[u] = p[u] * r[u] + 1.0 / 3628800.0;
+    EACH p[u] = p[u] * r[u] + 1.0 / 362880.0;
+    EACH p[u] = p[u] * r[u] + 1.0 / 40320.0;
+    EACH p[u] = p[u] * r[u] + 1.0 / 5040.0;
+    EACH p[u] = p[u] * r[u] + 1.0 / 720.0;
+    EACH p[u] = p[u] * r[u] + 1.0 / 120.0;
+    EACH p[u] = p[u] * r[u] + 1.0 / 24.0;
+    EACH p[u] = p[u] * r[u] + 1.0 / 6.0;
+    EACH p[u] = p[u] * r[u] + 0.5;
+#endif
+    EACH p[u] = p[u] * r[u] + (R)1;
+    EACH p[u] = p[u] * r[u] + (R)1;
+}
+
+#if FX_F32
+#define FX_LOG2E 1.44269504088896341f
+#define FX_LN2HI 0.693359375f              /* ln2 in 9 bits: n * FX_LN2HI is exact */
+#define FX_LN2LO -2.12194440e-4f
+#else
+#define FX_LOG2E 1.4426950408889634
+#define FX_LN2HI 6.93147180369123816490e-01
+#define FX_LN2LO 1.90821492927058770002e-10
+#endif
+
+#if FX_HAS_SCALEF
+/* With vrndscale/vscalef (AVX-512): 2^n * exp(r) underflows to 0 by itself, so -inf
+   needs only a clamp: x is clamped where 2^n * exp(r) rounds to 0, and
+   vmax_fast(lo, NaN) keeps the NaN. x[u] <- exp(x[u]). */
+FN void vexp_nonpos_k(VR *x, int k)
+{
+    VR n[FX_EXP_MAX_K], p[FX_EXP_MAX_K];
+    const VR lo = vsplat(FX_F32 ? -110.0f : -760.0);
+    EACH x[u] = vmax_fast(lo, x[u]);
+    EACH n[u] = vround_nearest(x[u] * FX_LOG2E);
+    EACH x[u] = x[u] - n[u] * FX_LN2HI;
+    EACH x[u] = x[u] - n[u] * FX_LN2LO;
+    vexp_poly_k(x, p, k);
+    EACH x[u] = vscalef(p[u], n[u]);
+}
+#else
+/* Elsewhere: 2^n is built in the exponent bits from the low mantissa bits of
+   the rounding constant; results below the smallest normal are flushed to 0.
+   x[u] <- exp(x[u]). */
+FN void vexp_nonpos_k(VR *x, int k)
+{
+#if FX_F32
+    const R lo = -87.33654475f;                 /* log(2^-126) */
+    const R shifter = 12582912.0f;              /* 1.5 * 2^23 */
+    const int mbits = 23;
+    const VI bias = (VI){0} + 0x3f800000;
+#else
+    const R lo = -708.3964185322641;            /* log(2^-1022) */
+    const R shifter = 6755399441055744.0;       /* 1.5 * 2^52 */
+    const int mbits = 52;
+    const VI bias = (VI){0} + 0x3ff0000000000000LL;
+#endif
+    VI under[FX_EXP_MAX_K];
+    VR t[FX_EXP_MAX_K], n[FX_EXP_MAX_K], p[FX_EXP_MAX_K];
+    EACH under[u] = x[u] < lo;
+    EACH x[u] = vselect(under[u], vsplat(lo), x[u]);
+    EACH t[u] = x[u] * FX_LOG2E + shifter;     /* round(x / ln2) sits in t's low bits */
+    EACH n[u] = t[u] - shifter;
+    EACH x[u] = x[u] - n[u] * FX_LN2HI;
+    EACH x[u] = x[u] - n[u] * FX_LN2LO;
+    vexp_poly_k(x, p, k);
+    EACH x[u] = vzero_unless(~under[u], p[u] * (VR)((VI)(((VU)t[u]) << mbits) + bias));
+}
+#endif
+#undef EACH
+
+/* exp(x) for x <= 0 (NaN passes through; exp(-inf) == 0 exactly). Cody-Waite
+   reduction x = n ln2 + r, |r| <= ln2/2, then a polynomial for exp(r): in float32 a
+   degree-6 near-minimax fit (tools/fit_exp_poly.py: 1.7e-8 relative, a third of half
+   an ulp), in float64 the degree-13 Taylor polynomial (truncation < 5e-18). The
+   end-to-end ulp bound is measured in tests/test_vecmath.py. */
+FN VR vexp_nonpos(VR x)
+{
+    vexp_nonpos_k(&x, 1);
+    return x;
+}
+#undef FX_LOG2E
+#undef FX_LN2HI
+#undef FX_LN2LO
+
+/* log(f) for f in [1/sqrt2, sqrt2]: 2 atanh(z), z = (f-1)/(f+1), |z| <= 0.1716, by the
+   odd series 2z (1 + z^2/3 + z^4/5 + ...), truncated after z^10/11 in float32
+   (< 3e-9 relative) and z^20/21 in float64 (< 1e-18). */
+FN VR vlog_reduced(VR f)
+{
+    const R one = 1;
+    VR z = (f - one) * vrecip(f + one);
+    VR z2 = z * z;
+#if FX_F32
+    VR q = vsplat((R)(1.0 / 11));
+    q = q * z2 + (R)(1.0 / 9);
+    q = q * z2 + (R)(1.0 / 7);
+#else
+    VR q = vsplat(1.0 / 21);
+    q = q * z2 + 1.0 / 19;
+    q = q * z2 + 1.0 / 17;
+    q = q * z2 + 1.0 / 15;
+    q = q * z2 + 1.0 / 13;
+    q = q * z2 + 1.0 / 11;
+    q = q * z2 + 1.0 / 9;
+    q = q * z2 + 1.0 / 7;
+#endif
+    q = q * z2 + (R)(1.0 / 5);
+    q = q * z2 + (R)(1.0 / 3);
+    q = q * z2 + one;
+    return (z + z) * q;
+}
+
+#define FX_SQRT2 ((R)1.41421356237309504880)
+#define FX_LN2 ((R)0.69314718055994530942)
+
+/* log(1 + e) for e in [0, 1] (or NaN); also returns 1/(1+e) through *recip, which the
+   sigmoid needs anyway. u = fl(1+e) = 2^k (1 + f) with k in {0, 1}, so f = u - 1 or
+   u/2 - 1 (both exact) lies in [sqrt(1/2) - 1, sqrt(2) - 1], and
+       log1p(e) = k ln2 + log1p(f) + (e - (u-1))/u,
+   the last term putting back what rounding u lost (e - (u-1) is exact: Fast2Sum).
+   float32: log1p(f) = f + f^2 q(f), q a degree-8 fit (tools/fit_log1p_poly.py: 5e-9
+   relative), no division. float64: 2 atanh(f / (2 + f)) through vlog_reduced. */
+FN VR vlog1p_unit(VR e, VR *recip)
+{
+    const R one = 1;
+    VR u = e + one;
+    VR inv = vrecip(u);
+    VR um1 = u - one;
+    VR err = e - um1;
+    VI big = u > FX_SQRT2;
+    VR kln2 = vzero_unless(big, vsplat(FX_LN2));
+    *recip = inv;
+#if FX_F32
+    /* f = u/2 - 1 = um1 - u/2 where big (exact, one rounding), else um1 */
+    VR f = vfma_neg(u, vzero_unless(big, vsplat(0.5f)), um1);
+    VR q = vsplat(-0.076218381524086f);
+    q = q * f + 0.12904483079910278f;
+    q = q * f - 0.13242988288402557f;
+    q = q * f + 0.14181816577911377f;
+    q = q * f - 0.16609081625938416f;
+    q = q * f + 0.2000197470188141f;
+    q = q * f - 0.25001582503318787f;
+    q = q * f + 0.33333325386047363f;
+    q = q * f - 0.49999988079071045f;
+    return (f + (f * f) * q) + (kln2 + err * inv);
+#else
+    VR f = vselect(big, u * 0.5, u);
+    return kln2 + vlog_reduced(f) + err * inv;
+#endif
+}
+
+/* log(x) for any x: x = 2^k f with f in [1/sqrt2, sqrt2) from the exponent bits
+   (subnormals scaled up first); log(0) = -inf, log(inf) = inf, log(<0) = log(NaN) = NaN.
+   k ln2 is added in two parts so that it stays exact. */
+FN VR vlog(VR x)
+{
+#if FX_F32
+    const int mbits = 23, ebias = 127;
+    const VI mant = (VI){0} + 0x007fffff, onebits = (VI){0} + 0x3f800000;
+    const R tiny = 1.17549435e-38f, up = 8388608.0f;       /* 2^-126, 2^23 */
+    const R ln2hi = 0.693359375f, ln2lo = -2.12194440e-4f;
+#else
+    const int mbits = 52, ebias = 1023;
+    const VI mant = (VI){0} + 0x000fffffffffffffLL, onebits = (VI){0} + 0x3ff0000000000000LL;
+    const R tiny = 2.2250738585072014e-308, up = 4503599627370496.0;   /* 2^-1022, 2^52 */
+    const R ln2hi = 6.93147180369123816490e-01, ln2lo = 1.90821492927058770002e-10;
+#endif
+    VR zero = {0};
+    VI sub = (x < tiny) & (x > zero);
+    VR xs = vselect(sub, x * up, x);
+    VI bits = (VI)xs;
+    VI k = ((bits >> mbits) & (VI)((VI){0} + 0x7ff)) - ebias;
+    k = k - (sub & ((VI){0} + mbits));
+    VR f = (VR)((bits & mant) | onebits);                  /* [1, 2) */
+    VI big = f > FX_SQRT2;
+    f = vselect(big, f * (R)0.5, f);
+    k = k - big;                                           /* big is -1 where set */
+    VR kr = __builtin_convertvector(k, VR);
+    VR r = kr * ln2hi + (kr * ln2lo + vlog_reduced(f));
+    r = vselect(x == zero, vsplat(-INFINITY), r);
+    r = vselect(x == vsplat(INFINITY), x, r);
+    return vselect((x < zero) | (x != x), vsplat(NAN), r);
+}
+
+/* exp(x) for any x: the vector exp below 0, libm for the (rare) positive lanes. */
+FN VR vexp_any(VR x)
+{
+    VI pos = x > (R)0;
+    VR r = vexp_nonpos(vselect(pos, (VR){0}, x));
+    for (int i = 0; i < VL; i++)
+        if (pos[i]) r[i] = (R)exp((double)x[i]);
+    return r;
+}
+
+#endif /* FX_VECMATH_H */
