@@ -8,6 +8,9 @@ the same calls on both, alternating, at 2 threads.
 
     python bench/ab_builds.py e552410
     python bench/ab_builds.py HEAD~3 --threads 1 --cases bce col
+    python bench/ab_builds.py HEAD~1 --isa avx2 --cases ce opts blocks elem
+
+--isa selects the kernel variant on both builds (default: the widest this CPU runs).
 
 Prints old and new medians (ms), old/new of the medians and of the fastest samples
 (> 1: the current tree is faster), and whether both give the same loss and gradient
@@ -62,6 +65,32 @@ def cases(which, rng):
             t = rng.random(shape) < 0.5
             out.append((f"BCE {shape[0]}x{shape[1]} bool", lambda fx, x=x, t=t, **kw:
                         fx.binary_cross_entropy_with_logits(x, t, **kw), x))
+    if "opts" in which:         # the softmax variants with per-class terms, and nll_loss
+        x = rng.standard_normal((4096, 1000), dtype=np.float32)
+        y = rng.integers(0, 1000, 4096)
+        w = (rng.random(1000) + 0.5).astype(np.float32)
+        p = rng.dirichlet(np.ones(1000), 4096).astype(np.float32)
+        out.append(("CE 4096x1000 smooth+w", lambda fx, x=x, y=y, w=w, **kw:
+                    fx.cross_entropy(x, y, w, label_smoothing=0.1, **kw), x))
+        out.append(("CE 4096x1000 soft", lambda fx, x=x, p=p, **kw:
+                    fx.cross_entropy(x, p, **kw), x))
+        out.append(("NLL 4096x1000", lambda fx, x=x, y=y, **kw:
+                    fx.nll_loss(x, y, **kw), x))
+        xc = rng.standard_normal((8, 21, 64, 64), dtype=np.float32)
+        yc = rng.integers(0, 21, (8, 64, 64))
+        out.append(("CE 8x21x64x64 axis=1 smooth", lambda fx, x=xc, y=yc, **kw:
+                    fx.cross_entropy(x, y, label_smoothing=0.1, **kw), xc))
+    if "elem" in which:         # the other elementwise losses
+        x = rng.standard_normal((4096, 1000), dtype=np.float32)
+        pr = rng.random((4096, 1000), dtype=np.float32)
+        t = rng.random((4096, 1000), dtype=np.float32)
+        lq = np.log(rng.dirichlet(np.ones(1000), 4096)).astype(np.float32)
+        out.append(("BCE 4096x1000 float pos_weight", lambda fx, x=x, t=t, **kw:
+                    fx.binary_cross_entropy_with_logits(x, t, pos_weight=np.float32(2), **kw), x))
+        out.append(("BCE probs 4096x1000", lambda fx, x=pr, t=t, **kw:
+                    fx.binary_cross_entropy(x, t, **kw), pr))
+        out.append(("KL 4096x1000", lambda fx, x=lq, t=t, **kw:
+                    fx.kl_div(x, t, **kw), lq))
     if "col" in which:
         x = rng.standard_normal((8, 21, 256, 256), dtype=np.float32)
         y = rng.integers(0, 21, (8, 256, 256))
@@ -76,15 +105,22 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=15)
     ap.add_argument("--cases", nargs="+", default=["ce", "bce", "col"],
-                    help="ce, ce64 (float64), bce, col (class axis 1)")
+                    help="ce, ce64 (float64), opts (smoothing, weights, soft targets, "
+                         "nll_loss), bce, elem (BCE on probabilities, KL), col (class "
+                         "axis 1), blocks (logsumexp, softmax, sigmoid: forward only)")
+    ap.add_argument("--isa", default="best", help="kernel variant on both builds")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         sys.path.insert(0, build_old(args.rev, tmp))
         sys.path.insert(0, os.path.join(ROOT, "src"))
         import fastxent as new
         import fastxent_ab_old as old
-        print(f"old: {args.rev}; new: {ROOT}/src; {args.threads} threads; "
-              f"median of {args.rounds} interleaved rounds")
+        for fx in (old, new):
+            fx._core.select_isa(args.isa)
+        print(f"old: {args.rev}; new: {ROOT}/src; ISA {new._core.current_isa()}; "
+              f"{args.threads} threads; median of {args.rounds} interleaved rounds")
+        if "blocks" in args.cases:
+            blocks(old, new, args, np.random.default_rng(0))
         for name, call, x in cases(args.cases, np.random.default_rng(0)):
             g = np.empty_like(x)
             variants = {}
@@ -113,6 +149,28 @@ def main():
                 best = min(times[("old", how)]) / min(times[("new", how)])
                 print(f"{name:24s} {how:5s} old {o:9.3f} ms  new {n:9.3f} ms  old/new {o / n:5.2f}"
                       f"  (fastest {best:5.2f})" + ("" if how != "fresh" else f"  same bits: {same}"))
+
+
+def blocks(old, new, args, rng):
+    """The building blocks, which have no gradient: one line each."""
+    x = rng.standard_normal((4096, 1000), dtype=np.float32)
+    for name in ("logsumexp", "softmax", "log_softmax", "entropy", "sigmoid"):
+        calls = {tag: (lambda fx=fx: getattr(fx, name)(x, n_threads=args.threads))
+                 for tag, fx in (("old", old), ("new", new))}
+        times = {k: [] for k in calls}
+        for f in calls.values():
+            f()
+        for _ in range(args.rounds):
+            for k, f in calls.items():
+                t0 = time.perf_counter()
+                for _ in range(3):
+                    f()
+                times[k].append((time.perf_counter() - t0) / 3)
+        same = np.array_equal(calls["old"](), calls["new"](), equal_nan=True)
+        o, n = np.median(times["old"]) * 1e3, np.median(times["new"]) * 1e3
+        best = min(times["old"]) / min(times["new"])
+        print(f"{name + ' 4096x1000':24s} fwd   old {o:9.3f} ms  new {n:9.3f} ms  old/new "
+              f"{o / n:5.2f}  (fastest {best:5.2f})  same bits: {same}")
 
 
 if __name__ == "__main__":

@@ -80,6 +80,7 @@ cdef extern from "fx_api.h" nogil:
 
     const fx_table *fx_table_f32
     const fx_table *fx_table_f64
+    const char *fx_isa_name(int i)
     int fx_isa_supported(const char *name)
     int fx_select_isa(const char *name)
     const char *fx_current_isa()

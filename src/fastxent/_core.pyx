@@ -38,7 +38,16 @@ def _after_fork_in_child():
 
 fx_select_isa(b"best")
 
-ISAS = ("avx512", "avx2", "baseline")
+def _built_isas():
+    cdef int i = 0
+    names = []
+    while fx_isa_name(i) != NULL:
+        names.append(fx_isa_name(i).decode())
+        i += 1
+    return tuple(names)
+
+
+ISAS = _built_isas()   # the instances this build has, widest first
 
 
 def isa_available():

@@ -7,7 +7,7 @@
  *   1. Right answers: log-sum-exp shifted by the row max; every loss term written as a
  *      non-negative quantity (m - x_j, log s) so that huge logits do not cancel; IEEE
  *      NaN/inf semantics kept (no -ffast-math anywhere).
- *   2. One home for each piece of math (see ARCHITECTURE.md beside this file).
+ *   2. One home for each piece of math (src/fastxent/ARCHITECTURE.md maps them).
  *   3. Portable and fast: the package is compiled for the baseline ISA, and each
  *      (precision, ISA) is its own translation unit (fx_<prec>_<isa>.c) whose table of
  *      kernels is chosen at run time (fx_select_isa), so an ordinary `pip install` runs
@@ -169,6 +169,8 @@ extern const fx_table fx_table_f32_avx512, fx_table_f64_avx512;
 /* The tables in use (set by fx_select_isa). */
 extern const fx_table *fx_table_f32;
 extern const fx_table *fx_table_f64;
+/* The name of built instance i (widest first), NULL past the last. */
+const char *fx_isa_name(int i);
 /* Can this CPU run the named variant ("baseline", "avx2", "avx512")? */
 int fx_isa_supported(const char *name);
 /* Select a variant by name ("best": the widest supported); 0 on success. */

@@ -28,6 +28,11 @@ static const fx_isa_entry fx_isas[] = {
 };
 #define FX_N_ISAS (sizeof fx_isas / sizeof fx_isas[0])
 
+const char *fx_isa_name(int i)
+{
+    return i >= 0 && (size_t)i < FX_N_ISAS ? fx_isas[i].name : NULL;
+}
+
 int fx_isa_supported(const char *name)
 {
     if (strcmp(name, "baseline") == 0) return 1;

@@ -134,7 +134,8 @@ FN void exp_pass(const R *x, R *g, int64_t C, R sh, int aux, int weighted, const
 }
 
 /* The gradient pass over g, which holds e_j: g_j = alpha e_j - beta b_j, with b_j from
-   target_weights (no b term for NONE). */
+   target_weights (no b term for NONE); alpha e_j unrounded where the ISA has FMA
+   (vmul_sub), as in the class-axis kernel. */
 FN void grad_pass(R *g, int64_t C, R alpha, R beta, int aux, int weighted, const R *w,
                   const R *y, R c1, R c0)
 {
