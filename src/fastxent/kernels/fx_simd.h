@@ -179,6 +179,16 @@ FN VR vmul_sub(VR a, VR b, VR c)
 #endif
 }
 
+/* v, rounded to its type before it is used again: the compiler may not fuse a product
+   in v into the addition that follows (FMA contraction would make a sum of item losses
+   differ from the sum of the items a "none" reduction returns, by the compiler's
+   choice). */
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define FX_ROUNDED(v) __extension__({ __typeof__(v) fx_r_ = (v); __asm__("" : "+x"(fx_r_)); fx_r_; })
+#else
+#define FX_ROUNDED(v) (v)
+#endif
+
 /* Horizontal sum in float64 and horizontal max (NaN if any lane is NaN), by fixed
    shuffle trees: short rows pay for these once per pass. */
 #if FX_VBYTES == 64 && FX_F32

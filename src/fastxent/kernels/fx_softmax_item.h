@@ -171,7 +171,7 @@ static inline double fx_dropped_loss(int64_t label)
 
 /* nll_loss on log-probabilities: loss = -w_t x_t, gradient -w_t * scale at t (0
    elsewhere). */
-static inline double fx_nll_loss(double wt, double xt) { return -wt * xt; }
+static inline double fx_nll_loss(double wt, double xt) { return FX_ROUNDED(-wt * xt); }
 static inline double fx_nll_grad(const fx_softmax_args *A, double wt) { return -wt * A->grad_scale; }
 
 #endif /* FX_SOFTMAX_ITEM_H */
