@@ -32,16 +32,17 @@ FN sig_parts sigmoid_parts(VR x)
 
 /* The elementwise losses, each as loss = coef x + rest (a zero coef times an infinite x
    counts 0: the loss's limit), with d loss/dx alongside (before weight and scale):
-     FX_BCE_LOGITS: (1-t) x + lw softplus(-x), lw = 1 + (pw-1) t, split by the sign
+     FX_BCE_LOGITS:    (1-t) x + lw softplus(-x), lw = 1 + (pw-1) t, split by the sign
                        of x so that no term cancels (tiny losses and gradients keep their
                        relative accuracy; PyTorch's single formula does not):
                          x >= 0: coef = 1-t,    rest = lw l1p, grad = (1-t) - lw sigmoid(-x)
                          x <  0: coef = -pw t,  rest = lw l1p, grad = lw sigmoid(x) - pw t
-     FX_BCE_PROBS:  rest = -(t max(log x, -100) + (1-t) max(log1p(-x), -100)),
+     FX_BCE_PROBS:     rest = -(t max(log x, -100) + (1-t) max(log1p(-x), -100)),
                        grad = (x - t) / max(x (1-x), eps)   (PyTorch's clamps)
-     FX_KL:         coef = -t,   rest = t log t (0 where t == 0),  grad = -t
-     FX_KL_LOG_TARGET:    coef = -e^t, rest = e^t t,                    grad = -e^t       */
-FN void elementwise_terms(int kind, VR x, VR t, VR pw, int has_pw, VR *coef, VR *rest, VR *grad)
+     FX_KL:            coef = -t,   rest = t log t (0 where t == 0),  grad = -t
+     FX_KL_LOG_TARGET: coef = -e^t, rest = e^t t,                    grad = -e^t       */
+FN void elementwise_terms(int kind, VR x, VR t, VR pw, int has_pw, VR *coef, VR *rest,
+                          VR *grad)
 {
     const R one = 1;
     VR zero = {0};
@@ -85,8 +86,8 @@ FN void elementwise_terms(int kind, VR x, VR t, VR pw, int has_pw, VR *coef, VR 
 /* One vector of elements (n of them when !full): loss = coef x + rest and gradient,
    times the weight. */
 FN void elementwise_vec_terms(int kind, int u8, int has_w, int has_pw, const R *xp,
-                             const void *tp, const R *w, const R *pw, int full, int64_t n,
-                             VR *x_out, VR *loss, VR *grad)
+                              const void *tp, const R *w, const R *pw, int full,
+                              int64_t n, VR *x_out, VR *loss, VR *grad)
 {
 #define LOAD(p, pad) (full ? vload(p) : vload_part((p), n, (pad)))
     VR x = LOAD(xp, (R)0.5);
@@ -111,7 +112,7 @@ FN void elementwise_vec_terms(int kind, int u8, int has_w, int has_pw, const R *
    2.3 * -3e38 in float32) is inf in "none", but the float64 sum must see its value. */
 static __attribute__((noinline, cold)) FX_TARGET_ATTR double
 elementwise_sum_wide(int kind, int u8, int has_w, int has_pw, const R *xp, const void *tp,
-                         const R *w, const R *pw, int64_t n)
+                     const R *w, const R *pw, int64_t n)
 {
     long double sum = 0;
     for (int64_t i = 0; i < n; i++) {
@@ -123,8 +124,7 @@ elementwise_sum_wide(int kind, int u8, int has_w, int has_pw, const R *xp, const
         ts[0] = u8 ? (R)((const uint8_t *)tp)[i] : ((const R *)tp)[i];
         if (has_pw) pws[0] = pw[i];
         VR coef, rest, grad;
-        elementwise_terms(kind, vload(xs), vload(ts), vload(pws), has_pw,
-                        &coef, &rest, &grad);
+        elementwise_terms(kind, vload(xs), vload(ts), vload(pws), has_pw, &coef, &rest, &grad);
         long double lin = coef[0] != 0 ? (long double)coef[0] * xs[0] : 0;
         sum += (lin + rest[0]) * (has_w ? (long double)w[i] : 1);
     }
@@ -140,8 +140,8 @@ elementwise_sum_wide(int kind, int u8, int has_w, int has_pw, const R *xp, const
    in the lanes. (Testing every vector unchecked too made BCE 25-30% slower: a call
    on the cold path costs the loop its vector constants in registers.) */
 FN void elementwise_vec(VR *part, acc64 *acc, int checked, int kind, int u8,
-                            int has_w, int has_pw, const R *xp, const void *tp, const R *w,
-                            const R *pw, R *gp, R *lp, R scale, int full, int64_t n)
+                        int has_w, int has_pw, const R *xp, const void *tp, const R *w,
+                        const R *pw, R *gp, R *lp, R scale, int full, int64_t n)
 {
     VR x, loss, grad;
     elementwise_vec_terms(kind, u8, has_w, has_pw, xp, tp, w, pw, full, n, &x, &loss, &grad);
@@ -173,7 +173,7 @@ FN void elementwise_vec(VR *part, acc64 *acc, int checked, int kind, int u8,
    needs the inputs intact, so a gradient written over the input (checked = 1) tests
    each vector instead. */
 FN double elementwise_loop(const fx_elementwise_args *A, int64_t i0, int64_t i1, int kind,
-                               int u8, int has_w, int has_pw, int checked)
+                           int u8, int has_w, int has_pw, int checked)
 {
     const int64_t cols = A->cols;
     const R scale = (R)A->grad_scale;
@@ -195,8 +195,8 @@ FN double elementwise_loop(const fx_elementwise_args *A, int64_t i0, int64_t i1,
         int64_t k = 0, len = end - i, nv = 0;
         for (; k + VL <= len; k += VL) {
             elementwise_vec(&part, &acc, checked, kind, u8, has_w, has_pw, X + i + k,
-                                T + (i + k) * tsize, has_w ? w + k : NULL, has_pw ? pw + k : NULL,
-                                G ? G + i + k : NULL, L ? L + i + k : NULL, scale, 1, VL);
+                            T + (i + k) * tsize, has_w ? w + k : NULL, has_pw ? pw + k : NULL,
+                            G ? G + i + k : NULL, L ? L + i + k : NULL, scale, 1, VL);
             if (++nv == FX_FOLD_ELEMS / VL) {
                 acc_f64(&acc, part);
                 part = (VR){0};
@@ -205,13 +205,13 @@ FN double elementwise_loop(const fx_elementwise_args *A, int64_t i0, int64_t i1,
         }
         if (k < len)
             elementwise_vec(&part, &acc, checked, kind, u8, has_w, has_pw, X + i + k,
-                                T + (i + k) * tsize, has_w ? w + k : NULL, has_pw ? pw + k : NULL,
-                                G ? G + i + k : NULL, L ? L + i + k : NULL, scale, 0, len - k);
+                            T + (i + k) * tsize, has_w ? w + k : NULL, has_pw ? pw + k : NULL,
+                            G ? G + i + k : NULL, L ? L + i + k : NULL, scale, 0, len - k);
         acc_f64(&acc, part);
         double seg = acc_sum(&acc);
         if (!checked && __builtin_expect(!isfinite(seg), 0))
             seg = elementwise_sum_wide(kind, u8, has_w, has_pw, X + i, T + i * tsize,
-                                           w, pw, len);
+                                       w, pw, len);
         total += seg;
         i = end;
     }
