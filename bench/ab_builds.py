@@ -109,9 +109,13 @@ def main():
                          "nll_loss), bce, elem (BCE on probabilities, KL), col (class "
                          "axis 1), blocks (logsumexp, softmax, sigmoid: forward only)")
     ap.add_argument("--isa", default="best", help="kernel variant on both builds")
+    ap.add_argument("--old-pkg", metavar="DIR",
+                    help="a folder holding fastxent_ab_old already built from REV (as "
+                         "same_bits.py --keep-old leaves it): skip the build")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        sys.path.insert(0, build_old(args.rev, tmp))
+        sys.path.insert(0, os.path.abspath(args.old_pkg) if args.old_pkg
+                        else build_old(args.rev, tmp))
         sys.path.insert(0, os.path.join(ROOT, "src"))
         import fastxent as new
         import fastxent_ab_old as old

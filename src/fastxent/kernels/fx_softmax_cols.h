@@ -24,68 +24,69 @@
 
 #define NV FX_COL_VECS
 
-/* The lanes of a panel: n items in nv vectors, the last with nlast live lanes; keep
-   marks the lanes that are computed (live, and a class label where labels are hard). */
-typedef struct {
-    int nv;
-    int64_t n, nlast;
-    VI live[NV], keep[NV];
-    int64_t label[NV * VL];     /* fx_label's class, FX_LABEL_IGNORED or FX_LABEL_BAD */
-} panel;
+/* The shape of a panel: n items in nv vectors, the last with nlast live lanes. Passed by
+   value, so that it stays in registers (vector stores could alias it in memory). */
+typedef struct { int nv; int64_t nlast; } panel_shape;
 
-FN int panel_full(const panel *P, int q) { return q < P->nv - 1 || P->nlast == VL; }
-FN VR panel_load(const panel *P, int q, const R *p, R pad)
+FN panel_shape panel_shape_of(int64_t n)
 {
-    return panel_full(P, q) ? vload(p) : vload_part(p, P->nlast, pad);
+    panel_shape S;
+    S.nv = (int)((n + VL - 1) / VL);
+    S.nlast = n - (int64_t)(S.nv - 1) * VL;
+    return S;
 }
-FN void panel_store(const panel *P, int q, R *p, VR v)
+FN int panel_full(panel_shape S, int q) { return q < S.nv - 1 || S.nlast == VL; }
+FN VR panel_load(panel_shape S, int q, const R *p, R pad)
 {
-    if (panel_full(P, q)) vstore(p, v);
-    else vstore_part(p, v, P->nlast);
+    return panel_full(S, q) ? vload(p) : vload_part(p, S.nlast, pad);
 }
-FN int panel_kept(const panel *P, int64_t l) { return P->keep[l / VL][l % VL] != 0; }
+FN void panel_store(panel_shape S, int q, R *p, VR v)
+{
+    if (panel_full(S, q)) vstore(p, v);
+    else vstore_part(p, v, S.nlast);
+}
+FN int lane_kept(const VI *keep, int64_t l) { return keep[l / VL][l % VL] != 0; }
 
-/* The panel's lanes and, for hard labels, its labels (those of the panel four ahead
-   prefetched, as x is in pass 1). */
-FN void panel_init(panel *P, const fx_softmax_args *A, int64_t item0, int64_t n)
+/* The panel's lanes: live (within the n items) and keep (live, and a class label where
+   labels are hard: fx_label's class, FX_LABEL_IGNORED or FX_LABEL_BAD into label). The
+   labels of the panel four ahead are prefetched, as x is in pass 1. */
+FN void panel_lanes(const fx_softmax_args *A, panel_shape S, int64_t item0, int64_t n,
+                    VI *live, VI *keep, int64_t *label)
 {
-    P->n = n;
-    P->nv = (int)((n + VL - 1) / VL);
-    P->nlast = n - (int64_t)(P->nv - 1) * VL;
-    for (int q = 0; q < P->nv; q++)
-        P->keep[q] = P->live[q] = panel_full(P, q) ? ~(VI){0} : vlive(P->nlast);
+    for (int q = 0; q < S.nv; q++) keep[q] = live[q] = panel_full(S, q) ? ~(VI){0} : vlive(S.nlast);
     if (A->soft) {
-        for (int64_t l = 0; l < n; l++) P->label[l] = 0;
+        for (int64_t l = 0; l < n; l++) label[l] = 0;
         return;
     }
     const size_t lb = fx_label_bytes(A->label_type);
     const char *ahead = (const char *)A->labels + (size_t)(item0 + 4 * NV * VL) * lb;
     for (size_t b = 0; b < (size_t)n * lb; b += 64) __builtin_prefetch(ahead + b);
-    fx_labels(A->labels, A->label_type, item0, n, A->C, A->ignore_index, P->label);
-    for (int q = 0; q < P->nv; q++) {
+    fx_labels(A->labels, A->label_type, item0, n, A->C, A->ignore_index, label);
+    for (int q = 0; q < S.nv; q++) {
         VI labelled;                /* lanes with a class (not ignored, nor bad) */
         for (int l = 0; l < VL; l++)
-            labelled[l] = q * VL + l < n && P->label[q * VL + l] >= 0 ? -1 : 0;
-        P->keep[q] &= labelled;
+            labelled[l] = q * VL + l < n && label[q * VL + l] >= 0 ? -1 : 0;
+        keep[q] &= labelled;
     }
 }
 
 /* nll_loss over a panel (fx_nll_loss). */
-FN double panel_nll(const fx_softmax_args *A, const panel *P, int64_t inner, int64_t item0,
+FN double panel_nll(const fx_softmax_args *A, panel_shape S, const VI *keep,
+                    const int64_t *label, int64_t inner, int64_t item0, int64_t n,
                     const R *x, R *g)
 {
     double xt[NV * VL], total = 0.0;               /* read before g (maybe x) is zeroed */
-    for (int64_t l = 0; l < P->n; l++)
-        xt[l] = panel_kept(P, l) ? (double)x[P->label[l] * inner + l] : 0.0;
+    for (int64_t l = 0; l < n; l++)
+        xt[l] = lane_kept(keep, l) ? (double)x[label[l] * inner + l] : 0.0;
     if (g)
         for (int64_t c = 0; c < A->C; c++)
-            for (int q = 0; q < P->nv; q++) panel_store(P, q, g + c * inner + q * VL, (VR){0});
-    for (int64_t l = 0; l < P->n; l++) {
-        double loss = fx_dropped_loss(P->label[l]);
-        if (panel_kept(P, l)) {
-            double wt = FX_CLASS_WEIGHT(A, P->label[l]);
+            for (int q = 0; q < S.nv; q++) panel_store(S, q, g + c * inner + q * VL, (VR){0});
+    for (int64_t l = 0; l < n; l++) {
+        double loss = fx_dropped_loss(label[l]);
+        if (lane_kept(keep, l)) {
+            double wt = class_weight((const R *)A->weight, label[l]);
             loss = fx_nll_loss(wt, xt[l]);
-            if (g) g[P->label[l] * inner + l] = (R)fx_nll_grad(A, wt);
+            if (g) g[label[l] * inner + l] = (R)fx_nll_grad(A, wt);
         }
         if (A->item_loss) ((R *)A->item_loss)[item0 + l] = (R)loss;
         total += loss;
@@ -93,31 +94,34 @@ FN double panel_nll(const fx_softmax_args *A, const panel *P, int64_t inner, int
     return total;
 }
 
-/* target_weights of class c for a panel vector: wc the class rows' weights (NULL when
-   the variant reads none), y the panel's target probabilities (SOFT). */
-FN VR panel_target_weights(const panel *P, int aux, const R *wc, const R *y, int64_t c,
+/* target_weights of class c for a panel vector: w the class weights (or NULL), y the
+   panel's target probabilities (SOFT). */
+FN VR panel_target_weights(panel_shape S, int aux, const R *w, const R *y, int64_t c,
                            int64_t inner, int q, R c1, R c0)
 {
-    VR yv = aux == FX_AUX_SOFT ? panel_load(P, q, y + c * inner + q * VL, 0) : (VR){0};
-    return target_weights(aux, vsplat(wc ? wc[c] : (R)1), yv, c1, c0);
+    VR yv = aux == FX_AUX_SOFT ? panel_load(S, q, y + c * inner + q * VL, 0) : (VR){0};
+    return target_weights(aux, vsplat(w ? w[c] : (R)1), yv, c1, c0);
 }
 
 /* Softmax cross-entropy over a panel of n items from item0: x (and g, y) point at its
-   first item; buf is the panel buffer or NULL. aux and wc (class weights, NULL when the
-   variant reads none) come from the declared variant. Returns the panel's summed loss. */
-FN double softmax_panel(const fx_softmax_args *A, int aux, const R *wc, int64_t inner,
+   first item; buf is the panel buffer or NULL; aux the call's per-class target weights,
+   w its class weights (or NULL). Returns the panel's summed loss. */
+FN double softmax_panel(const fx_softmax_args *A, int aux, const R *w, int64_t inner,
                         int64_t item0, int64_t n, const R *x, R *g, const R *y, R *buf)
 {
     const int64_t C = A->C;
+    const int soft = A->soft != NULL;
     const double eps = A->smoothing;
     const R c1 = (R)(1.0 - eps), c0 = (R)(eps / (double)C);
     VR zero = {0};
-    panel P;
+    const panel_shape S = panel_shape_of(n);
+    const int nv = S.nv;
+    VI live[NV], keep[NV];
+    int64_t label[NV * VL];
     fx_chunk st[NV * VL];
     double total = 0.0;
-    panel_init(&P, A, item0, n);
-    const int nv = P.nv;
-    if (A->logprob_input) return panel_nll(A, &P, inner, item0, x, g);
+    panel_lanes(A, S, item0, n, live, keep, label);
+    if (A->logprob_input) return panel_nll(A, S, keep, label, inner, item0, n, x, g);
 
     /* where passes 2 and 3 read x and keep e, then the gradient: buf, or x and g */
     const R *xs = buf ? buf : x;
@@ -134,12 +138,12 @@ FN double softmax_panel(const fx_softmax_args *A, int aux, const R *wc, int64_t 
                four panels ahead in each class row now (a prefetch never faults) */
             __builtin_prefetch(x + c * inner + (4 * NV + q) * VL, 0, 2);
             if (g && !A->stream_grad) __builtin_prefetch(g + c * inner + (4 * NV + q) * VL, 1, 2);
-            VR v = panel_load(&P, q, x + c * inner + q * VL, -INFINITY);
+            VR v = panel_load(S, q, x + c * inner + q * VL, -INFINITY);
             if (buf) vstore(ws + c * stride + q * VL, v);
             m[q] = vmax_fast(m[q], v);
         }
     for (int64_t l = 0; l < n; l++)      /* the target logits, from buf (a gather from x would miss) */
-        st[l].xt = !A->soft && panel_kept(&P, l) ? (double)xs[P.label[l] * stride + l] : 0.0;
+        st[l].xt = !soft && lane_kept(keep, l) ? (double)xs[label[l] * stride + l] : 0.0;
     for (int q = 0; q < nv; q++)
         sh[q] = vselect(m[q] == vsplat(-INFINITY), zero, m[q]);
 
@@ -151,16 +155,16 @@ FN double softmax_panel(const fx_softmax_args *A, int aux, const R *wc, int64_t 
     for (int l = 0; l < nv * VL; l++) s_acc[l] = bd_acc[l] = bsum_acc[l] = 0.0;
     for (int64_t c = 0; c < C; c++) {
         for (int q = 0; q < nv; q++) {
-            VR v = panel_load(&P, q, xs + c * stride + q * VL, -INFINITY);
+            VR v = panel_load(S, q, xs + c * stride + q * VL, -INFINITY);
             VR e = vexp_nonpos(v - sh[q]);
             s[q] += e;
             if (aux != FX_AUX_NONE) {
-                VR b = panel_target_weights(&P, aux, wc, y, c, inner, q, c1, c0);
-                b = vzero_unless(P.live[q], b);
+                VR b = panel_target_weights(S, aux, w, y, c, inner, q, c1, c0);
+                b = vzero_unless(live[q], b);
                 bsum[q] += b;
                 bd[q] += bd_terms(b, sh[q], v, bd_acc + q * VL);
             }
-            if (g) panel_store(&P, q, ws + c * stride + q * VL, e);
+            if (g) panel_store(S, q, ws + c * stride + q * VL, e);
         }
         if ((c & 15) == 15 || c == C - 1) {
             for (int q = 0; q < nv; q++) {
@@ -186,11 +190,11 @@ FN double softmax_panel(const fx_softmax_args *A, int aux, const R *wc, int64_t 
             int64_t i = (int64_t)q * VL + l;
             alpha_r[i] = 0;
             if (i >= n) continue;
-            double loss = fx_dropped_loss(P.label[i]);
-            if (panel_kept(&P, i)) {
+            double loss = fx_dropped_loss(label[i]);
+            if (lane_kept(keep, i)) {
                 st[i].m = m[q][l]; st[i].sh = sh[q][l];
                 st[i].s = s_acc[i]; st[i].bd = bd_acc[i]; st[i].bsum = bsum_acc[i];
-                double wt = A->soft ? 1.0 : FX_CLASS_WEIGHT(A, P.label[i]);
+                double wt = soft ? 1.0 : class_weight(w, label[i]);
                 double ls = log_s[l];
                 loss = fx_item_loss(A, st + i, 1, wt, st[i].xt, &ls);
                 alpha_r[i] = (R)st[i].alpha;
@@ -209,23 +213,23 @@ FN double softmax_panel(const fx_softmax_args *A, int aux, const R *wc, int64_t 
     for (int64_t c = 0; c < C; c++)
         for (int q = 0; q < nv; q++) {
             R *wq = ws + c * stride + q * VL;
-            VR e = panel_load(&P, q, wq, 0);
+            VR e = panel_load(S, q, wq, 0);
             VR gv = aux == FX_AUX_NONE ? e * alpha[q]
-                  : vmul_sub(e, alpha[q], panel_target_weights(&P, aux, wc, y, c, inner, q, c1, c0) * beta);
-            panel_store(&P, q, wq, vzero_unless(P.keep[q], gv));
+                  : vmul_sub(e, alpha[q], panel_target_weights(S, aux, w, y, c, inner, q, c1, c0) * beta);
+            panel_store(S, q, wq, vzero_unless(keep[q], gv));
         }
-    if (!A->soft)
+    if (!soft)
         for (int64_t l = 0; l < n; l++) {
-            if (!panel_kept(&P, l)) continue;
-            R *gt = ws + P.label[l] * stride + l;
-            *gt = (R)fx_target_grad(A, (double)*gt, FX_CLASS_WEIGHT(A, P.label[l]));
+            if (!lane_kept(keep, l)) continue;
+            R *gt = ws + label[l] * stride + l;
+            *gt = (R)fx_target_grad(A, (double)*gt, class_weight(w, label[l]));
         }
     if (buf && A->stream_grad)      /* see stream_copy; softmax_cols fences */
         for (int64_t c = 0; c < C; c++) stream_copy(g + c * inner, ws + c * stride, n);
     else if (buf)
         for (int64_t c = 0; c < C; c++)
             for (int q = 0; q < nv; q++)
-                panel_store(&P, q, g + c * inner + q * VL, panel_load(&P, q, ws + c * stride + q * VL, 0));
+                panel_store(S, q, g + c * inner + q * VL, panel_load(S, q, ws + c * stride + q * VL, 0));
     return total;
 }
 
@@ -244,7 +248,9 @@ KERNEL double softmax_cols(const fx_softmax_args *A, int64_t inner, int64_t k0, 
     R *buf = need <= (int64_t)(sizeof local / sizeof(R)) ? local
              : need * (int64_t)sizeof(R) <= (512 << 10) ? (R *)malloc((size_t)need * sizeof(R))
              : NULL;
-    const int variant = fx_softmax_variant(A);
+    /* one copy of the panel code per aux (the weights are a scalar per class row here,
+       read as the loop goes: specialising on them gains nothing) */
+    const int aux = fx_softmax_aux(A);
     const R *w = (const R *)A->weight;
     for (int64_t k = k0; k < k1; k++) {
         int64_t o = k / ppo, i0 = (k % ppo) * width;
@@ -252,14 +258,15 @@ KERNEL double softmax_cols(const fx_softmax_args *A, int64_t inner, int64_t k0, 
         int64_t base = o * C * inner + i0;
         const R *x = (const R *)A->x + base, *y = A->soft ? (const R *)A->soft + base : NULL;
         R *g = A->grad ? (R *)A->grad + base : NULL;
-        /* each declared variant its own copy of the panel code (fx_variants.h) */
-        switch (variant) {
-#define FX_CASE(name, AUX, W)                                                           \
-        case FX_SOFTMAX_##name:                                                         \
-            total += softmax_panel(A, AUX, W ? w : NULL, inner, o * inner + i0, n, x, g, y, buf); \
+        switch (aux) {
+        case FX_AUX_SOFT:
+            total += softmax_panel(A, FX_AUX_SOFT, w, inner, o * inner + i0, n, x, g, y, buf);
             break;
-        FX_SOFTMAX_VARIANTS(FX_CASE)
-#undef FX_CASE
+        case FX_AUX_SMOOTH:
+            total += softmax_panel(A, FX_AUX_SMOOTH, w, inner, o * inner + i0, n, x, g, y, buf);
+            break;
+        default:
+            total += softmax_panel(A, FX_AUX_NONE, w, inner, o * inner + i0, n, x, g, y, buf);
         }
     }
     if (buf != local) free(buf);   /* free(NULL) is a no-op */

@@ -158,9 +158,8 @@ static inline double fx_target_grad(const fx_softmax_args *A, double g_t, double
     return g_t - A->grad_scale * (1.0 - A->smoothing) * wt;
 }
 
-/* The class weight of a hard label (1 without weights). */
-#define FX_CLASS_WEIGHT(A, label) \
-    ((A)->weight ? (double)((const R *)(A)->weight)[label] : 1.0)
+/* The class weight of a hard label: w[label], 1 without weights (w NULL). */
+FN double class_weight(const R *w, int64_t label) { return w ? (double)w[label] : 1.0; }
 
 /* The loss of an item that is not kept: 0 if its label is ignore_index, NaN if the
    label no longer validates (changed by another thread since the validation pass). */

@@ -215,7 +215,7 @@ KERNEL double softmax_row_finish(const fx_softmax_args *A, int64_t row, fx_chunk
     int64_t label = row_label(A, row);
     double loss = fx_dropped_loss(label);
     if (label >= 0) {
-        double wt = A->soft ? 1.0 : FX_CLASS_WEIGHT(A, label);
+        double wt = A->soft ? 1.0 : class_weight((const R *)A->weight, label);
         loss = fx_item_loss(A, st, nch, wt, A->soft ? 0.0 : st[label / CHUNK].xt, NULL);
     }
     if (A->item_loss) ((R *)A->item_loss)[row] = (R)loss;
@@ -243,7 +243,7 @@ FN void chunk_grad_to(const fx_softmax_args *A, int64_t row, int64_t c, const fx
 #undef FX_CASE
     }
     if (!A->soft && label >= j0 && label < j0 + n)
-        g[label - j0] = (R)fx_target_grad(A, (double)g[label - j0], FX_CLASS_WEIGHT(A, label));
+        g[label - j0] = (R)fx_target_grad(A, (double)g[label - j0], class_weight((const R *)A->weight, label));
 }
 
 KERNEL void softmax_chunk_grad(const fx_softmax_args *A, int64_t row, int64_t c, const fx_chunk *st)
@@ -260,7 +260,7 @@ FN double nll_row(const fx_softmax_args *A, int64_t row)
     int64_t label = row_label(A, row);
     double loss = fx_dropped_loss(label), wt = 0.0;
     if (label >= 0) {
-        wt = FX_CLASS_WEIGHT(A, label);
+        wt = class_weight((const R *)A->weight, label);
         loss = fx_nll_loss(wt, (double)x[label]);     /* read before g (maybe x) is zeroed */
     }
     if (g) {

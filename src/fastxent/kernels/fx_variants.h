@@ -50,10 +50,16 @@ enum {
     FX_NO_VARIANT = -1
 };
 
+/* The per-class target weights a call needs (FX_AUX_*). */
+static inline int fx_softmax_aux(const fx_softmax_args *A)
+{
+    return A->soft ? FX_AUX_SOFT : A->smoothing > 0.0 ? FX_AUX_SMOOTH : FX_AUX_NONE;
+}
+
 /* The softmax variant of a call. */
 static inline int fx_softmax_variant(const fx_softmax_args *A)
 {
-    int aux = A->soft ? FX_AUX_SOFT : A->smoothing > 0.0 ? FX_AUX_SMOOTH : FX_AUX_NONE;
+    int aux = fx_softmax_aux(A);
     int weighted = A->weight != NULL && aux != FX_AUX_NONE;
 #define FX_MATCH(name, AUX, W) if (aux == AUX && weighted == W) return FX_SOFTMAX_##name;
     FX_SOFTMAX_VARIANTS(FX_MATCH)
