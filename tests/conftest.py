@@ -1,4 +1,15 @@
-"""Shared fixtures and assertion helpers for the fastxent test suite."""
+"""Shared fixtures and assertion helpers for the fastxent test suite.
+
+The map of tests/:
+  conftest.py   fixtures (rng, dtype, isa, torch), the two comparisons (close_ieee: values
+                against the float64 reference; assert_same_bits: bit equality), the
+                tolerances, input makers, and the hypothesis settings profile
+  registry.py   the one registry of fastxent's functions: for each loss and building block
+                its fastxent call, its float64 reference, its torch counterpart and the
+                arguments it takes; and CASES, valid calls exercising each loss's options
+  reference.py  the float64 NumPy reference (never imports fastxent)
+  test_*.py     one file per area; regression tests sit beside the function they cover
+"""
 
 import os
 import zlib
@@ -37,7 +48,7 @@ def _require(modname, pipname):
         msg = f"{pipname} is not installed"
         if _env_is_ci():
             pytest.fail(f"{msg}, but the CI must run these tests (CI=true)")
-        pytest.skip(msg)
+        pytest.skip(msg, allow_module_level=True)
 
 
 def require_torch():
@@ -56,10 +67,64 @@ def require_sklearn():
 
 def require_scipy():
     _require("scipy", "scipy")
-    import scipy.special
-    return scipy
+    import scipy.optimize  # noqa: F401
+    import scipy.special  # noqa: F401
+    return __import__("scipy")
 
 
+def close_ieee(actual, expected, dtype, what="", unit=0.0, *, scale=None, rtol=None):
+    """The one IEEE-aware comparison: `actual` agrees with the float64 `expected`.
+
+    * NaN pattern and infinities: those of `expected` rounded to `dtype` (a true 6e38 is
+      inf in float32) must match exactly (same inf sign, NaN where NaN);
+    * finite entries: |a - e| <= rtol |e| + rtol S + tiny, with rtol = tol(dtype) unless
+      given, tiny the dtype's smallest normal (subnormal results may flush to zero), and S
+      the yardstick of the absolute error: `scale` when given, else the largest finite
+      |expected| of an array (0 for a scalar, which is then compared relatively), at least
+      `unit` (the size of the terms that cancel: gradients and per-item losses come out of
+      differences such as p - 1 or lse - x_t whose error is set by the largest terms).
+    """
+    a = np.asarray(actual, dtype=np.float64)
+    e = np.asarray(expected, dtype=np.float64)
+    assert a.shape == e.shape, f"{what}: shape {a.shape} != expected {e.shape}"
+    rtol = tol(dtype) if rtol is None else rtol
+    with np.errstate(over="ignore"):
+        er = e.astype(dtype).astype(np.float64)
+    np.testing.assert_array_equal(np.isnan(a), np.isnan(er), err_msg=f"{what}: NaN pattern")
+    isinf = np.isinf(er)
+    np.testing.assert_array_equal(a[isinf], er[isinf], err_msg=f"{what}: infinities")
+    fin = np.isfinite(er)
+    if scale is None:
+        scale = max(float(np.abs(e[fin]).max()) if fin.any() and e.ndim else 0.0, unit)
+    np.testing.assert_allclose(a[fin], e[fin], rtol=rtol,
+                               atol=rtol * float(scale) + float(np.finfo(dtype).tiny), err_msg=what)
+
+
+def assert_same_bits(actual, expected, what=""):
+    """The one bit-equality check: the same bits (NaN payloads and the sign of zero
+    included), the same shape and the same dtype up to byte order. Takes NumPy scalars,
+    arrays, and tuples of them (a (loss, grad) pair)."""
+    if isinstance(expected, tuple):
+        assert isinstance(actual, tuple) and len(actual) == len(expected), f"{what}: {type(actual)}"
+        for i, (a, e) in enumerate(zip(actual, expected)):
+            assert_same_bits(a, e, f"{what}[{i}]")
+        return
+    a, e = np.asarray(actual), np.asarray(expected)
+    assert a.shape == e.shape, f"{what}: shape {a.shape} != {e.shape}"
+    assert (a.dtype.kind, a.dtype.itemsize) == (e.dtype.kind, e.dtype.itemsize), \
+        f"{what}: dtype {a.dtype} != {e.dtype}"
+    native = a.dtype.newbyteorder("=")
+    a = np.ascontiguousarray(a, dtype=native)
+    e = np.ascontiguousarray(e, dtype=native)
+    if a.tobytes() != e.tobytes():
+        diff = (a.reshape(-1).view(np.uint8).reshape(a.size, -1)
+                != e.reshape(-1).view(np.uint8).reshape(e.size, -1)).any(axis=1)
+        i = int(np.argmax(diff))
+        raise AssertionError(f"{what}: {int(diff.sum())} of {a.size} entries differ in their bits; "
+                             f"first at flat index {i}: {a.reshape(-1)[i]!r} != {e.reshape(-1)[i]!r}")
+
+
+# (old helper, removed once every file uses close_ieee)
 def assert_close(actual, expected, rtol, *, scale=None, what=""):
     """Compare ``actual`` with the float64 ``expected``.
 
@@ -82,25 +147,6 @@ def assert_close(actual, expected, rtol, *, scale=None, what=""):
         scale = np.max(np.abs(e[fin])) if (e.ndim > 0 and fin.any()) else 0.0
     np.testing.assert_allclose(a[fin], e[fin], rtol=rtol, atol=rtol * float(scale),
                                err_msg=what)
-
-
-def close_ieee(actual, expected, dtype, what="", unit=0.0):
-    """actual agrees with the float64 `expected`: the NaN pattern and the infinities of
-    `expected` rounded to `dtype` (a true 6e38 is inf in float32) match exactly; finite
-    entries within tol(dtype) relative to the largest finite entry (or `unit`, the size of
-    the terms that cancel), plus the dtype's smallest normal (subnormals may flush)."""
-    a = np.asarray(actual, dtype=np.float64)
-    e = np.asarray(expected, dtype=np.float64)
-    assert a.shape == e.shape, f"{what}: shape {a.shape} != {e.shape}"
-    with np.errstate(over="ignore"):
-        er = e.astype(dtype).astype(np.float64)
-    np.testing.assert_array_equal(np.isnan(a), np.isnan(er), err_msg=f"{what}: NaN pattern")
-    isinf = np.isinf(er)
-    np.testing.assert_array_equal(a[isinf], er[isinf], err_msg=f"{what}: infinities")
-    fin = np.isfinite(er)
-    scale = max(float(np.abs(e[fin]).max()) if fin.any() and e.ndim else 0.0, unit)
-    np.testing.assert_allclose(a[fin], e[fin], rtol=tol(dtype),
-                               atol=tol(dtype) * scale + float(np.finfo(dtype).tiny), err_msg=what)
 
 
 def check_loss_type(loss, dtype, reduction, item_shape):
@@ -150,6 +196,12 @@ def isa(request):
 
 
 # ------------------------------------------------------------------------- fixtures
+@pytest.fixture(params=FLOAT_DTYPES, ids=lambda d: np.dtype(d).name)
+def dtype(request):
+    """The two float dtypes fastxent computes in (np.float32, np.float64)."""
+    return request.param
+
+
 @pytest.fixture
 def rng(request):
     # deterministic per test (hash() is salted per process; crc32 is not)
@@ -162,6 +214,20 @@ def torch():
     return require_torch()
 
 
+# ------------------------------------------------------------------ hypothesis settings
+try:
+    from hypothesis import HealthCheck, settings as _hyp_settings
+except ImportError:  # test_properties.py reports it (fails on CI)
+    pass
+else:
+    # shared by every property test; each test sets only its max_examples
+    _hyp_settings.register_profile(
+        "fastxent", deadline=None, derandomize=True, database=None, print_blob=True,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+    _hyp_settings.load_profile("fastxent")
+
+
+# --------------------------------------------------------------------- input makers
 def make_logits(rng, shape, dtype, scale=3.0):
     return (rng.standard_normal(shape) * scale).astype(dtype)
 
