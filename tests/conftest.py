@@ -65,6 +65,10 @@ def require_sklearn():
     return _require("sklearn", "scikit-learn")
 
 
+def require_threadpoolctl():
+    return _require("threadpoolctl", "threadpoolctl")
+
+
 def require_scipy():
     _require("scipy", "scipy")
     import scipy.optimize  # noqa: F401

@@ -55,7 +55,7 @@ class Loss:
         if self.input == "logits":
             v = z
         elif self.input == "log_probs":
-            v = ref.log_softmax(z, axis=self._cax(shape, axis)) if z.ndim else z
+            v = ref.log_softmax(z, axis=self._cax(shape, axis)) if z.size else z
         else:
             v = rng.uniform(0.02, 0.98, shape)
         return np.asarray(v).astype(dtype)
@@ -73,7 +73,8 @@ class Loss:
             return np.asarray(rng.integers(0, max(shape[cax], 1), item), dtype=np.int64)
         if kind in ("prob", "log_prob"):
             cax = self._cax(shape, axis) if self.class_axis else -1
-            p = ref.softmax(rng.standard_normal(shape), axis=cax) if len(shape) else np.ones(())
+            p = (ref.softmax(rng.standard_normal(shape), axis=cax) if np.prod(shape) else
+                 np.ones(shape))
             return (np.log(p) if kind == "log_prob" else p).astype(dtype)
         bits = rng.random(shape) < 0.5
         return {"float": rng.random(shape).astype(dtype), "bool": bits,
@@ -193,6 +194,15 @@ class Case:
         """The float64 reference for the same call: (loss, grad)."""
         args = {k: v for k, v in {**kw, **more}.items() if k not in CALL_ONLY}
         return self.loss.ref(x, t, **args)
+
+    def loss_scale(self, x, t, kw, reduction):
+        """The yardstick of a reduced loss's error (close_ieee's scale=): kl_div's terms
+        have both signs, so its sum or mean is compared relative to the sum of their
+        magnitudes (divided like the loss); None (relative to itself) for the others."""
+        if self.loss.name != "kl_div" or reduction == "none":
+            return None
+        items = self.ref(x, t, kw, reduction="none")[0]
+        return np.abs(items).sum() / {"sum": 1, "mean": x.size, "batchmean": x.shape[0]}[reduction]
 
 
 def _ignore_some(t, every=5, index=-100):
