@@ -70,10 +70,7 @@ def require_threadpoolctl():
 
 
 def require_scipy():
-    _require("scipy", "scipy")
-    import scipy.optimize  # noqa: F401
-    import scipy.special  # noqa: F401
-    return __import__("scipy")
+    return _require("scipy.optimize", "scipy")   # the scipy package, scipy.optimize loaded
 
 
 def close_ieee(actual, expected, dtype, what="", unit=0.0, *, scale=None, rtol=None):
@@ -126,31 +123,6 @@ def assert_same_bits(actual, expected, what=""):
         i = int(np.argmax(diff))
         raise AssertionError(f"{what}: {int(diff.sum())} of {a.size} entries differ in their bits; "
                              f"first at flat index {i}: {a.reshape(-1)[i]!r} != {e.reshape(-1)[i]!r}")
-
-
-# (old helper, removed once every file uses close_ieee)
-def assert_close(actual, expected, rtol, *, scale=None, what=""):
-    """Compare ``actual`` with the float64 ``expected``.
-
-    Arrays: |a - e| <= rtol * |e| + rtol * S, with S = max|e| over finite entries
-    (or ``scale`` when given).  Relative-to-max is the right yardstick for
-    gradients and per-item losses: their small entries come out of a cancellation
-    (p - 1, logsumexp - x_t) whose absolute error is set by the largest terms,
-    not by the entry itself.  Scalars: pure relative error, unless ``scale`` is
-    given (for losses that are sums of mixed-sign terms, such as kl_div).
-    Non-finite entries must match exactly (same inf sign, NaN where NaN).
-    """
-    a = np.asarray(actual, dtype=np.float64)
-    e = np.asarray(expected, dtype=np.float64)
-    assert a.shape == e.shape, f"{what}: shape {a.shape} != expected {e.shape}"
-    fin = np.isfinite(e)
-    # exact agreement on non-finite entries
-    np.testing.assert_array_equal(np.isnan(a), np.isnan(e), err_msg=f"{what}: NaN pattern")
-    np.testing.assert_array_equal(a[np.isinf(e)], e[np.isinf(e)], err_msg=f"{what}: inf entries")
-    if scale is None:
-        scale = np.max(np.abs(e[fin])) if (e.ndim > 0 and fin.any()) else 0.0
-    np.testing.assert_allclose(a[fin], e[fin], rtol=rtol, atol=rtol * float(scale),
-                               err_msg=what)
 
 
 def check_loss_type(loss, dtype, reduction, item_shape):

@@ -25,7 +25,7 @@ import numpy as np
 import fastxent as fx
 import reference as ref
 
-REDUCTIONS = ("none", "mean", "sum")
+REDUCTIONS = ("none", "mean", "sum")    # (conftest.REDUCTIONS; this module stands alone)
 CALL_ONLY = ("return_grad", "grad_out", "n_threads", "out")   # not the reference's business
 
 

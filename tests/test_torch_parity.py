@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import fastxent as fx
-from conftest import check_grad_type, check_loss_type, close_ieee, make_logits, make_probs
+from conftest import REDUCTIONS, check_grad_type, check_loss_type, close_ieee, make_logits, make_probs
 from registry import BLOCKS
 
 # float64: both sides are exact to ~1e-15; 1e-9 allows for different summation
@@ -20,7 +20,6 @@ from registry import BLOCKS
 # float32: both sides round each element to float32 (torch also accumulates in
 #   float32); 5e-5 covers a few ulps of exp/log per element plus the reduction.
 RTOL = {np.dtype(np.float64): 1e-9, np.dtype(np.float32): 5e-5}
-REDUCTIONS = ("none", "mean", "sum")
 
 
 def _torch_run(torch, fn, x, **kw):
