@@ -7,15 +7,16 @@ CASES[id]    -> Case      a valid call of one loss with a set of its options (we
                           ignored labels, smoothing, probability or bool targets, axis=-1...)
 
 A Loss gives its fastxent call (``loss.fx``), its float64 reference (``loss.ref``, from
-tests/reference.py), the name of its torch.nn.functional counterpart, and the arguments it
-takes: the valid reductions, its keyword options, which of them are weight arrays, the
-target kinds it accepts and whether it has a class axis; ``make_input`` / ``make_target``
-/ ``valid_call`` build valid arguments of any shape. A Block gives the same for a
-building block. A Case builds (input, target, kwargs) and calls fastxent or the reference
-with them.
+tests/reference.py; torch.nn.functional has the same name), and the arguments it takes:
+the valid reductions, its keyword options, which of them are weight arrays, the target
+kinds it accepts and whether it has a class axis; ``make_input`` / ``make_target`` /
+``valid_call`` build valid arguments of any shape. A Block gives its fastxent call, its
+reference, its torch counterpart, whether it takes an axis and whether it drops it. A Case
+builds (input, target, kwargs) and calls fastxent or the reference with them.
 
 Every loss also takes return_grad, grad_out and n_threads; every building block out= and
-n_threads: they are not listed per function.
+n_threads: they are not listed per function. test_core.test_registry_is_the_public_api
+checks the registry against the functions' signatures.
 """
 
 from dataclasses import dataclass, field
@@ -32,8 +33,7 @@ CALL_ONLY = ("return_grad", "grad_out", "n_threads", "out")   # not the referenc
 # ------------------------------------------------------------------------------ losses
 @dataclass(frozen=True)
 class Loss:
-    name: str                 # fx.<name>, reference.<name>
-    torch: str                # torch.nn.functional.<torch>
+    name: str                 # fx.<name>, reference.<name>, torch.nn.functional.<name>
     input: str                # the values it is meant for: "logits", "log_probs" or "probs"
     targets: tuple            # accepted target kinds, the first one the default (see make_target)
     options: tuple            # keyword options besides reduction and the CALL_ONLY ones
@@ -89,17 +89,16 @@ class Loss:
 
 
 LOSSES = {loss.name: loss for loss in (
-    Loss("cross_entropy", torch="cross_entropy", input="logits", targets=("index", "prob"),
+    Loss("cross_entropy", input="logits", targets=("index", "prob"),
          options=("weight", "ignore_index", "label_smoothing", "axis"), weights=("weight",),
          class_axis=True),
-    Loss("nll_loss", torch="nll_loss", input="log_probs", targets=("index",),
+    Loss("nll_loss", input="log_probs", targets=("index",),
          options=("weight", "ignore_index", "axis"), weights=("weight",), class_axis=True),
-    Loss("binary_cross_entropy_with_logits", torch="binary_cross_entropy_with_logits",
-         input="logits", targets=("float", "bool", "uint8"), options=("weight", "pos_weight"),
-         weights=("weight", "pos_weight")),
-    Loss("binary_cross_entropy", torch="binary_cross_entropy", input="probs",
-         targets=("float", "bool", "uint8"), options=("weight",), weights=("weight",)),
-    Loss("kl_div", torch="kl_div", input="log_probs", targets=("prob", "log_prob"),
+    Loss("binary_cross_entropy_with_logits", input="logits", targets=("float", "bool", "uint8"),
+         options=("weight", "pos_weight"), weights=("weight", "pos_weight")),
+    Loss("binary_cross_entropy", input="probs", targets=("float", "bool", "uint8"),
+         options=("weight",), weights=("weight",)),
+    Loss("kl_div", input="log_probs", targets=("prob", "log_prob"),
          options=("log_target",), reductions=REDUCTIONS + ("batchmean",)),
 )}
 

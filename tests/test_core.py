@@ -6,6 +6,8 @@ gradients against central differences, and the building blocks.
 Elsewhere: the options of the whole family in test_family.py, thread counts in
 test_concurrency.py, memory layouts in test_buffers.py, NaN/inf in test_ieee.py."""
 
+import inspect
+
 import numpy as np
 import pytest
 
@@ -13,7 +15,7 @@ import fastxent as fx
 import reference as ref
 from conftest import (INT_DTYPES, REDUCTIONS, assert_same_bits, check_grad_type, check_loss_type,
                       close_ieee, make_logits, make_probs)
-from registry import BLOCKS, CASES
+from registry import BLOCKS, CASES, LOSSES
 
 SHAPES_2D = {"C": (7,), "NC": (9, 7)}
 
@@ -42,6 +44,19 @@ def test_select_isa_switches_and_restores(isa):
     finally:
         assert _core.select_isa(prev) == other
     assert fx.show_config()["isa"] == isa
+
+
+def test_registry_is_the_public_api():
+    """tests/registry.py lists every public function with the keyword arguments it takes:
+    a function added, removed or given another option must show up in the registry (and
+    so in the generic tests that iterate over it)."""
+    assert set(fx.__all__) == set(LOSSES) | set(BLOCKS) | {"show_config"}
+    for name, loss in LOSSES.items():
+        params = list(inspect.signature(loss.fx).parameters)[2:]          # after input, target
+        assert set(params) == {*loss.options, "reduction", "return_grad", "grad_out", "n_threads"}, name
+    for name, block in BLOCKS.items():
+        params = list(inspect.signature(block.fx).parameters)[1:]         # after the input
+        assert set(params) == {"out", "n_threads"} | ({"axis"} if block.has_axis else set()), name
 
 
 # ---------------------------------------------------------------- cross_entropy core
