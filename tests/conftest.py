@@ -1,14 +1,32 @@
 """Shared fixtures and assertion helpers for the fastxent test suite.
 
 The map of tests/:
-  conftest.py   fixtures (rng, dtype, isa, torch), the two comparisons (close_ieee: values
-                against the float64 reference; assert_same_bits: bit equality), the
-                tolerances, input makers, and the hypothesis settings profile
-  registry.py   the one registry of fastxent's functions: for each loss and building block
-                its fastxent call, its float64 reference, its torch counterpart and the
-                arguments it takes; and CASES, valid calls exercising each loss's options
-  reference.py  the float64 NumPy reference (never imports fastxent)
-  test_*.py     one file per area; regression tests sit beside the function they cover
+  conftest.py        fixtures (rng, dtype, isa, torch); the one IEEE-aware comparison with
+                     the float64 reference (close_ieee) and the one bit-equality check
+                     (assert_same_bits); tolerances; input makers; require_* (an optional
+                     dependency missing: a failure when CI=true, a skip elsewhere); the
+                     hypothesis settings profile
+  registry.py        the one registry: every loss and building block with its fastxent call,
+                     its float64 reference and the arguments it takes; CASES, valid calls
+                     exercising each loss's options. The generic tests iterate over it.
+  reference.py       the float64 NumPy reference (never imports fastxent)
+  test_core.py       per ISA: cross_entropy / BCE-with-logits core, grad_out for every call,
+                     extreme logits, central differences, building blocks; registry vs API
+  test_family.py     every option of every loss against the reference (weights, ignore_index,
+                     smoothing, soft targets, class axes, broadcasting, kl_div reductions)
+  test_identities.py identities between the functions, on fastxent alone
+  test_ieee.py       NaN, +-inf, extreme finite logits, tiny losses, empty / huge sizes
+  test_errors.py     bad input (exception type, message, nothing written), labels, the fuzz
+  test_buffers.py    memory layouts of every argument, grad_out / out= layouts and aliasing,
+                     streamed gradients: bit-identical to contiguous calls
+  test_concurrency.py  Python threads, n_threads, threadpoolctl, fork, label races, leaks
+  test_properties.py hypothesis: random shapes, layouts and value regimes vs the reference
+  test_torch_parity.py  torch.nn.functional + autograd parity over the option grids
+  test_vecmath.py    the kernels' exp / log1p / log in ulps, per ISA
+  test_logistic_regression.py  fits by fastxent reach scikit-learn's optima
+  test_import.py     `import fastxent` pulls in no optional package
+  test_build.py      a build without OpenMP
+Regression tests sit beside the function they cover.
 """
 
 import os
