@@ -24,13 +24,15 @@ Tolerances (the conftest yardstick, made explicit where it needs a scale):
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 import fastxent as fx
 import reference as ref
-from conftest import FLOAT_DTYPES, INT_DTYPES, assert_same_bits, close_ieee
+from conftest import FLOAT_DTYPES, INT_DTYPES, assert_same_bits, close_ieee, require_hypothesis
 from registry import BLOCKS
+
+require_hypothesis()   # fail on CI (CI=true), skip this module elsewhere
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
 
 # the other settings (deadline=None, derandomize, ...): conftest's "fastxent" profile
 EXAMPLES = {"ce_index": 250, "ce_prob": 150, "bce": 250, "blocks": 250}
