@@ -146,10 +146,13 @@ REF_CHECKED = ("ce-index", "ce-plain", "bce-logits")
 
 @pytest.mark.parametrize("shape", list(THREAD_SHAPES))
 def test_thread_count_gives_identical_bits(isa, rng, dtype, shape):
+    # the elementwise kernels (BCE, kl_div, the sigmoids) split the flat array, whatever
+    # its shape: they run on many_rows only
+    long_rows = shape == "long_rows"
     shape = THREAD_SHAPES[shape]
     for case in CASES.values():
-        if case.id == "ce-axis-last":
-            continue        # on a 2-D input the same call as ce-plain
+        if case.id == "ce-axis-last" or (long_rows and not case.loss.class_axis):
+            continue        # (ce-axis-last: on a 2-D input the same call as ce-plain)
         x, t, kw = case.make(rng, dtype, shape)
         # every reduction where the result is checked against the reference; elsewhere
         # "sum" (the blocked reduction and the gradient; the other reductions only scale)
@@ -164,6 +167,8 @@ def test_thread_count_gives_identical_bits(isa, rng, dtype, shape):
                 close_ieee(one[1], grad_ref, dtype, f"{case.id} {reduction} grad")
     x = (rng.standard_normal(shape) * 3).astype(dtype)
     for block, axis in [(b, -1) for b in BLOCKS.values()] + [(BLOCKS["softmax"], 0)]:
+        if long_rows and not block.has_axis:
+            continue
         kw = block.call_kw(axis)
         one = block.fx(x, n_threads=1, **kw)
         for n in THREAD_COUNTS:
