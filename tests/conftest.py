@@ -1,4 +1,33 @@
-"""Shared fixtures and assertion helpers for the fastxent test suite."""
+"""Shared fixtures and assertion helpers for the fastxent test suite.
+
+The map of tests/:
+  conftest.py        fixtures (rng, dtype, isa, torch); the one IEEE-aware comparison with
+                     the float64 reference (close_ieee) and the one bit-equality check
+                     (assert_same_bits); tolerances; input makers; require_* (an optional
+                     dependency missing: a failure when CI=true, a skip elsewhere); the
+                     hypothesis settings profile
+  registry.py        the one registry: every loss and building block with its fastxent call,
+                     its float64 reference and the arguments it takes; CASES, valid calls
+                     exercising each loss's options. The generic tests iterate over it.
+  reference.py       the float64 NumPy reference (never imports fastxent)
+  test_core.py       per ISA: cross_entropy / BCE-with-logits core, grad_out for every call,
+                     extreme logits, central differences, building blocks; registry vs API
+  test_family.py     every option of every loss against the reference (weights, ignore_index,
+                     smoothing, soft targets, class axes, broadcasting, kl_div reductions)
+  test_identities.py identities between the functions, on fastxent alone
+  test_ieee.py       NaN, +-inf, extreme finite logits, tiny losses, empty / huge sizes
+  test_errors.py     bad input (exception type, message, nothing written), labels, the fuzz
+  test_buffers.py    memory layouts of every argument, grad_out / out= layouts and aliasing,
+                     streamed gradients: bit-identical to contiguous calls
+  test_concurrency.py  Python threads, n_threads, threadpoolctl, fork, label races, leaks
+  test_properties.py hypothesis: random shapes, layouts and value regimes vs the reference
+  test_torch_parity.py  torch.nn.functional + autograd parity over the option grids
+  test_vecmath.py    the kernels' exp / log1p / log in ulps, per ISA
+  test_logistic_regression.py  fits by fastxent reach scikit-learn's optima
+  test_import.py     `import fastxent` pulls in no optional package
+  test_build.py      a build without OpenMP
+Regression tests sit beside the function they cover.
+"""
 
 import os
 import zlib
@@ -37,7 +66,7 @@ def _require(modname, pipname):
         msg = f"{pipname} is not installed"
         if _env_is_ci():
             pytest.fail(f"{msg}, but the CI must run these tests (CI=true)")
-        pytest.skip(msg)
+        pytest.skip(msg, allow_module_level=True)
 
 
 def require_torch():
@@ -54,53 +83,64 @@ def require_sklearn():
     return _require("sklearn", "scikit-learn")
 
 
+def require_threadpoolctl():
+    return _require("threadpoolctl", "threadpoolctl")
+
+
 def require_scipy():
-    _require("scipy", "scipy")
-    import scipy.special
-    return scipy
+    return _require("scipy.optimize", "scipy")   # the scipy package, scipy.optimize loaded
 
 
-def assert_close(actual, expected, rtol, *, scale=None, what=""):
-    """Compare ``actual`` with the float64 ``expected``.
+def close_ieee(actual, expected, dtype, what="", unit=0.0, *, scale=None, rtol=None):
+    """The one IEEE-aware comparison: `actual` agrees with the float64 `expected`.
 
-    Arrays: |a - e| <= rtol * |e| + rtol * S, with S = max|e| over finite entries
-    (or ``scale`` when given).  Relative-to-max is the right yardstick for
-    gradients and per-item losses: their small entries come out of a cancellation
-    (p - 1, logsumexp - x_t) whose absolute error is set by the largest terms,
-    not by the entry itself.  Scalars: pure relative error, unless ``scale`` is
-    given (for losses that are sums of mixed-sign terms, such as kl_div).
-    Non-finite entries must match exactly (same inf sign, NaN where NaN).
+    * NaN pattern and infinities: those of `expected` rounded to `dtype` (a true 6e38 is
+      inf in float32) must match exactly (same inf sign, NaN where NaN);
+    * finite entries: |a - e| <= rtol |e| + rtol S + tiny, with rtol = tol(dtype) unless
+      given, tiny the dtype's smallest normal (subnormal results may flush to zero), and S
+      the yardstick of the absolute error: `scale` when given, else the largest finite
+      |expected| of an array (0 for a scalar, which is then compared relatively), at least
+      `unit` (the size of the terms that cancel: gradients and per-item losses come out of
+      differences such as p - 1 or lse - x_t whose error is set by the largest terms).
     """
     a = np.asarray(actual, dtype=np.float64)
     e = np.asarray(expected, dtype=np.float64)
     assert a.shape == e.shape, f"{what}: shape {a.shape} != expected {e.shape}"
-    fin = np.isfinite(e)
-    # exact agreement on non-finite entries
-    np.testing.assert_array_equal(np.isnan(a), np.isnan(e), err_msg=f"{what}: NaN pattern")
-    np.testing.assert_array_equal(a[np.isinf(e)], e[np.isinf(e)], err_msg=f"{what}: inf entries")
-    if scale is None:
-        scale = np.max(np.abs(e[fin])) if (e.ndim > 0 and fin.any()) else 0.0
-    np.testing.assert_allclose(a[fin], e[fin], rtol=rtol, atol=rtol * float(scale),
-                               err_msg=what)
-
-
-def close_ieee(actual, expected, dtype, what="", unit=0.0):
-    """actual agrees with the float64 `expected`: the NaN pattern and the infinities of
-    `expected` rounded to `dtype` (a true 6e38 is inf in float32) match exactly; finite
-    entries within tol(dtype) relative to the largest finite entry (or `unit`, the size of
-    the terms that cancel), plus the dtype's smallest normal (subnormals may flush)."""
-    a = np.asarray(actual, dtype=np.float64)
-    e = np.asarray(expected, dtype=np.float64)
-    assert a.shape == e.shape, f"{what}: shape {a.shape} != {e.shape}"
+    rtol = tol(dtype) if rtol is None else rtol
     with np.errstate(over="ignore"):
         er = e.astype(dtype).astype(np.float64)
     np.testing.assert_array_equal(np.isnan(a), np.isnan(er), err_msg=f"{what}: NaN pattern")
     isinf = np.isinf(er)
     np.testing.assert_array_equal(a[isinf], er[isinf], err_msg=f"{what}: infinities")
     fin = np.isfinite(er)
-    scale = max(float(np.abs(e[fin]).max()) if fin.any() and e.ndim else 0.0, unit)
-    np.testing.assert_allclose(a[fin], e[fin], rtol=tol(dtype),
-                               atol=tol(dtype) * scale + float(np.finfo(dtype).tiny), err_msg=what)
+    if scale is None:
+        scale = max(float(np.abs(e[fin]).max()) if fin.any() and e.ndim else 0.0, unit)
+    np.testing.assert_allclose(a[fin], e[fin], rtol=rtol,
+                               atol=rtol * float(scale) + float(np.finfo(dtype).tiny), err_msg=what)
+
+
+def assert_same_bits(actual, expected, what=""):
+    """The one bit-equality check: the same bits (NaN payloads and the sign of zero
+    included), the same shape and the same dtype up to byte order. Takes NumPy scalars,
+    arrays, and tuples of them (a (loss, grad) pair)."""
+    if isinstance(expected, tuple):
+        assert isinstance(actual, tuple) and len(actual) == len(expected), f"{what}: {type(actual)}"
+        for i, (a, e) in enumerate(zip(actual, expected)):
+            assert_same_bits(a, e, f"{what}[{i}]")
+        return
+    a, e = np.asarray(actual), np.asarray(expected)
+    assert a.shape == e.shape, f"{what}: shape {a.shape} != {e.shape}"
+    assert (a.dtype.kind, a.dtype.itemsize) == (e.dtype.kind, e.dtype.itemsize), \
+        f"{what}: dtype {a.dtype} != {e.dtype}"
+    native = a.dtype.newbyteorder("=")
+    a = np.ascontiguousarray(a, dtype=native)
+    e = np.ascontiguousarray(e, dtype=native)
+    if a.tobytes() != e.tobytes():
+        diff = (a.reshape(-1).view(np.uint8).reshape(a.size, -1)
+                != e.reshape(-1).view(np.uint8).reshape(e.size, -1)).any(axis=1)
+        i = int(np.argmax(diff))
+        raise AssertionError(f"{what}: {int(diff.sum())} of {a.size} entries differ in their bits; "
+                             f"first at flat index {i}: {a.reshape(-1)[i]!r} != {e.reshape(-1)[i]!r}")
 
 
 def check_loss_type(loss, dtype, reduction, item_shape):
@@ -150,6 +190,12 @@ def isa(request):
 
 
 # ------------------------------------------------------------------------- fixtures
+@pytest.fixture(params=FLOAT_DTYPES, ids=lambda d: np.dtype(d).name)
+def dtype(request):
+    """The two float dtypes fastxent computes in (np.float32, np.float64)."""
+    return request.param
+
+
 @pytest.fixture
 def rng(request):
     # deterministic per test (hash() is salted per process; crc32 is not)
@@ -162,6 +208,20 @@ def torch():
     return require_torch()
 
 
+# ------------------------------------------------------------------ hypothesis settings
+try:
+    from hypothesis import HealthCheck, settings as _hyp_settings
+except ImportError:  # test_properties.py reports it (fails on CI)
+    pass
+else:
+    # shared by every property test; each test sets only its max_examples
+    _hyp_settings.register_profile(
+        "fastxent", deadline=None, derandomize=True, database=None, print_blob=True,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+    _hyp_settings.load_profile("fastxent")
+
+
+# --------------------------------------------------------------------- input makers
 def make_logits(rng, shape, dtype, scale=3.0):
     return (rng.standard_normal(shape) * scale).astype(dtype)
 

@@ -3,8 +3,11 @@
 * THREADS Python threads x CALLS_PER_THREAD calls each, all at once, on inputs big enough
   for the OpenMP path, get results bit-identical to serial calls (and the calls release
   the GIL: another thread runs while a long kernel does).
-* n_threads = 1, 2, 3 (and None) give identical bits for every kernel.
+* n_threads = 1, 2, 3, None (and an absurd 100000, capped) give identical bits for every
+  call of the registry and every building block, on every ISA, parallel over rows and over
+  one long row.
 * threadpoolctl.threadpool_limits(1) is honoured.
+* A label changed by another thread while a call runs never crashes the process.
 * After os.fork() (multiprocessing's "fork" start method) in a parent that has already run
   a parallel kernel, a call in the child returns the right answer and does not hang.
 * No leaks: resident memory is flat over LEAK_CALLS small calls, error paths included.
@@ -12,6 +15,9 @@
 
 import multiprocessing
 import os
+import subprocess
+import sys
+import textwrap
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -20,6 +26,8 @@ import numpy as np
 import pytest
 
 import fastxent as fx
+from conftest import assert_same_bits, close_ieee, require_threadpoolctl
+from registry import BLOCKS, CASES
 
 THREADS = 8
 CALLS_PER_THREAD = 50
@@ -28,75 +36,59 @@ LEAK_CALLS = 100_000
 SHAPE = (160, 1000)
 
 
-def _require_threadpoolctl():
-    try:
-        import threadpoolctl
-        return threadpoolctl
-    except ImportError:
-        if os.environ.get("CI") == "true":
-            pytest.fail("threadpoolctl is not installed, but CI must run this test (CI=true)")
-        pytest.skip("threadpoolctl is not installed")
-
-
 def _workload(seed):
-    """A list of (name, thunk) covering every kernel, on inputs derived from `seed`."""
+    """(name, thunk) for every call of the registry (each reduction in turn) and every
+    building block, on inputs of SHAPE derived from `seed`, float32 and float64 in turn;
+    plus a (B, T, V) input with axis=-1 and a non-contiguous class-axis-1 view of it."""
     rng = np.random.default_rng(seed)
-    x32 = (rng.standard_normal(SHAPE) * 3).astype(np.float32)
-    x64 = (rng.standard_normal(SHAPE) * 3)
-    C = SHAPE[1]
-    t = rng.integers(0, C, SHAPE[0])
-    t[::7] = -100
-    w = rng.uniform(0.5, 2, C).astype(np.float32)
-    y = rng.random(SHAPE)
-    y /= y.sum(axis=1, keepdims=True)
-    tb = rng.random(SHAPE) < 0.3
+    work = []
+    for i, case in enumerate(CASES.values()):
+        dtype = (np.float32, np.float64)[i % 2]
+        x, t, kw = case.make(rng, dtype, SHAPE)
+        kw = {**kw, "reduction": case.reductions[i % len(case.reductions)]}
+        work.append((case.id, lambda case=case, x=x, t=t, kw=kw: case.fx(x, t, kw, return_grad=True)))
+    for i, block in enumerate(BLOCKS.values()):
+        x = (rng.standard_normal(SHAPE) * 3).astype((np.float32, np.float64)[i % 2])
+        kw = block.call_kw((-1, 0)[i % 2])
+        work.append((block.name, lambda block=block, x=x, kw=kw: block.fx(x, **kw)))
     x3 = (rng.standard_normal((8, 40, 500)) * 3).astype(np.float32)
     t3 = rng.integers(0, 500, (8, 40))
     x3m = np.moveaxis(x3, 2, 1)          # (8, 500, 40) view: class axis 1, not contiguous
-    return [
-        ("ce", lambda: fx.cross_entropy(x32, t, w, label_smoothing=0.1, return_grad=True)),
-        ("ce-none", lambda: fx.cross_entropy(x64, t, reduction="none", return_grad=True)),
-        ("ce-soft", lambda: fx.cross_entropy(x64, y, return_grad=True)),
-        ("ce-axis-last", lambda: fx.cross_entropy(x3, t3, axis=-1, return_grad=True)),
-        ("ce-axis-1-view", lambda: fx.cross_entropy(x3m, t3, return_grad=True)),
-        ("nll", lambda: fx.nll_loss(x32, t, w, reduction="sum", return_grad=True)),
-        ("bce", lambda: fx.binary_cross_entropy_with_logits(x32, tb, pos_weight=w, return_grad=True)),
-        ("bce-none", lambda: fx.binary_cross_entropy_with_logits(x64, y, reduction="none", return_grad=True)),
-        ("lse", lambda: fx.logsumexp(x32)),
-        ("softmax", lambda: fx.softmax(x64)),
-        ("log_softmax", lambda: fx.log_softmax(x32, axis=0)),
-        ("entropy", lambda: fx.entropy(x64)),
-        ("sigmoid", lambda: fx.sigmoid(x32)),
-        ("log_sigmoid", lambda: fx.log_sigmoid(x64)),
-    ]
+    work += [("ce-axis-last-3d", lambda: fx.cross_entropy(x3, t3, axis=-1, return_grad=True)),
+             ("ce-axis-1-view", lambda: fx.cross_entropy(x3m, t3, return_grad=True))]
+    return work
 
 
-def _bits(result):
-    """A hashable, bit-exact fingerprint of a result (scalar, array or tuple)."""
-    if isinstance(result, tuple):
-        return tuple(_bits(r) for r in result)
-    a = np.ascontiguousarray(np.asarray(result))
-    return (a.dtype.str, a.shape, a.tobytes())
+def _assert_all_same_bits(got, expected, what):
+    """got, expected: {key: result}; every result the same bits (all mismatches listed)."""
+    assert got.keys() == expected.keys(), what
+    bad = []
+    for key in expected:
+        try:
+            assert_same_bits(got[key], expected[key], str(key))
+        except AssertionError as exc:
+            bad.append(str(exc))
+    assert not bad, f"{what}: {len(bad)} results differ:\n" + "\n".join(bad[:10])
 
 
 # ------------------------------------------------------------------ many Python threads
 def test_many_threads_get_serial_results():
     seeds = range(THREADS)
     works = {s: _workload(s) for s in seeds}
-    expected = {(s, name): _bits(f()) for s in seeds for name, f in works[s]}
+    expected = {(s, name): f() for s in seeds for name, f in works[s]}
 
     def worker(s):
         out = []
         for i in range(CALLS_PER_THREAD):
             name, f = works[s][(i + s) % len(works[s])]
-            out.append(((s, name), _bits(f())))
+            out.append(((s, name, i), f()))
         return out
 
     with ThreadPoolExecutor(max_workers=THREADS) as pool:
-        results = [r for rs in pool.map(worker, seeds) for r in rs]
+        results = dict(r for rs in pool.map(worker, seeds) for r in rs)
     assert len(results) == THREADS * CALLS_PER_THREAD
-    bad = [key for key, bits in results if bits != expected[key]]
-    assert not bad, f"{len(bad)} concurrent results differ from the serial ones: {sorted(set(bad))[:10]}"
+    _assert_all_same_bits(results, {key: expected[key[:2]] for key in results},
+                          "concurrent results against the serial ones")
 
 
 def test_calls_release_the_gil():
@@ -143,55 +135,111 @@ def test_calls_release_the_gil():
 
 
 # ------------------------------------------------------------------ thread-count invariance
-def test_thread_count_does_not_change_bits():
-    work = _workload(123)
-    rng = np.random.default_rng(7)
-    x = (rng.standard_normal((300, 700)) * 3).astype(np.float32)
-    t = rng.integers(0, 700, 300)
-    calls = {
-        "ce": lambda n: fx.cross_entropy(x, t, label_smoothing=0.05, return_grad=True, n_threads=n),
-        "ce-none": lambda n: fx.cross_entropy(x, t, reduction="none", return_grad=True, n_threads=n),
-        "ce-soft": lambda n: fx.cross_entropy(x, fx.softmax(x * 0.5), return_grad=True, n_threads=n),
-        "nll": lambda n: fx.nll_loss(x, t, return_grad=True, n_threads=n),
-        "bce": lambda n: fx.binary_cross_entropy_with_logits(x, x > 0.5, return_grad=True, n_threads=n),
-        "bce-f64": lambda n: fx.binary_cross_entropy_with_logits(x.astype(np.float64), (x > 0).astype(np.float64),
-                                                                 reduction="sum", return_grad=True, n_threads=n),
-        "lse": lambda n: fx.logsumexp(x, n_threads=n),
-        "softmax": lambda n: fx.softmax(x, axis=0, n_threads=n),
-        "log_softmax": lambda n: fx.log_softmax(x, n_threads=n),
-        "entropy": lambda n: fx.entropy(x, n_threads=n),
-        "sigmoid": lambda n: fx.sigmoid(x, n_threads=n),
-        "log_sigmoid": lambda n: fx.log_sigmoid(x, n_threads=n),
-        "bce-probs": lambda n: fx.binary_cross_entropy(fx.sigmoid(x), x > 0, return_grad=True, n_threads=n),
-        "kl": lambda n: fx.kl_div(fx.log_softmax(x), fx.softmax(x * 2), return_grad=True, n_threads=n),
-    }
-    for name, call in calls.items():
-        ref_bits = _bits(call(1))
-        for n in (2, 3, None):
-            assert _bits(call(n)) == ref_bits, f"{name}: n_threads={n} differs from n_threads=1"
-    for name, f in work:                   # repeated calls: the same bits
-        assert _bits(f()) == _bits(f()), name
+# big enough for the kernels to go parallel over rows, or over the class axis of long rows
+THREAD_SHAPES = {"many_rows": (3000, 67), "long_rows": (3, 70001)}
+# the reduction uses a fixed blocking, whatever n_threads (compared with n_threads=1)
+THREAD_COUNTS = (2, 3, None)
+# the parallel result itself against the reference, at these sizes (the float64 reference
+# is slow there; every call is compared with it at small sizes in test_core / test_family)
+REF_CHECKED = ("ce-index", "ce-plain", "bce-logits")
+
+
+@pytest.mark.parametrize("shape", list(THREAD_SHAPES))
+def test_thread_count_gives_identical_bits(isa, rng, dtype, shape):
+    # the elementwise kernels (BCE, kl_div, the sigmoids) split the flat array, whatever
+    # its shape: they run on many_rows only
+    long_rows = shape == "long_rows"
+    shape = THREAD_SHAPES[shape]
+    for case in CASES.values():
+        if case.id == "ce-axis-last" or (long_rows and not case.loss.class_axis):
+            continue        # (ce-axis-last: on a 2-D input the same call as ce-plain)
+        x, t, kw = case.make(rng, dtype, shape)
+        # every reduction where the result is checked against the reference; elsewhere
+        # "sum" (the blocked reduction and the gradient; the other reductions only scale)
+        for reduction in case.reductions if case.id in REF_CHECKED else ("sum",):
+            one = case.fx(x, t, kw, reduction=reduction, return_grad=True, n_threads=1)
+            for n in THREAD_COUNTS:
+                assert_same_bits(case.fx(x, t, kw, reduction=reduction, return_grad=True, n_threads=n),
+                                 one, f"{case.id} {reduction} n_threads={n}")
+            if case.id in REF_CHECKED:
+                loss_ref, grad_ref = case.ref(x, t, kw, reduction=reduction)
+                close_ieee(one[0], loss_ref, dtype, f"{case.id} {reduction} loss")
+                close_ieee(one[1], grad_ref, dtype, f"{case.id} {reduction} grad")
+    x = (rng.standard_normal(shape) * 3).astype(dtype)
+    for block, axis in [(b, -1) for b in BLOCKS.values()] + [(BLOCKS["softmax"], 0)]:
+        if long_rows and not block.has_axis:
+            continue
+        kw = block.call_kw(axis)
+        one = block.fx(x, n_threads=1, **kw)
+        for n in THREAD_COUNTS:
+            assert_same_bits(block.fx(x, n_threads=n, **kw), one, f"{block.name} {kw} n_threads={n}")
+
+
+def test_absurd_n_threads_is_capped_not_fatal(rng):
+    """libgomp exits the process when it cannot create the threads asked for; a request
+    beyond max(OpenMP default, processors) is reduced to that: the same bits as one thread."""
+    x = rng.standard_normal((512, 1000)).astype(np.float32)
+    y = rng.integers(0, 1000, 512)
+    one = fx.cross_entropy(x, y, return_grad=True, n_threads=1)
+    assert_same_bits(fx.cross_entropy(x, y, return_grad=True, n_threads=100_000), one)
+    assert_same_bits(fx.softmax(x, n_threads=100_000), fx.softmax(x, n_threads=1))
 
 
 # ------------------------------------------------------------------ threadpoolctl
 def test_threadpool_limits_is_honoured():
-    threadpoolctl = _require_threadpoolctl()
+    threadpoolctl = require_threadpoolctl()
     work = _workload(5)
-    before = {name: _bits(f()) for name, f in work}
+    before = {name: f() for name, f in work}
     default = fx.show_config()["max_threads"]
     with threadpoolctl.threadpool_limits(limits=1):
         assert fx.show_config()["max_threads"] == 1
-        inside = {name: _bits(f()) for name, f in work}
+        inside = {name: f() for name, f in work}
     assert fx.show_config()["max_threads"] == default, "the limit must be lifted on exit"
-    assert inside == before
+    _assert_all_same_bits(inside, before, "under threadpool_limits(1)")
     with threadpoolctl.threadpool_limits(limits=1, user_api="openmp"):
         assert fx.show_config()["max_threads"] == 1
+
+
+# ------------------------------------------------------------ labels changed mid-call
+RACE = textwrap.dedent("""
+    import threading, numpy as np, fastxent as fx
+    N, C = 4000, 1000
+    x = np.zeros((N, C), np.float32); t = np.zeros(N, np.int64); stop = False
+    def mutate():
+        while not stop:
+            t[N - 1] = 10**12; t[N - 1] = 0
+    th = threading.Thread(target=mutate); th.start()
+    nan = 0
+    x3 = np.zeros((1, C, N), np.float32)           # class axis 1: the column kernel
+    t3 = t.reshape(1, N)
+    for _ in range(300):
+        for call in (lambda: fx.cross_entropy(x, t, return_grad=True, n_threads=1),
+                     lambda: fx.nll_loss(x, t, return_grad=True, n_threads=1),
+                     lambda: fx.cross_entropy(x3, t3, return_grad=True, n_threads=1)):
+            try:
+                loss, grad = call()
+                nan += bool(np.isnan(loss))
+            except IndexError:
+                pass
+    stop = True; th.join()
+    print("ok", nan)
+""")
+
+
+def test_label_changed_by_another_thread_mid_call_never_crashes():
+    """Labels are validated, then read again by the kernels with the GIL released; a
+    label another thread sets out of range in between used to index outside the row
+    (segfault). Now the kernels classify every label they read: such an item's loss is
+    NaN, never an out-of-bounds access. Run in a subprocess so a crash fails the test."""
+    out = subprocess.run([sys.executable, "-c", RACE], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, (out.returncode, out.stderr[-2000:])
+    assert out.stdout.startswith("ok")
 
 
 # ------------------------------------------------------------------ fork
 def _child(conn, seed):
     try:
-        out = {name: _bits(f()) for name, f in _workload(seed)}
+        out = {name: f() for name, f in _workload(seed)}
         conn.send(("ok", out, fx.show_config()))
     except BaseException as exc:  # noqa: BLE001 - report anything to the parent
         conn.send(("error", repr(exc), None))
@@ -206,7 +254,7 @@ def test_fork_after_parallel_work_does_not_hang():
     big = np.random.default_rng(0).standard_normal((2000, 500)).astype(np.float32)
     fx.cross_entropy(big, np.zeros(2000, np.int64), return_grad=True, n_threads=2)
     fx.softmax(big, n_threads=2)
-    expected = {name: _bits(f()) for name, f in _workload(seed)}
+    expected = {name: f() for name, f in _workload(seed)}
     ctx = multiprocessing.get_context("fork")
     for _ in range(2):                       # a second child from the same parent
         parent_end, child_end = ctx.Pipe(duplex=False)
@@ -223,10 +271,9 @@ def test_fork_after_parallel_work_does_not_hang():
                 p.join(5)
         assert status == "ok", out
         assert p.exitcode == 0, p.exitcode
-        bad = [k for k in expected if out[k] != expected[k]]
-        assert not bad, f"results in the forked child differ: {bad}"
+        _assert_all_same_bits(out, expected, "results in the forked child")
     # the parent still runs in parallel afterwards and gets the same bits
-    assert {name: _bits(f()) for name, f in _workload(seed)} == expected
+    _assert_all_same_bits({name: f() for name, f in _workload(seed)}, expected, "parent after fork")
 
 
 # ------------------------------------------------------------------ leaks

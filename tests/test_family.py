@@ -10,14 +10,15 @@ import pytest
 
 import fastxent as fx
 import reference as ref
-from conftest import (FLOAT_DTYPES, INT_DTYPES, REDUCTIONS, assert_close,
-                      check_grad_type, check_loss_type, make_logits, make_probs, tol)
+from conftest import (INT_DTYPES, REDUCTIONS, check_grad_type, check_loss_type, close_ieee,
+                      make_logits, make_probs)
 
 DT_IDS = lambda d: np.dtype(d).name  # noqa: E731
 
 
 def _both(fx_fn, ref_fn, x, *args, reduction, dtype, what="", scale=None, **kw):
-    """Run fx (loss only and loss+grad) and the reference; compare both."""
+    """Run fx (loss only and loss+grad) and the reference; compare both (`scale`: the
+    loss's yardstick, see close_ieee)."""
     loss_ref, grad_ref = ref_fn(x, *args, reduction=reduction, **kw)
     loss, grad = fx_fn(x, *args, reduction=reduction, return_grad=True, **kw)
     check_grad_type(grad, x)
@@ -25,10 +26,10 @@ def _both(fx_fn, ref_fn, x, *args, reduction, dtype, what="", scale=None, **kw):
         check_loss_type(loss, dtype, reduction, np.shape(loss_ref))
     else:
         check_loss_type(loss, dtype, reduction, ())
-    assert_close(loss, loss_ref, tol(dtype), scale=scale, what=f"{what} loss")
-    assert_close(grad, grad_ref, tol(dtype), what=f"{what} grad")
+    close_ieee(loss, loss_ref, dtype, f"{what} loss", scale=scale)
+    close_ieee(grad, grad_ref, dtype, f"{what} grad")
     loss_only = fx_fn(x, *args, reduction=reduction, **kw)
-    assert_close(loss_only, loss_ref, tol(dtype), scale=scale, what=f"{what} loss only")
+    close_ieee(loss_only, loss_ref, dtype, f"{what} loss only", scale=scale)
     return loss, grad
 
 
@@ -57,7 +58,6 @@ def _target_shape(shape, axis):
 @pytest.mark.parametrize("weighted", [False, True])
 @pytest.mark.parametrize("layout", list(CE_LAYOUTS))
 @pytest.mark.parametrize("reduction", REDUCTIONS)
-@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=DT_IDS)
 def test_cross_entropy_hard_options(rng, dtype, reduction, layout, weighted, ignore,
                                     label_smoothing):
     shape, axis = CE_LAYOUTS[layout]
@@ -94,7 +94,6 @@ def test_cross_entropy_ignore_index_with_label_dtypes(rng, label_dtype):
 
 @pytest.mark.parametrize("label_smoothing", [0.0, 0.3])
 @pytest.mark.parametrize("weighted", [False, True])
-@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=DT_IDS)
 def test_cross_entropy_mean_over_nothing_is_nan(rng, dtype, weighted, label_smoothing):
     x = make_logits(rng, (5, 4), dtype)
     t = np.full(5, -100)
@@ -126,7 +125,6 @@ def test_cross_entropy_mean_over_nothing_is_nan(rng, dtype, weighted, label_smoo
 @pytest.mark.parametrize("weighted", [False, True])
 @pytest.mark.parametrize("layout", list(CE_LAYOUTS))
 @pytest.mark.parametrize("reduction", REDUCTIONS)
-@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=DT_IDS)
 def test_cross_entropy_soft_targets(rng, dtype, reduction, layout, weighted, label_smoothing):
     shape, axis = CE_LAYOUTS[layout]
     C = 6
@@ -140,7 +138,6 @@ def test_cross_entropy_soft_targets(rng, dtype, reduction, layout, weighted, lab
           what=f"soft {layout} {kw}", **kw)
 
 
-@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=DT_IDS)
 def test_cross_entropy_soft_targets_unnormalised_and_float64_target(rng, dtype):
     # probabilities need not sum to 1 (PyTorch does not check); hard one-hot targets
     # as probabilities equal the index form
@@ -151,14 +148,14 @@ def test_cross_entropy_soft_targets_unnormalised_and_float64_target(rng, dtype):
     t = rng.integers(0, 5, size=7)
     onehot = np.eye(5, dtype=dtype)[t]
     for reduction in ("sum", "none"):
-        l1, g1 = fx.cross_entropy(x, onehot, reduction=reduction, return_grad=True)
-        l2, g2 = fx.cross_entropy(x, t, reduction=reduction, return_grad=True)
-        assert_close(l1, np.asarray(l2, np.float64), tol(dtype))
-        assert_close(g1, np.asarray(g2, np.float64), tol(dtype))
+        rl, rg = ref.cross_entropy(x, t, reduction=reduction)     # the index form
+        for tgt in (onehot, t):
+            loss, grad = fx.cross_entropy(x, tgt, reduction=reduction, return_grad=True)
+            close_ieee(loss, rl, dtype, f"{tgt.dtype} target {reduction}")
+            close_ieee(grad, rg, dtype, f"{tgt.dtype} target {reduction} grad")
 
 
 @pytest.mark.parametrize("reduction", REDUCTIONS)
-@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=DT_IDS)
 def test_cross_entropy_soft_targets_masked_classes(rng, dtype, reduction):
     """Documented deviation from PyTorch: target probability 0 on a -inf logit
     contributes 0 (PyTorch: 0 * -inf = NaN).  Our answer must be finite and equal
@@ -175,8 +172,8 @@ def test_cross_entropy_soft_targets_masked_classes(rng, dtype, reduction):
     assert np.all(np.isfinite(loss)) and np.all(np.isfinite(grad))
     assert np.all(grad[mask] == 0)
     loss_ref, grad_ref = ref.cross_entropy(x, p, reduction=reduction)
-    assert_close(loss, loss_ref, tol(dtype))
-    assert_close(grad, grad_ref, tol(dtype))
+    close_ieee(loss, loss_ref, dtype)
+    close_ieee(grad, grad_ref, dtype)
     # row 5 has one live class holding all the probability: zero loss, zero grad
     if reduction == "none":
         assert loss[5] == 0
@@ -186,10 +183,9 @@ def test_cross_entropy_soft_targets_masked_classes(rng, dtype, reduction):
         live = ~mask[i]
         li = ref.cross_entropy(x[i, live], p[i, live], reduction="sum")[0]
         li_fx = fx.cross_entropy(x[i:i + 1], p[i:i + 1], reduction="sum")
-        assert_close(li_fx, li, tol(dtype))
+        close_ieee(li_fx, li, dtype)
 
 
-@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=DT_IDS)
 def test_axis_minus_one_equals_transposed_axis_one(rng, dtype):
     # (B, T, V) with axis=-1 must equal the PyTorch layout (B, V, T) with axis=1
     B, T, V = 3, 5, 11
@@ -203,15 +199,40 @@ def test_axis_minus_one_equals_transposed_axis_one(rng, dtype):
     for reduction in REDUCTIONS:
         for tgt, tgt_t in ((t, t), (p, pt)):
             kw = dict(weight=w, label_smoothing=0.1, reduction=reduction, return_grad=True)
+            # the reference on PyTorch's layout
+            rl, rg = ref.cross_entropy(xt, tgt_t, w, reduction=reduction, label_smoothing=0.1)
             l1, g1 = fx.cross_entropy(x, tgt, axis=-1, **kw)
             l2, g2 = fx.cross_entropy(xt, tgt_t, **kw)
-            assert_close(l1, np.asarray(l2, np.float64), tol(dtype))
-            assert_close(g1, np.moveaxis(g2, 1, -1).astype(np.float64), tol(dtype))
+            close_ieee(l1, rl, dtype, "axis=-1 loss")
+            close_ieee(g1, np.moveaxis(rg, 1, -1), dtype, "axis=-1 grad")
+            close_ieee(l2, rl, dtype, "axis=1 loss")
+            close_ieee(g2, rg, dtype, "axis=1 grad")
             # and grad_out=input in place on the (B, T, V) layout
             xi = x.copy()
             l3, g3 = fx.cross_entropy(xi, tgt, axis=-1, grad_out=xi, **kw)
             assert g3 is xi
-            assert_close(xi, np.asarray(g1, np.float64), tol(dtype))
+            close_ieee(l3, rl, dtype, "in-place loss")
+            close_ieee(xi, np.moveaxis(rg, 1, -1), dtype, "in-place grad")
+
+
+def test_weight_from_any_real_sequence(rng, dtype):
+    """Regression: a weight given as a Python list (of ints) is the same weight as an array;
+    a Python number is a pos_weight like any broadcastable one; the class axis of a 1-D
+    input may be named -1."""
+    x = make_logits(rng, (4, 3), dtype)
+    y = np.array([0, 2, 1, 2])
+    w = np.array([1.0, 2.0, 3.0])
+    rl, rg = ref.cross_entropy(x, y, w)
+    for weight in ([1, 2, 3], [1.0, 2.0, 3.0], (1, 2, 3), w.astype(dtype)):
+        loss, grad = fx.cross_entropy(x, y, weight=weight, return_grad=True)
+        close_ieee(loss, rl, dtype, f"weight={weight!r}")
+        close_ieee(grad, rg, dtype, f"weight={weight!r} grad")
+    t = (rng.random((4, 3)) < 0.5).astype(dtype)
+    for pw in (3, 3.0, np.float32(3)):
+        close_ieee(fx.binary_cross_entropy_with_logits(x, t, pos_weight=pw),
+                   ref.binary_cross_entropy_with_logits(x, t, pos_weight=np.float64(3))[0], dtype,
+                   f"pos_weight={pw!r}")
+    assert fx.cross_entropy(np.zeros(3, dtype), np.array(1), axis=-1) == dtype(np.log(3))
 
 
 # -------------------------------------------------------------------------- nll_loss
@@ -223,7 +244,6 @@ NLL_LAYOUTS = {"C": ((5,), 1), "NC": ((8, 5), 1), "NCdd": ((2, 5, 3, 2), 1),
 @pytest.mark.parametrize("weighted", [False, True])
 @pytest.mark.parametrize("layout", list(NLL_LAYOUTS))
 @pytest.mark.parametrize("reduction", REDUCTIONS)
-@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=DT_IDS)
 def test_nll_loss(rng, dtype, reduction, layout, weighted, ignore):
     shape, axis = NLL_LAYOUTS[layout]
     C = 5
@@ -276,7 +296,6 @@ def _bce_cases():
 
 @pytest.mark.parametrize("layout,wname,pname", list(_bce_cases()))
 @pytest.mark.parametrize("reduction", REDUCTIONS)
-@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=DT_IDS)
 def test_bce_with_logits_broadcasting(rng, dtype, reduction, layout, wname, pname):
     shape = BCE_LAYOUTS[layout]
     shapes = _bcast_shapes(shape)
@@ -292,7 +311,6 @@ def test_bce_with_logits_broadcasting(rng, dtype, reduction, layout, wname, pnam
           x, t, reduction=reduction, dtype=dtype, what=f"{layout} w={wname} pw={pname}", **kw)
 
 
-@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=DT_IDS)
 def test_bce_with_logits_target_dtypes_agree(rng, dtype):
     x = make_logits(rng, (5, 6), dtype)
     bits = rng.random((5, 6)) < 0.4
@@ -304,14 +322,13 @@ def test_bce_with_logits_target_dtypes_agree(rng, dtype):
     loss_ref, grad_ref = ref.binary_cross_entropy_with_logits(x, bits.astype(np.float64),
                                                               pos_weight=pw, reduction="none")
     for loss, grad in results:
-        assert_close(loss, loss_ref, tol(dtype))
-        assert_close(grad, grad_ref, tol(dtype))
+        close_ieee(loss, loss_ref, dtype)
+        close_ieee(grad, grad_ref, dtype)
 
 
 # ------------------------------------------------------------- binary_cross_entropy
 @pytest.mark.parametrize("wname", ["none", "full", "last", "rows"])
 @pytest.mark.parametrize("reduction", REDUCTIONS)
-@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=DT_IDS)
 def test_binary_cross_entropy(rng, dtype, reduction, wname):
     shape = (6, 5)
     x = ref.sigmoid(rng.standard_normal(shape) * 3).astype(dtype)
@@ -324,7 +341,6 @@ def test_binary_cross_entropy(rng, dtype, reduction, wname):
 
 
 @pytest.mark.parametrize("reduction", REDUCTIONS)
-@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=DT_IDS)
 def test_binary_cross_entropy_clamps_at_the_edges(dtype, reduction):
     # x in {0, 1}: logs clamp at -100; the gradient divides by max(x(1-x), 1e-12)
     x = np.array([0.0, 0.0, 0.0, 1.0, 1.0, 1.0, 1e-30, 1 - 2 ** -20], dtype=dtype)
@@ -332,23 +348,15 @@ def test_binary_cross_entropy_clamps_at_the_edges(dtype, reduction):
     loss, grad = fx.binary_cross_entropy(x, t, reduction=reduction, return_grad=True)
     loss_ref, grad_ref = ref.binary_cross_entropy(x, t, reduction=reduction)
     assert np.all(np.isfinite(loss)) and np.all(np.isfinite(grad))
-    assert_close(loss, loss_ref, tol(dtype))
-    assert_close(grad, grad_ref, tol(dtype))
+    close_ieee(loss, loss_ref, dtype)
+    close_ieee(grad, grad_ref, dtype)
     if reduction == "none":
         # hand values: -log clamp is 100, so t=1 at x=0 costs exactly 100
         np.testing.assert_array_equal(loss[[0, 4]], [0, 0])
         assert loss[1] == 100 and loss[3] == 100
-        assert_close(loss[2], 25.0, tol(dtype))   # 0.25 * 100 + 0.75 * 0
+        close_ieee(loss[2], 25.0, dtype)   # 0.25 * 100 + 0.75 * 0
         assert grad[0] == 0 and grad[4] == 0      # x == t: no gradient
         assert grad[1] < -1e11 and grad[3] > 1e11  # -(1)/1e-12 and +(1)/1e-12
-
-
-@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=DT_IDS)
-def test_binary_cross_entropy_rejects_outside_unit_interval(dtype):
-    t = np.array([0.5, 0.5], dtype)
-    for bad in ([1.5, 0.5], [-0.1, 0.5]):
-        with pytest.raises(ValueError):
-            fx.binary_cross_entropy(np.array(bad, dtype), t)
 
 
 # ----------------------------------------------------------------------------- kl_div
@@ -358,7 +366,6 @@ KL_LAYOUTS = {"NC": (6, 5), "NCd": (3, 5, 4), "C": (7,)}
 @pytest.mark.parametrize("log_target", [False, True])
 @pytest.mark.parametrize("layout", list(KL_LAYOUTS))
 @pytest.mark.parametrize("reduction", ["none", "mean", "sum", "batchmean"])
-@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=DT_IDS)
 def test_kl_div(rng, dtype, reduction, layout, log_target):
     shape = KL_LAYOUTS[layout]
     cax = 0 if len(shape) == 1 else 1
@@ -376,7 +383,6 @@ def test_kl_div(rng, dtype, reduction, layout, log_target):
           log_target=log_target, what=f"kl {layout}")
 
 
-@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=DT_IDS)
 def test_kl_div_of_identical_distributions_is_zero(rng, dtype):
     q = ref.log_softmax(rng.standard_normal((4, 6)), axis=1)
     for log_target in (False, True):
@@ -384,39 +390,3 @@ def test_kl_div_of_identical_distributions_is_zero(rng, dtype):
         loss = fx.kl_div(q.astype(dtype), tgt.astype(dtype), reduction="batchmean",
                          log_target=log_target)
         assert abs(float(loss)) < 50 * np.finfo(dtype).eps
-
-
-# ------------------------------------------------------ grad_out for the rest of the family
-@pytest.mark.parametrize("reduction", REDUCTIONS)
-@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=DT_IDS)
-def test_grad_out_nll_bce_kl(rng, dtype, reduction):
-    lp = ref.log_softmax(rng.standard_normal((6, 4)), axis=1).astype(dtype)
-    t = rng.integers(0, 4, size=6)
-    pr = ref.sigmoid(rng.standard_normal((6, 4))).astype(dtype)
-    tb = rng.random((6, 4)).astype(dtype)
-    p = make_probs(rng, (6, 4), 1, dtype)
-    cases = [
-        ("nll_loss", lambda a, **kw: fx.nll_loss(a, t, **kw), lp,
-         lambda a: ref.nll_loss(a, t, reduction=reduction)),
-        ("binary_cross_entropy", lambda a, **kw: fx.binary_cross_entropy(a, tb, **kw), pr,
-         lambda a: ref.binary_cross_entropy(a, tb, reduction=reduction)),
-        ("kl_div", lambda a, **kw: fx.kl_div(a, p, **kw), lp,
-         lambda a: ref.kl_div(a, p, reduction=reduction)),
-    ]
-    for name, fn, x, rf in cases:
-        loss_ref, grad_ref = rf(x)
-        scale = None
-        if name == "kl_div" and reduction != "none":
-            # kl terms have both signs: scale by the sum of their magnitudes
-            scale = np.abs(ref.kl_div(x, p, reduction="none")[0]).sum()
-            scale /= (x.size if reduction == "mean" else 1)
-        go = np.full_like(x, np.nan)
-        loss, grad = fn(x, reduction=reduction, return_grad=True, grad_out=go)
-        assert grad is go, name
-        assert_close(loss, loss_ref, tol(dtype), scale=scale, what=name)
-        assert_close(go, grad_ref, tol(dtype), what=f"{name} grad_out")
-        xi = x.copy()
-        loss, grad = fn(xi, reduction=reduction, return_grad=True, grad_out=xi)
-        assert grad is xi, name
-        assert_close(loss, loss_ref, tol(dtype), scale=scale, what=f"{name} in place")
-        assert_close(xi, grad_ref, tol(dtype), what=f"{name} in-place grad")
