@@ -172,8 +172,9 @@ FN int64_t row_label(const fx_softmax_args *A, int64_t row)
 }
 
 /* Chunk stats with e_j written to g (the chunk's place in the gradient, a buffer, or
-   NULL), through the call's declared variant. */
-FN void chunk_stats_to(const fx_softmax_args *A, int64_t row, int64_t c, fx_chunk *st, R *g)
+   NULL), through the call's declared variant (fx_softmax_variant). */
+FN void chunk_stats_to(const fx_softmax_args *A, int variant, int64_t row, int64_t c,
+                       fx_chunk *st, R *g)
 {
     const int64_t C = A->C, j0 = c * CHUNK;
     const int64_t n = C - j0 < CHUNK ? C - j0 : CHUNK;
@@ -191,7 +192,7 @@ FN void chunk_stats_to(const fx_softmax_args *A, int64_t row, int64_t c, fx_chun
     }
     if (!A->soft && label >= j0 && label < j0 + n)
         st->xt = (double)x[label - j0];                 /* before g overwrites x */
-    switch (fx_softmax_variant(A)) {
+    switch (variant) {
 #define FX_CASE(name, AUX, W)                                                           \
     case FX_SOFTMAX_##name:                                                             \
         if (g) chunk_stats(x, g, n, AUX, W, w, y, c1, c0, st);                          \
@@ -205,7 +206,7 @@ FN void chunk_stats_to(const fx_softmax_args *A, int64_t row, int64_t c, fx_chun
 KERNEL void softmax_chunk_stats(const fx_softmax_args *A, int64_t row, int64_t c, fx_chunk *st)
 {
     R *g = A->grad ? (R *)A->grad + row * A->C + c * CHUNK : NULL;
-    chunk_stats_to(A, row, c, st, g);
+    chunk_stats_to(A, fx_softmax_variant(A), row, c, st, g);
 }
 
 /* The row's loss from its chunks (and each chunk's gradient factor, fx_item_loss). */
@@ -223,7 +224,8 @@ KERNEL double softmax_row_finish(const fx_softmax_args *A, int64_t row, fx_chunk
 }
 
 /* Chunk grad over g, which holds the chunk's e_j from chunk_stats_to */
-FN void chunk_grad_to(const fx_softmax_args *A, int64_t row, int64_t c, const fx_chunk *st, R *g)
+FN void chunk_grad_to(const fx_softmax_args *A, int variant, int64_t row, int64_t c,
+                      const fx_chunk *st, R *g)
 {
     const int64_t C = A->C, j0 = c * CHUNK;
     const int64_t n = C - j0 < CHUNK ? C - j0 : CHUNK;
@@ -234,7 +236,7 @@ FN void chunk_grad_to(const fx_softmax_args *A, int64_t row, int64_t c, const fx
     const R alpha = (R)st[c].alpha;
     int64_t label = row_label(A, row);
     if (label < 0) return;                                /* zeroed by chunk_stats_to */
-    switch (fx_softmax_variant(A)) {
+    switch (variant) {
 #define FX_CASE(name, AUX, W)                                                           \
     case FX_SOFTMAX_##name:                                                             \
         grad_pass(g, n, alpha, (R)scale, AUX, W, w, y, c1, c0);                         \
@@ -248,7 +250,7 @@ FN void chunk_grad_to(const fx_softmax_args *A, int64_t row, int64_t c, const fx
 
 KERNEL void softmax_chunk_grad(const fx_softmax_args *A, int64_t row, int64_t c, const fx_chunk *st)
 {
-    chunk_grad_to(A, row, c, st, (R *)A->grad + row * A->C + c * CHUNK);
+    chunk_grad_to(A, fx_softmax_variant(A), row, c, st, (R *)A->grad + row * A->C + c * CHUNK);
 }
 
 /* nll_loss on log-probabilities (fx_nll_loss): one row. */
@@ -271,25 +273,34 @@ FN double nll_row(const fx_softmax_args *A, int64_t row)
     return loss;
 }
 
+/* Rows of one chunk whose gradient is made in buf (in L1) and then streamed out with
+   non-temporal stores (A->stream_grad). */
+static __attribute__((noinline)) FX_TARGET_ATTR double
+softmax_rows_streamed(const fx_softmax_args *A, int64_t r0, int64_t r1)
+{
+    R buf[CHUNK] __attribute__((aligned(64)));
+    fx_chunk st[1];
+    const int variant = fx_softmax_variant(A);
+    double total = 0.0;
+    for (int64_t r = r0; r < r1; r++) {
+        chunk_stats_to(A, variant, r, 0, st, buf);
+        total += softmax_row_finish(A, r, st);
+        chunk_grad_to(A, variant, r, 0, st, buf);
+        stream_copy((R *)A->grad + r * A->C, buf, A->C);
+    }
+    stream_fence();
+    return total;
+}
+
 KERNEL double softmax_rows(const fx_softmax_args *A, int64_t r0, int64_t r1)
 {
     const int64_t nch = (A->C + CHUNK - 1) / CHUNK;
+    if (A->stream_grad && nch == 1 && A->grad && !A->logprob_input)
+        return softmax_rows_streamed(A, r0, r1);
     fx_chunk local[FX_LOCAL_CHUNKS];
     fx_chunk *st = nch <= FX_LOCAL_CHUNKS ? local : (fx_chunk *)malloc((size_t)nch * sizeof(fx_chunk));
     double total = 0.0;
     if (!st) return NAN;   /* out of memory for a row of millions of classes: NaN, not a crash */
-    if (A->stream_grad && nch == 1 && A->grad && !A->logprob_input) {
-        /* the row's gradient is made in buf (in L1) and then streamed out */
-        R buf[CHUNK] __attribute__((aligned(64)));
-        for (int64_t r = r0; r < r1; r++) {
-            chunk_stats_to(A, r, 0, st, buf);
-            total += softmax_row_finish(A, r, st);
-            chunk_grad_to(A, r, 0, st, buf);
-            stream_copy((R *)A->grad + r * A->C, buf, A->C);
-        }
-        stream_fence();
-        return total;
-    }
     for (int64_t r = r0; r < r1; r++) {
         if (A->logprob_input) { total += nll_row(A, r); continue; }
         for (int64_t c = 0; c < nch; c++) softmax_chunk_stats(A, r, c, st + c);
