@@ -8,6 +8,7 @@ import numpy as np
 
 from . import _core
 from ._checks import (
+    as_array,
     check_reduction,
     check_threads,
     class_weight,
@@ -86,7 +87,7 @@ def _softmax_loss(input, target, weight, ignore_index, reduction, label_smoothin
     C = x.shape[ax]
     item_shape = x.shape[:ax] + x.shape[ax + 1:]
 
-    t = target if isinstance(target, np.ndarray) else np.asarray(target)
+    t = as_array(target, "target", "class indices or probabilities")
     soft = t.dtype.kind == "f"
     if t.dtype.kind not in "iuf" or t.dtype.kind == "f" and logprob_input:
         kinds = "integer class indices" if logprob_input else "integer class indices or float probabilities"
@@ -287,7 +288,7 @@ def _elementwise_loss(loss, input, target, weight, pos_weight, reduction: str,
     if loss in (_LOSS.FX_KL, _LOSS.FX_KL_LOG_TARGET):
         t = float_input(target, "target")
     else:
-        t = target if isinstance(target, np.ndarray) else np.asarray(target)
+        t = as_array(target, "target", "float, bool or uint8 values")
         if t.dtype.kind not in "fbiu":
             raise TypeError(f"target must be float, bool or uint8, got dtype {t.dtype}")
     if t.shape != x.shape:
