@@ -52,8 +52,10 @@ def test_info_says_what_show_config_says():
 
 
 def test_console_script_is_installed():
-    scripts = [ep for ep in importlib.metadata.entry_points(group="console_scripts")
-               if ep.name == "fastxent"]
+    eps = importlib.metadata.entry_points()
+    group = (eps.select(group="console_scripts") if hasattr(eps, "select")   # Python 3.10+
+             else eps.get("console_scripts", []))
+    scripts = [ep for ep in group if ep.name == "fastxent"]
     assert [ep.value for ep in scripts] == ["fastxent._cli:main"]
     exe = os.path.join(os.path.dirname(sys.executable), "fastxent")
     if not os.path.exists(exe):   # a package imported from the source tree, not installed
