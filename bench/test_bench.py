@@ -6,12 +6,11 @@ Not part of the test suite (``pytest tests`` does not collect bench/). Run it wi
     pytest bench --benchmark-only --benchmark-group-by=group --benchmark-columns=min,median,rounds
 
 Each benchmark group is one (loss, shape, pass); compare the rows of a group. For the full
-side-by-side comparison with JAX, scikit-learn and the memory floors, run bench/compare.py.
+side-by-side comparison with JAX, scikit-learn and the memory floors, run ``fastxent bench``
+(bench/compare.py).
 """
 
-import importlib.util
 import os
-import sys
 
 import numpy as np
 import pytest
@@ -19,15 +18,9 @@ import pytest
 pytest.importorskip("pytest_benchmark")
 fx = pytest.importorskip("fastxent")
 
-# the NumPy reference implementations live in compare.py (no heavy imports at module level)
-_spec = importlib.util.spec_from_file_location(
-    "fastxent_bench_compare", os.path.join(os.path.dirname(__file__), "compare.py")
-)
-_compare = importlib.util.module_from_spec(_spec)
-sys.modules[_spec.name] = _compare  # dataclasses look their module up in sys.modules
-_spec.loader.exec_module(_compare)
-numpy_cross_entropy = _compare.numpy_cross_entropy
-numpy_bce_with_logits = _compare.numpy_bce_with_logits
+# the NumPy reference implementations of the comparison (fastxent._bench, which
+# bench/compare.py runs; no heavy imports at module level)
+from fastxent._bench import numpy_bce_with_logits, numpy_cross_entropy  # noqa: E402
 
 THREADS = int(os.environ.get("FASTXENT_BENCH_THREADS", "2"))
 

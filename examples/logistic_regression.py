@@ -18,8 +18,13 @@ which is the user guide's ``C sum_i CE_i + ||W||^2 / 2`` divided by ``C n``: the
 In the multinomial case every class has its own row of ``W`` (scikit-learn's symmetric
 parametrisation) and all of them are penalised.
 
-Run ``python examples/logistic_regression.py`` to compare the objective reached here with the
-one reached by scikit-learn; ``fit`` is importable (tests/test_logistic_regression.py uses it).
+Run it from the repository root to compare the objective reached here with the one reached by
+scikit-learn; it needs SciPy (the L-BFGS) and scikit-learn (the data sets and the comparison),
+which the ``examples`` extra installs::
+
+    pip install ".[examples]" && python examples/logistic_regression.py
+
+``fit`` is importable (tests/test_logistic_regression.py uses it).
 """
 
 from __future__ import annotations
@@ -175,6 +180,12 @@ def sklearn_fit(X, y, C=1.0, tol=1e-10, max_iter=10000):
 
 
 def main():
+    try:
+        import scipy.optimize  # noqa: F401
+        import sklearn  # noqa: F401
+    except ImportError as e:
+        raise SystemExit(f"{e}: this example needs SciPy and scikit-learn; from the repository "
+                         'root: pip install ".[examples]"') from None
     print(f"fastxent {fx.show_config().get('version')}")
     for name, kind in [("iris", "multinomial"), ("breast_cancer", "binary")]:
         X, y = load_dataset(name)

@@ -6,6 +6,7 @@ building blocks take NumPy's (``axis=-1``). Every loss accepts ``return_grad=Tru
 the gradient over the logits) and ``n_threads=``.
 """
 import os as _os
+from typing import Any as _Any, Dict as _Dict
 
 from . import _core
 from ._blocks import entropy, log_sigmoid, log_softmax, logsumexp, sigmoid, softmax
@@ -38,7 +39,7 @@ if hasattr(_os, "register_at_fork"):
     _os.register_at_fork(after_in_child=_core._after_fork_in_child)
 
 
-def show_config() -> dict:
+def show_config() -> _Dict[str, _Any]:
     """How this fastxent was built and what it will use.
 
     Keys: ``version``; ``isa`` (the kernel variant in use: 'avx512', 'avx2' or

@@ -19,13 +19,14 @@ from ._checks import (
     output_array,
     write_target,
 )
+from ._types import ArrayLike, FloatArray
 
 # what the kernels write (kernels/fx_api.h)
 _SOFTMAX_OUT = _core.fx_softmax_output
 _SIGMOID_OUT = _core.fx_sigmoid_output
 
 
-def _softmax_outputs(x, axis, out, n_threads, what, name: str) -> np.ndarray:
+def _softmax_outputs(x, axis, out, n_threads, what, name: str) -> FloatArray:
     x = float_input(x, "x")
     dt = np.dtype(x.dtype.type)  # native byte order: what the kernels write
     n_threads = check_threads(n_threads)
@@ -50,8 +51,8 @@ def _softmax_outputs(x, axis, out, n_threads, what, name: str) -> np.ndarray:
     return copy_back(buf, copy_to)
 
 
-def logsumexp(x, axis: int = -1, *, out: Optional[np.ndarray] = None,
-              n_threads: Optional[int] = None) -> np.ndarray:
+def logsumexp(x: ArrayLike, axis: int = -1, *, out: Optional[FloatArray] = None,
+              n_threads: Optional[int] = None) -> FloatArray:
     """``log(sum(exp(x), axis))``, shifted by the maximum so it never overflows.
 
     Shape: ``x`` without ``axis``. A slice of all ``-inf`` gives ``-inf``; a slice holding
@@ -60,8 +61,8 @@ def logsumexp(x, axis: int = -1, *, out: Optional[np.ndarray] = None,
     return _softmax_outputs(x, axis, out, n_threads, _SOFTMAX_OUT.FX_OUT_LOGSUMEXP, "logsumexp")
 
 
-def softmax(x, axis: int = -1, *, out: Optional[np.ndarray] = None,
-            n_threads: Optional[int] = None) -> np.ndarray:
+def softmax(x: ArrayLike, axis: int = -1, *, out: Optional[FloatArray] = None,
+            n_threads: Optional[int] = None) -> FloatArray:
     """``exp(x - logsumexp(x))`` along ``axis``; same shape as ``x``.
 
     ``-inf`` entries get probability 0. A slice of all ``-inf``, or one holding ``+inf``,
@@ -70,15 +71,15 @@ def softmax(x, axis: int = -1, *, out: Optional[np.ndarray] = None,
     return _softmax_outputs(x, axis, out, n_threads, _SOFTMAX_OUT.FX_OUT_SOFTMAX, "softmax")
 
 
-def log_softmax(x, axis: int = -1, *, out: Optional[np.ndarray] = None,
-                n_threads: Optional[int] = None) -> np.ndarray:
+def log_softmax(x: ArrayLike, axis: int = -1, *, out: Optional[FloatArray] = None,
+                n_threads: Optional[int] = None) -> FloatArray:
     """``x - logsumexp(x)`` along ``axis``; same shape as ``x``. ``-inf`` entries stay
     ``-inf``; slices of all ``-inf`` or holding ``+inf`` give NaN."""
     return _softmax_outputs(x, axis, out, n_threads, _SOFTMAX_OUT.FX_OUT_LOG_SOFTMAX, "log_softmax")
 
 
-def entropy(logits, axis: int = -1, *, out: Optional[np.ndarray] = None,
-            n_threads: Optional[int] = None) -> np.ndarray:
+def entropy(logits: ArrayLike, axis: int = -1, *, out: Optional[FloatArray] = None,
+            n_threads: Optional[int] = None) -> FloatArray:
     """Entropy ``H = -sum p log p`` of ``p = softmax(logits)`` along ``axis``, in nats.
 
     Computed as ``log s + sum_j p_j (m - x_j)`` (m the max, s the shifted exp-sum), so no
@@ -88,7 +89,7 @@ def entropy(logits, axis: int = -1, *, out: Optional[np.ndarray] = None,
     return _softmax_outputs(logits, axis, out, n_threads, _SOFTMAX_OUT.FX_OUT_ENTROPY, "entropy")
 
 
-def _sigmoid_outputs(x, out, n_threads, what) -> np.ndarray:
+def _sigmoid_outputs(x, out, n_threads, what) -> FloatArray:
     x = float_input(x, "x")
     dt = np.dtype(x.dtype.type)  # native byte order: what the kernels write
     n_threads = check_threads(n_threads)
@@ -99,11 +100,13 @@ def _sigmoid_outputs(x, out, n_threads, what) -> np.ndarray:
     return copy_back(buf, copy_to)
 
 
-def sigmoid(x, *, out: Optional[np.ndarray] = None, n_threads: Optional[int] = None) -> np.ndarray:
+def sigmoid(x: ArrayLike, *, out: Optional[FloatArray] = None,
+            n_threads: Optional[int] = None) -> FloatArray:
     """``1 / (1 + exp(-x))`` elementwise, exact in the tails (``e^x / (1 + e^x)`` for x < 0)."""
     return _sigmoid_outputs(x, out, n_threads, _SIGMOID_OUT.FX_OUT_SIGMOID)
 
 
-def log_sigmoid(x, *, out: Optional[np.ndarray] = None, n_threads: Optional[int] = None) -> np.ndarray:
+def log_sigmoid(x: ArrayLike, *, out: Optional[FloatArray] = None,
+                n_threads: Optional[int] = None) -> FloatArray:
     """``log(sigmoid(x)) = -(max(-x, 0) + log1p(exp(-|x|)))`` elementwise, never overflowing."""
     return _sigmoid_outputs(x, out, n_threads, _SIGMOID_OUT.FX_OUT_LOG_SIGMOID)

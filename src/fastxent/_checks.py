@@ -14,19 +14,82 @@ FLOAT_TYPES = (np.float32, np.float64)
 REDUCTIONS = ("none", "mean", "sum")
 
 
+def type_name(x) -> str:
+    """The type of ``x`` as its user would write it: 'list', 'numpy.ndarray', 'torch.Tensor'."""
+    t = type(x)
+    return t.__qualname__ if t.__module__ == "builtins" else f"{t.__module__}.{t.__qualname__}"
+
+
+def is_torch_tensor(x) -> bool:
+    """``x`` is a torch tensor (or a subclass, e.g. ``nn.Parameter``): recognised by its
+    type's module, so that torch is never imported here."""
+    return type(x).__module__.partition(".")[0] == "torch" and hasattr(x, "detach")
+
+
+def torch_advice(x, name: str, to_float: bool = False) -> str:
+    """What the torch tensor ``x``, passed as ``name``, is, and the expression that makes it
+    a NumPy array fastxent takes (``to_float``: a float32/float64 one)."""
+    steps, traits = [], []
+    requires_grad = bool(getattr(x, "requires_grad", False))
+    if requires_grad:
+        steps.append("detach()")
+        traits.append("that requires grad")
+    device = getattr(x, "device", None)
+    if device is not None and getattr(device, "type", "cpu") != "cpu":
+        steps.append("cpu()")
+        traits.append(f"on {device}")
+    dtype = str(getattr(x, "dtype", ""))
+    if to_float and dtype not in ("torch.float32", "torch.float64"):
+        steps.append("float()")
+        traits.append(f"of dtype {dtype}")
+    steps.append("numpy()")
+    msg = (f"{name} is a {type_name(x)}{' ' + ', '.join(traits) if traits else ''}; fastxent "
+           f"computes on NumPy arrays: pass {name}.{'.'.join(steps)}")
+    if "cpu()" not in steps and "float()" not in steps:
+        msg += " (a view of the tensor's memory, no copy)"
+    if requires_grad and name == "input":  # the logits of a loss
+        msg += ", and take the gradient from return_grad=True"
+    return msg
+
+
+def as_array(x, name: str, what: str, to_float: bool = False) -> np.ndarray:
+    """``x`` as an ndarray (``np.asarray``); a TypeError naming ``x``'s type and the fix
+    when that fails (a torch tensor that requires grad or is not on the CPU, a ragged
+    list). ``what``: what the argument must hold, for the message; ``to_float``: the
+    argument must be float32/float64 (the fix for a torch tensor then casts it too)."""
+    if isinstance(x, np.ndarray):
+        return x
+    try:
+        return np.asarray(x)
+    except Exception as exc:  # e.g. ragged lists, torch tensors that require grad
+        if is_torch_tensor(x):
+            msg = torch_advice(x, name, to_float)
+        else:
+            msg = f"{name} must be an array of {what}, got {type_name(x)} ({exc})"
+        raise TypeError(msg) from exc
+
+
+def cast_hint(x: np.ndarray, original, name: str) -> str:
+    """How to make ``original`` (which became the array ``x``, of a dtype fastxent does not
+    compute in) float: suited to what it is (a torch tensor, an ndarray, a list ...)."""
+    if x.dtype.kind not in "biuf":
+        return ""
+    if is_torch_tensor(original):
+        return f"; {torch_advice(original, name, to_float=True)}"
+    want = "np.float64" if x.dtype.kind == "f" and x.dtype.itemsize > 8 else "np.float32"
+    if isinstance(original, np.ndarray):
+        return f" (cast it: {name}.astype({want}))"
+    return f" (from a {type_name(original)}; convert it: np.asarray({name}, dtype={want}))"
+
+
 def float_input(x, name: str = "input") -> np.ndarray:
-    """x as a float32/float64 ndarray (not yet contiguous); TypeError otherwise."""
-    if not isinstance(x, np.ndarray):
-        try:
-            x = np.asarray(x)
-        except Exception as exc:  # e.g. ragged lists
-            raise TypeError(f"{name} must be an array of float32 or float64, got {type(x).__name__}") from exc
-    if x.dtype.type not in FLOAT_TYPES:
-        raise TypeError(
-            f"{name} must be float32 or float64, got dtype {x.dtype}"
-            + (" (cast it with .astype(np.float32))" if x.dtype.kind in "biuf" else "")
-        )
-    return x
+    """x as a float32/float64 ndarray (not yet contiguous); TypeError otherwise, naming
+    x's type and the fix for it."""
+    a = as_array(x, name, "float32 or float64", to_float=True)
+    if a.dtype.type not in FLOAT_TYPES:
+        raise TypeError(f"{name} must be float32 or float64, got dtype {a.dtype}"
+                        + cast_hint(a, x, name))
+    return a
 
 
 def kernel_ready(a: np.ndarray, dtype=None) -> np.ndarray:
@@ -76,7 +139,8 @@ def output_array(out, shape: Tuple[int, ...], dtype, name: str) -> Optional[np.n
     if out is None:
         return None
     if not isinstance(out, np.ndarray):
-        raise ValueError(f"{name} must be a numpy.ndarray, got {type(out).__name__}")
+        hint = f"; {torch_advice(out, name)}" if is_torch_tensor(out) else ""
+        raise ValueError(f"{name} must be a numpy.ndarray, got {type_name(out)}{hint}")
     if out.shape != tuple(shape):
         raise ValueError(f"{name} has shape {out.shape}, expected {tuple(shape)}")
     if out.dtype.type is not np.dtype(dtype).type:  # either byte order is fine
@@ -132,10 +196,7 @@ def copy_back(buffer: np.ndarray, copy_to: Optional[np.ndarray]) -> np.ndarray:
 def real_param(p, name: str) -> np.ndarray:
     """A weight-like argument as an ndarray of real numbers (bool, int or float; any
     sequence or scalar); TypeError for complex, object or string values."""
-    try:
-        a = p if isinstance(p, np.ndarray) else np.asarray(p)
-    except Exception as exc:  # e.g. ragged lists
-        raise TypeError(f"{name} must be an array of real numbers, got {type(p).__name__}") from exc
+    a = as_array(p, name, "real numbers")
     if a.dtype.kind not in "biuf":
         raise TypeError(f"{name} must hold real numbers, got dtype {a.dtype}")
     return a

@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 import math
-from typing import Optional, Tuple, Union
+from typing import Literal, Optional, Tuple, Union, overload
 
 import numpy as np
 
 from . import _core
 from ._checks import (
+    as_array,
     check_reduction,
     check_threads,
     class_weight,
@@ -20,10 +21,13 @@ from ._checks import (
     write_target,
 )
 
+from ._types import ArrayLike, FloatArray, Loss, LossAndGrad
+
 _LOSS = _core.fx_elementwise_loss   # the elementwise kernels' losses (kernels/fx_api.h)
 
-ArrayLike = Union[np.ndarray, "list", float]
-LossResult = Union[np.floating, np.ndarray, Tuple[Union[np.floating, np.ndarray], np.ndarray]]
+# Each loss has three signatures for type checkers (typing.overload; one implementation):
+# without return_grad (or return_grad=False) it returns the loss, with return_grad=True the
+# tuple (loss, grad), with a bool known only at run time either.
 
 
 def _finish(loss_sum: float, denom: float, reduction: str, per_item, dtype,
@@ -83,7 +87,7 @@ def _softmax_loss(input, target, weight, ignore_index, reduction, label_smoothin
     C = x.shape[ax]
     item_shape = x.shape[:ax] + x.shape[ax + 1:]
 
-    t = target if isinstance(target, np.ndarray) else np.asarray(target)
+    t = as_array(target, "target", "class indices or probabilities")
     soft = t.dtype.kind == "f"
     if t.dtype.kind not in "iuf" or t.dtype.kind == "f" and logprob_input:
         kinds = "integer class indices" if logprob_input else "integer class indices or float probabilities"
@@ -128,11 +132,27 @@ def _softmax_loss(input, target, weight, ignore_index, reduction, label_smoothin
     return _finish(total, denom, reduction, per_item, dt, grad, return_grad)
 
 
+@overload
+def cross_entropy(input: ArrayLike, target: ArrayLike, weight: Optional[ArrayLike] = ..., *,
+                  ignore_index: int = ..., reduction: str = ..., label_smoothing: float = ...,
+                  axis: int = ..., return_grad: Literal[False] = ...,
+                  grad_out: Optional[FloatArray] = ..., n_threads: Optional[int] = ...) -> Loss: ...
+@overload
+def cross_entropy(input: ArrayLike, target: ArrayLike, weight: Optional[ArrayLike] = ..., *,
+                  ignore_index: int = ..., reduction: str = ..., label_smoothing: float = ...,
+                  axis: int = ..., return_grad: Literal[True],
+                  grad_out: Optional[FloatArray] = ...,
+                  n_threads: Optional[int] = ...) -> LossAndGrad: ...
+@overload
+def cross_entropy(input: ArrayLike, target: ArrayLike, weight: Optional[ArrayLike] = ..., *,
+                  ignore_index: int = ..., reduction: str = ..., label_smoothing: float = ...,
+                  axis: int = ..., return_grad: bool = ..., grad_out: Optional[FloatArray] = ...,
+                  n_threads: Optional[int] = ...) -> Union[Loss, LossAndGrad]: ...
 def cross_entropy(input: ArrayLike, target: ArrayLike, weight: Optional[ArrayLike] = None, *,
                   ignore_index: int = -100, reduction: str = "mean",
                   label_smoothing: float = 0.0, axis: int = 1, return_grad: bool = False,
-                  grad_out: Optional[np.ndarray] = None,
-                  n_threads: Optional[int] = None) -> LossResult:
+                  grad_out: Optional[FloatArray] = None,
+                  n_threads: Optional[int] = None) -> Union[Loss, LossAndGrad]:
     """Softmax cross-entropy from logits, as ``torch.nn.functional.cross_entropy``.
 
     Shapes: ``input`` is ``(C,)``, ``(N, C)`` or ``(N, C, d1, ..., dk)`` with the class
@@ -166,10 +186,25 @@ def cross_entropy(input: ArrayLike, target: ArrayLike, weight: Optional[ArrayLik
                          axis, return_grad, grad_out, n_threads, False, "cross_entropy")
 
 
+@overload
+def nll_loss(input: ArrayLike, target: ArrayLike, weight: Optional[ArrayLike] = ..., *,
+             ignore_index: int = ..., reduction: str = ..., axis: int = ...,
+             return_grad: Literal[False] = ..., grad_out: Optional[FloatArray] = ...,
+             n_threads: Optional[int] = ...) -> Loss: ...
+@overload
+def nll_loss(input: ArrayLike, target: ArrayLike, weight: Optional[ArrayLike] = ..., *,
+             ignore_index: int = ..., reduction: str = ..., axis: int = ...,
+             return_grad: Literal[True], grad_out: Optional[FloatArray] = ...,
+             n_threads: Optional[int] = ...) -> LossAndGrad: ...
+@overload
+def nll_loss(input: ArrayLike, target: ArrayLike, weight: Optional[ArrayLike] = ..., *,
+             ignore_index: int = ..., reduction: str = ..., axis: int = ...,
+             return_grad: bool = ..., grad_out: Optional[FloatArray] = ...,
+             n_threads: Optional[int] = ...) -> Union[Loss, LossAndGrad]: ...
 def nll_loss(input: ArrayLike, target: ArrayLike, weight: Optional[ArrayLike] = None, *,
              ignore_index: int = -100, reduction: str = "mean", axis: int = 1,
-             return_grad: bool = False, grad_out: Optional[np.ndarray] = None,
-             n_threads: Optional[int] = None) -> LossResult:
+             return_grad: bool = False, grad_out: Optional[FloatArray] = None,
+             n_threads: Optional[int] = None) -> Union[Loss, LossAndGrad]:
     """Negative log-likelihood on log-probabilities, as ``torch.nn.functional.nll_loss``.
 
     ``input`` holds log-probabilities, shaped as for :func:`cross_entropy`; ``target``
@@ -198,12 +233,33 @@ def _broadcast_param(p, shape, dtype, name) -> Tuple[Optional[np.ndarray], bool]
     return kernel_ready(b, dtype), False
 
 
+@overload
+def binary_cross_entropy_with_logits(input: ArrayLike, target: ArrayLike,
+                                     weight: Optional[ArrayLike] = ..., *,
+                                     pos_weight: Optional[ArrayLike] = ...,
+                                     reduction: str = ..., return_grad: Literal[False] = ...,
+                                     grad_out: Optional[FloatArray] = ...,
+                                     n_threads: Optional[int] = ...) -> Loss: ...
+@overload
+def binary_cross_entropy_with_logits(input: ArrayLike, target: ArrayLike,
+                                     weight: Optional[ArrayLike] = ..., *,
+                                     pos_weight: Optional[ArrayLike] = ...,
+                                     reduction: str = ..., return_grad: Literal[True],
+                                     grad_out: Optional[FloatArray] = ...,
+                                     n_threads: Optional[int] = ...) -> LossAndGrad: ...
+@overload
+def binary_cross_entropy_with_logits(input: ArrayLike, target: ArrayLike,
+                                     weight: Optional[ArrayLike] = ..., *,
+                                     pos_weight: Optional[ArrayLike] = ...,
+                                     reduction: str = ..., return_grad: bool = ...,
+                                     grad_out: Optional[FloatArray] = ...,
+                                     n_threads: Optional[int] = ...) -> Union[Loss, LossAndGrad]: ...
 def binary_cross_entropy_with_logits(input: ArrayLike, target: ArrayLike,
                                      weight: Optional[ArrayLike] = None, *,
                                      pos_weight: Optional[ArrayLike] = None,
                                      reduction: str = "mean", return_grad: bool = False,
-                                     grad_out: Optional[np.ndarray] = None,
-                                     n_threads: Optional[int] = None) -> LossResult:
+                                     grad_out: Optional[FloatArray] = None,
+                                     n_threads: Optional[int] = None) -> Union[Loss, LossAndGrad]:
     """Sigmoid cross-entropy from logits (multi-label), as
     ``torch.nn.functional.binary_cross_entropy_with_logits``.
 
@@ -232,7 +288,7 @@ def _elementwise_loss(loss, input, target, weight, pos_weight, reduction: str,
     if loss in (_LOSS.FX_KL, _LOSS.FX_KL_LOG_TARGET):
         t = float_input(target, "target")
     else:
-        t = target if isinstance(target, np.ndarray) else np.asarray(target)
+        t = as_array(target, "target", "float, bool or uint8 values")
         if t.dtype.kind not in "fbiu":
             raise TypeError(f"target must be float, bool or uint8, got dtype {t.dtype}")
     if t.shape != x.shape:
@@ -275,10 +331,25 @@ def _elementwise_loss(loss, input, target, weight, pos_weight, reduction: str,
     return _finish(total, denom, red, per_item, dt, grad, return_grad)
 
 
+@overload
+def binary_cross_entropy(input: ArrayLike, target: ArrayLike, weight: Optional[ArrayLike] = ...,
+                         *, reduction: str = ..., return_grad: Literal[False] = ...,
+                         grad_out: Optional[FloatArray] = ...,
+                         n_threads: Optional[int] = ...) -> Loss: ...
+@overload
+def binary_cross_entropy(input: ArrayLike, target: ArrayLike, weight: Optional[ArrayLike] = ...,
+                         *, reduction: str = ..., return_grad: Literal[True],
+                         grad_out: Optional[FloatArray] = ...,
+                         n_threads: Optional[int] = ...) -> LossAndGrad: ...
+@overload
+def binary_cross_entropy(input: ArrayLike, target: ArrayLike, weight: Optional[ArrayLike] = ...,
+                         *, reduction: str = ..., return_grad: bool = ...,
+                         grad_out: Optional[FloatArray] = ...,
+                         n_threads: Optional[int] = ...) -> Union[Loss, LossAndGrad]: ...
 def binary_cross_entropy(input: ArrayLike, target: ArrayLike, weight: Optional[ArrayLike] = None,
                          *, reduction: str = "mean", return_grad: bool = False,
-                         grad_out: Optional[np.ndarray] = None,
-                         n_threads: Optional[int] = None) -> LossResult:
+                         grad_out: Optional[FloatArray] = None,
+                         n_threads: Optional[int] = None) -> Union[Loss, LossAndGrad]:
     """Binary cross-entropy on probabilities, as ``torch.nn.functional.binary_cross_entropy``.
 
     ``loss = -w (t max(log p, -100) + (1 - t) max(log(1 - p), -100))`` elementwise, with
@@ -292,9 +363,22 @@ def binary_cross_entropy(input: ArrayLike, target: ArrayLike, weight: Optional[A
                              return_grad, grad_out, n_threads)
 
 
+@overload
+def kl_div(input: ArrayLike, target: ArrayLike, *, reduction: str = ..., log_target: bool = ...,
+           return_grad: Literal[False] = ..., grad_out: Optional[FloatArray] = ...,
+           n_threads: Optional[int] = ...) -> Loss: ...
+@overload
+def kl_div(input: ArrayLike, target: ArrayLike, *, reduction: str = ..., log_target: bool = ...,
+           return_grad: Literal[True], grad_out: Optional[FloatArray] = ...,
+           n_threads: Optional[int] = ...) -> LossAndGrad: ...
+@overload
+def kl_div(input: ArrayLike, target: ArrayLike, *, reduction: str = ..., log_target: bool = ...,
+           return_grad: bool = ..., grad_out: Optional[FloatArray] = ...,
+           n_threads: Optional[int] = ...) -> Union[Loss, LossAndGrad]: ...
 def kl_div(input: ArrayLike, target: ArrayLike, *, reduction: str = "mean",
            log_target: bool = False, return_grad: bool = False,
-           grad_out: Optional[np.ndarray] = None, n_threads: Optional[int] = None) -> LossResult:
+           grad_out: Optional[FloatArray] = None,
+           n_threads: Optional[int] = None) -> Union[Loss, LossAndGrad]:
     """Kullback-Leibler divergence, as ``torch.nn.functional.kl_div``.
 
     ``input`` holds log-probabilities ``log q``; ``target`` holds probabilities ``p`` (or
