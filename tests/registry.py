@@ -31,15 +31,8 @@ CALL_ONLY = ("return_grad", "grad_out", "n_threads", "out")   # not the referenc
 
 
 # ------------------------------------------------------------------------------ losses
-@dataclass(frozen=True)
-class Loss:
-    name: str                 # fx.<name>, reference.<name>, torch.nn.functional.<name>
-    input: str                # the values it is meant for: "logits", "log_probs" or "probs"
-    targets: tuple            # accepted target kinds, the first one the default (see make_target)
-    options: tuple            # keyword options besides reduction and the CALL_ONLY ones
-    weights: tuple = ()       # the options that are weight arrays
-    reductions: tuple = REDUCTIONS
-    class_axis: bool = False  # softmax family: class axis `axis` (default 1; 0 for a 1-D input)
+class _Named:
+    """A public function by its name: .fx is fastxent's, .ref the float64 reference's."""
 
     @property
     def fx(self):
@@ -48,6 +41,17 @@ class Loss:
     @property
     def ref(self):
         return getattr(ref, self.name)
+
+
+@dataclass(frozen=True)
+class Loss(_Named):
+    name: str                 # fx.<name>, reference.<name>, torch.nn.functional.<name>
+    input: str                # the values it is meant for: "logits", "log_probs" or "probs"
+    targets: tuple            # accepted target kinds, the first one the default (see make_target)
+    options: tuple            # keyword options besides reduction and the CALL_ONLY ones
+    weights: tuple = ()       # the options that are weight arrays
+    reductions: tuple = REDUCTIONS
+    class_axis: bool = False  # softmax family: class axis `axis` (default 1; 0 for a 1-D input)
 
     def make_input(self, rng, shape, dtype, axis=1):
         """Valid input values of `shape`."""
@@ -105,19 +109,11 @@ LOSSES = {loss.name: loss for loss in (
 
 # ----------------------------------------------------------------------------- blocks
 @dataclass(frozen=True)
-class Block:
+class Block(_Named):
     name: str                 # fx.<name>, reference.<name>
     reduces: bool             # drops the axis (logsumexp, entropy)
     has_axis: bool            # takes axis= (default -1); sigmoid and log_sigmoid are elementwise
     torch: object = field(default=None, compare=False)   # (torch, tensor, axis) -> tensor
-
-    @property
-    def fx(self):
-        return getattr(fx, self.name)
-
-    @property
-    def ref(self):
-        return getattr(ref, self.name)
 
     def out_shape(self, shape, axis=-1):
         if not self.reduces:
