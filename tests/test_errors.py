@@ -358,6 +358,22 @@ def _bad_grad_outs(x):
         "read-only": ro,
         "read-only-view": np.broadcast_to(np.full(x.shape[1:], SENTINEL, x.dtype), x.shape),
     }
+    bads.update(_self_overlapping(x.shape, x.dtype))
+    return bads
+
+
+def _self_overlapping(shape, dtype):
+    """Writable outputs whose elements share memory (PyTorch refuses them as outputs):
+    the first axis with stride 0, and (2-D and up) rows one element apart."""
+    from numpy.lib.stride_tricks import as_strided
+    inner = shape[1:]
+    base = np.full(max(1, int(np.prod(inner))), SENTINEL, dtype)
+    item = base.itemsize
+    inner_strides = tuple(int(np.prod(inner[k + 1:])) * item for k in range(len(inner)))
+    bads = {"zero-stride": as_strided(base, shape, (0,) + inner_strides)}
+    if len(shape) > 1:
+        window = np.full(int(sum(shape)), SENTINEL, dtype)
+        bads["sliding-window"] = as_strided(window, shape, (item,) * len(shape))
     return bads
 
 
@@ -373,6 +389,8 @@ def test_bad_grad_out_is_valueerror_before_any_write(rng, name, dtype):
                 assert str(g.shape) in msg and str(x.shape) in msg, msg
             if what in ("other-float", "int", "float16"):
                 assert str(g.dtype) in msg, msg
+            if what in ("zero-stride", "sliding-window"):
+                assert "share memory" in msg, msg
     assert_same_bits(x, x0, "input")
 
 
@@ -397,7 +415,7 @@ def test_bad_out_of_building_block_is_valueerror_before_any_write(rng, name, dty
             np.full((1,) + shape, SENTINEL, dtype),
             np.full(shape, SENTINEL, other),
             np.full(shape, 1234, np.int32),
-            ro]
+            ro, *_self_overlapping(shape, dtype).values()]
     for out in bads:
         _raises_untouched(ValueError, getattr(fx, name), x, key="out", grad_out=out)
     assert_same_bits(x, x0, "input")

@@ -121,6 +121,41 @@ def test_cross_entropy_mean_over_nothing_is_nan(rng, dtype, weighted, label_smoo
         assert np.isnan(ref.cross_entropy(x, t2, weight=w0)[0])
 
 
+@pytest.mark.parametrize("layout", ["rows", "axis1"])
+def test_cross_entropy_inf_weight_on_an_absent_class(rng, dtype, layout):
+    """A class weight enters only through the items that target it (and, with label
+    smoothing, through the smoothing term): an inf weight on a class that no item
+    targets, as balanced weights N / (C * bincount) give for a class absent from a
+    batch, leaves every loss and gradient finite, as in PyTorch. (It was 0 * inf = NaN
+    for every item.)"""
+    C = 6
+    shape, tshape = ((9, C), (9,)) if layout == "rows" else ((2, C, 3, 4), (2, 3, 4))
+    x = make_logits(rng, shape, dtype)
+    t = rng.integers(0, C - 1, tshape)              # class C-1 is never a target
+    w = rng.uniform(0.5, 2.0, C).astype(dtype)
+    w[C - 1] = np.inf
+    for reduction in REDUCTIONS:
+        _both(fx.cross_entropy, ref.cross_entropy, x, t, reduction=reduction, dtype=dtype,
+              weight=w, what=f"{layout} {reduction}")
+        loss, grad = fx.cross_entropy(x, t, weight=w, reduction=reduction, return_grad=True)
+        assert np.all(np.isfinite(loss)) and np.all(np.isfinite(grad))
+
+
+def test_cross_entropy_mean_over_weights_summing_to_zero(rng, dtype):
+    """Weights that sum to 0 over the kept items, with a nonzero weighted sum of losses:
+    the mean is x / 0 = +-inf, as PyTorch divides and the README's formula says; only
+    0 / 0 is NaN. (It was NaN.)"""
+    x = make_logits(rng, (4, 3), dtype)
+    t = np.array([0, 1, 0, 1])
+    w = np.array([1.0, -1.0, 0.5], dtype)
+    for fn in (fx.cross_entropy, fx.nll_loss):
+        xin = x if fn is fx.cross_entropy else fx.log_softmax(x)
+        expected = getattr(ref, fn.__name__)(xin, t, weight=w)[0]
+        assert np.isinf(expected)
+        loss = fn(xin, t, weight=w)
+        assert loss.dtype == dtype and loss == expected, (fn.__name__, loss, expected)
+
+
 @pytest.mark.parametrize("label_smoothing", [0.0, 0.25])
 @pytest.mark.parametrize("weighted", [False, True])
 @pytest.mark.parametrize("layout", list(CE_LAYOUTS))

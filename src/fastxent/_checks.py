@@ -147,7 +147,27 @@ def output_array(out, shape: Tuple[int, ...], dtype, name: str) -> Optional[np.n
         raise ValueError(f"{name} has dtype {out.dtype}, expected {np.dtype(dtype)}")
     if not out.flags.writeable:
         raise ValueError(f"{name} is not writable")
+    if not out.flags.c_contiguous and not out.flags.f_contiguous and overlaps_itself(out):
+        raise ValueError(
+            f"{name} has elements that share memory (strides {out.strides} for shape "
+            f"{out.shape}): every element of an output needs its own memory"
+        )
     return out
+
+
+def overlaps_itself(a: np.ndarray) -> bool:
+    """Whether two elements of `a` may share memory: True when its axes, ordered by
+    |stride|, do not each step past everything the smaller ones span (a zero stride, a
+    sliding window). Exact for every layout NumPy's slicing and transposing make; an
+    interleaving crafted with as_strided that never collides also counts as overlapping
+    (refused rather than risked)."""
+    span = a.itemsize          # bytes covered by the axes with smaller strides
+    for size, stride in sorted(((n, abs(s)) for n, s in zip(a.shape, a.strides) if n > 1),
+                               key=lambda p: p[1]):
+        if stride < span:
+            return True
+        span = stride * (size - 1) + span
+    return False
 
 
 def same_buffer(a: np.ndarray, b: np.ndarray) -> bool:

@@ -37,8 +37,18 @@ def _finish(loss_sum: float, denom: float, reduction: str, per_item, dtype,
     elif reduction == "sum":
         loss = dtype.type(loss_sum)
     else:
-        loss = dtype.type(loss_sum / denom if denom != 0 else math.nan)
+        loss = dtype.type(_divide(loss_sum, denom))
     return (loss, grad) if return_grad else loss
+
+
+def _divide(x: float, d: float) -> float:
+    """x / d with IEEE's answers at d == 0 (as PyTorch divides): +-inf for x != 0, NaN for
+    0 / 0 (a mean over nothing, or over weights that sum to 0 with nothing to weigh)."""
+    if d != 0:
+        return x / d
+    if x == 0 or x != x:
+        return math.nan
+    return math.copysign(math.inf, x) * math.copysign(1.0, d)
 
 
 def _labels(target: np.ndarray, expected_shape, x_shape, C: int, ignore_index: int, w64):

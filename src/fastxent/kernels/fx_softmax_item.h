@@ -143,7 +143,9 @@ static inline double fx_item_loss(const fx_softmax_args *A, fx_chunk *st, int64_
         bd = mg.bdM;
     } else {
         double b_t = (1.0 - eps) * wt;
-        a = b_t + eps / C * A->weight_total;
+        /* the weights of classes no item targets enter only through smoothing: without
+           it, an inf weight on an absent class must not make 0 * inf = NaN here */
+        a = eps > 0.0 ? b_t + eps / C * A->weight_total : b_t;
         bd = b_t != 0.0 ? b_t * (mg.M - xt) : 0.0;
         if (eps > 0.0) bd += mg.bdM;       /* the chunks' b_j already hold eps/C */
     }
