@@ -274,13 +274,13 @@ FN double nll_row(const fx_softmax_args *A, int64_t row)
 }
 
 /* Rows of one chunk whose gradient is made in buf (in L1) and then streamed out with
-   non-temporal stores (A->stream_grad). */
-static __attribute__((noinline)) FX_TARGET_ATTR double
-softmax_rows_streamed(const fx_softmax_args *A, int64_t r0, int64_t r1)
+   non-temporal stores (A->stream_grad). One loop per declared variant (a constant
+   `variant` folds chunk_stats_to's and chunk_grad_to's switches), so that each loop
+   keeps its own registers. */
+FN double rows_streamed(const fx_softmax_args *A, int variant, int64_t r0, int64_t r1)
 {
     R buf[CHUNK] __attribute__((aligned(64)));
     fx_chunk st[1];
-    const int variant = fx_softmax_variant(A);
     double total = 0.0;
     for (int64_t r = r0; r < r1; r++) {
         chunk_stats_to(A, variant, r, 0, st, buf);
@@ -290,6 +290,18 @@ softmax_rows_streamed(const fx_softmax_args *A, int64_t r0, int64_t r1)
     }
     stream_fence();
     return total;
+}
+
+static __attribute__((noinline)) FX_TARGET_ATTR double
+softmax_rows_streamed(const fx_softmax_args *A, int64_t r0, int64_t r1)
+{
+    switch (fx_softmax_variant(A)) {
+#define FX_CASE(name, AUX, W) \
+    case FX_SOFTMAX_##name: return rows_streamed(A, FX_SOFTMAX_##name, r0, r1);
+    FX_SOFTMAX_VARIANTS(FX_CASE)
+#undef FX_CASE
+    }
+    return NAN;
 }
 
 KERNEL double softmax_rows(const fx_softmax_args *A, int64_t r0, int64_t r1)
