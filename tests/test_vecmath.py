@@ -1,6 +1,6 @@
 """The kernels' own exp and log1p, measured in ulps against extended precision.
 
-These are the point functions every kernel leans on (fx_impl.h: vexp_nonpos for
+These are the point functions every kernel leans on (kernels/fx_vecmath.h: vexp_nonpos for
 x <= 0, vlog1p_unit for e in [0, 1], vlog for binary_cross_entropy and kl_div); they are
 tested directly through the test hook
 _core.vecmath, for every ISA variant this CPU can run. Bounds: exp within 1.5 ulp;

@@ -1,4 +1,4 @@
-"""Fit the float32 exp polynomial used in src/fastxent/fx_impl.h (vexp_poly).
+"""Fit the float32 exp polynomial used in src/fastxent/kernels/fx_vecmath.h (vexp_poly_k).
 
 exp(r) ~= 1 + r * q(r) on |r| <= ln2/2, q of degree 5, fitted for minimal maximum
 relative error by Lawson's iteratively reweighted least squares on a dense grid. Prints

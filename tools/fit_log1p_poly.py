@@ -1,4 +1,4 @@
-"""Fit the float32 log1p polynomial used in src/fastxent/fx_impl.h (vlog1p_unit).
+"""Fit the float32 log1p polynomial used in src/fastxent/kernels/fx_vecmath.h (vlog1p_unit).
 
 log1p(f) ~= f + f^2 q(f) on sqrt(1/2) - 1 <= f <= sqrt(2) - 1 (the range left after
 taking out a power of two), q of degree DEG, fitted for minimal maximum relative error
