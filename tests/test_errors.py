@@ -840,3 +840,97 @@ def test_fuzz_argument_checking():
           f"{n_clean} clean errors")
     assert n_ok > FUZZ_CALLS // 10 and n_clean > FUZZ_CALLS // 10, (n_ok, n_clean)
     assert not failures, f"{len(failures)} bad outcomes:\n" + "\n".join(failures[:25])
+
+
+# ------------------------------------------------ the caller's code run mid-conversion
+CALLBACK_PROBE = r"""
+import numpy as np
+import fastxent as fx
+
+def fresh():
+    x = np.random.default_rng(0).standard_normal((64, 10)).astype(np.float32)
+    return x, np.arange(64) % 10
+
+class Mutating:
+    # converting this object (as an array, an index or a float) changes the caller's
+    # input array in place, after fastxent has seen it: its float32 buffer becomes
+    # float64 of half the columns
+    def __init__(self, victim, value):
+        self.victim, self.value = victim, value
+    def _strike(self):
+        self.victim.dtype = np.float64
+        return self.value
+    def __array__(self, dtype=None, copy=None):
+        return np.asarray(self._strike(), dtype=dtype)
+    def __index__(self):
+        return self._strike()
+    def __float__(self):
+        return float(self._strike())
+
+calls = {
+    "ce target": lambda x, y: fx.cross_entropy(x, Mutating(x, y), return_grad=True),
+    "ce weight": lambda x, y: fx.cross_entropy(x, y, Mutating(x, np.ones(10, np.float32)),
+                                               return_grad=True),
+    "ce n_threads": lambda x, y: fx.cross_entropy(x, y, return_grad=True,
+                                                  n_threads=Mutating(x, 2)),
+    "ce axis": lambda x, y: fx.cross_entropy(x, y, axis=Mutating(x, 1), return_grad=True),
+    "ce label_smoothing": lambda x, y: fx.cross_entropy(x, y, return_grad=True,
+                                                        label_smoothing=Mutating(x, 0.1)),
+    "ce grad_out": lambda x, y: fx.cross_entropy(
+        x, Mutating(x, y), return_grad=True, grad_out=np.empty((64, 10), np.float32)),
+    "nll target": lambda x, y: fx.nll_loss(x, Mutating(x, y), return_grad=True),
+    "bce target": lambda x, y: fx.binary_cross_entropy_with_logits(
+        x, Mutating(x, np.ones((64, 10), np.float32)), return_grad=True),
+    "bce pos_weight": lambda x, y: fx.binary_cross_entropy_with_logits(
+        x, np.ones((64, 10), np.float32), pos_weight=Mutating(x, np.ones(10)),
+        return_grad=True),
+    "kl target": lambda x, y: fx.kl_div(x, Mutating(x, np.ones((64, 10), np.float32)),
+                                        return_grad=True),
+    "softmax n_threads": lambda x, y: fx.softmax(x, n_threads=Mutating(x, 2)),
+    "logsumexp axis": lambda x, y: fx.logsumexp(x, axis=Mutating(x, 1)),
+    "sigmoid out": lambda x, y: fx.sigmoid(x, n_threads=Mutating(x, 1),
+                                           out=np.empty((64, 10), np.float32)),
+}
+for name, call in calls.items():
+    x, y = fresh()
+    try:
+        result = call(x, y)
+    except (TypeError, ValueError, IndexError) as exc:   # a clean refusal is fine
+        print(name, "refused", type(exc).__name__)
+        continue
+    # or it computed on what the input was when the kernel started: its new shape
+    for r in result if isinstance(result, tuple) else (result,):
+        assert np.all(np.isfinite(r)), name
+    print(name, "computed", x.dtype, x.shape)
+print("survived")
+"""
+
+
+def test_callbacks_that_change_the_input_cannot_break_memory_safety():
+    """Converting an argument can run the caller's code (__array__, __index__,
+    __float__), and that code can change the input array in place (``x.dtype =
+    np.float64`` is legal NumPy) after fastxent has looked at it. Every dtype, shape and
+    pointer the kernel uses is read from fastxent's own snapshot taken after the last
+    such call: the call computes on a consistent array or refuses cleanly, and never
+    writes past a buffer (the probe crashed the interpreter with SIGSEGV before). Run in
+    a subprocess, so that a crash fails this test instead of the suite."""
+    import subprocess
+    import sys
+    run = subprocess.run([sys.executable, "-c", CALLBACK_PROBE], capture_output=True,
+                         text=True, timeout=120)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert run.stdout.strip().endswith("survived"), run.stdout
+    assert run.stdout.count("computed") + run.stdout.count("refused") == 13, run.stdout
+
+
+def test_logsumexp_over_an_empty_axis_is_minus_inf(dtype):
+    """The log of an empty sum: -inf, as SciPy and PyTorch give (it raised). Entropy over
+    no classes still has no value (ValueError)."""
+    x = np.zeros((3, 0), dtype)
+    res = fx.logsumexp(x)
+    assert res.shape == (3,) and res.dtype == dtype and np.all(res == -np.inf)
+    out = np.zeros(3, dtype)
+    assert fx.logsumexp(x, out=out) is out and np.all(out == -np.inf)
+    assert np.all(fx.logsumexp(np.zeros((0, 4), dtype), axis=0) == -np.inf)
+    with pytest.raises(ValueError, match="length 0"):
+        fx.entropy(x)

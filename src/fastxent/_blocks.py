@@ -11,12 +11,14 @@ import numpy as np
 
 from . import _core
 from ._checks import (
+    check_int,
     check_threads,
     copy_back,
     float_input,
     kernel_ready,
     normalize_axis,
     output_array,
+    snapshot,
     write_target,
 )
 from ._types import ArrayLike, FloatArray
@@ -27,9 +29,15 @@ _SIGMOID_OUT = _core.fx_sigmoid_output
 
 
 def _softmax_outputs(x, axis, out, n_threads, what, name: str) -> FloatArray:
+    # every conversion that can run the caller's code first, then snapshots only (see
+    # _checks.snapshot); the caller's own `out` object is what is returned
+    x = float_input(x, "x")
+    n_threads = check_threads(n_threads)
+    axis = check_int(axis, "axis")
+    out_user = out
+    x, out = snapshot(x), snapshot(out)
     x = float_input(x, "x")
     dt = np.dtype(x.dtype.type)  # native byte order: what the kernels write
-    n_threads = check_threads(n_threads)
     if x.ndim == 0:
         raise ValueError(f"{name}: x must have at least one dimension")
     ax = normalize_axis(axis, x.ndim)
@@ -39,16 +47,25 @@ def _softmax_outputs(x, axis, out, n_threads, what, name: str) -> FloatArray:
     moved = ax != x.ndim - 1
     xk = kernel_ready(np.moveaxis(x, ax, -1) if moved else x)
     if x.shape[ax] == 0:
-        if reduces:  # as np.max: a reduction over nothing has no value
+        if what == _SOFTMAX_OUT.FX_OUT_LOGSUMEXP:   # the log of an empty sum, as SciPy, PyTorch
+            res = np.full(shape, -np.inf, dtype=dt)
+        elif reduces:  # the entropy of a distribution over no classes has no value
             raise ValueError(f"{name}: the axis being reduced has length 0")
-        return out if out is not None else np.empty(shape, dtype=dt)
+        else:
+            res = np.empty(shape, dtype=dt)
+        return _returned(copy_back(res, out), out_user)
     if moved and not reduces:
         buf = np.empty(xk.shape, dtype=dt)
         _core.softmax_outputs(xk, buf, output=what, n_threads=n_threads)
-        return copy_back(np.moveaxis(buf, -1, ax), out)
+        return _returned(copy_back(np.moveaxis(buf, -1, ax), out), out_user)
     buf, copy_to = write_target(out, shape, dt, x)
     _core.softmax_outputs(xk, buf, output=what, n_threads=n_threads)
-    return copy_back(buf, copy_to)
+    return _returned(copy_back(buf, copy_to), out_user)
+
+
+def _returned(result: np.ndarray, out_user) -> FloatArray:
+    """The caller's own `out` object when one was given (written through a snapshot)."""
+    return result if out_user is None else out_user
 
 
 def logsumexp(x: ArrayLike, axis: int = -1, *, out: Optional[FloatArray] = None,
@@ -91,13 +108,16 @@ def entropy(logits: ArrayLike, axis: int = -1, *, out: Optional[FloatArray] = No
 
 def _sigmoid_outputs(x, out, n_threads, what) -> FloatArray:
     x = float_input(x, "x")
-    dt = np.dtype(x.dtype.type)  # native byte order: what the kernels write
     n_threads = check_threads(n_threads)
+    out_user = out
+    x, out = snapshot(x), snapshot(out)     # as in _softmax_outputs
+    x = float_input(x, "x")
+    dt = np.dtype(x.dtype.type)  # native byte order: what the kernels write
     out = output_array(out, x.shape, dt, "out")
     xk = kernel_ready(x)
     buf, copy_to = write_target(out, x.shape, dt, x)
     _core.sigmoid_outputs(xk, buf, output=what, n_threads=n_threads)
-    return copy_back(buf, copy_to)
+    return _returned(copy_back(buf, copy_to), out_user)
 
 
 def sigmoid(x: ArrayLike, *, out: Optional[FloatArray] = None,

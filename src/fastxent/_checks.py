@@ -124,11 +124,27 @@ def check_threads(n_threads) -> Optional[int]:
     return n
 
 
-def normalize_axis(axis, ndim: int, name: str = "axis") -> int:
+def check_int(value, name: str) -> int:
+    """``value`` as a Python int (``operator.index``: an int or NumPy integer, not a float
+    or bool-like string); TypeError otherwise."""
     try:
-        a = operator.index(axis)
+        return operator.index(value)
     except TypeError:
-        raise TypeError(f"{name} must be an int, got {axis!r}") from None
+        raise TypeError(f"{name} must be an int, got {value!r}") from None
+
+
+def snapshot(a):
+    """An array object of our own viewing the same memory as the ndarray ``a`` (anything
+    else is returned as it is). The caller's code can change its own array object in place
+    (``a.dtype = np.float64``, ``a.shape = ...``) while fastxent converts another argument
+    (an ``__array__``, ``__index__`` or ``__float__`` of theirs); it cannot change this one.
+    So every public function converts all its arguments first, then takes snapshots, and
+    reads every dtype, shape, stride and pointer the kernel uses from the snapshots only."""
+    return a.view() if isinstance(a, np.ndarray) else a
+
+
+def normalize_axis(axis, ndim: int, name: str = "axis") -> int:
+    a = check_int(axis, name)
     if not -ndim <= a < ndim:
         raise ValueError(f"{name}={a} is out of range for an input with {ndim} dimension(s)")
     return a % ndim

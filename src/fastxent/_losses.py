@@ -9,6 +9,7 @@ import numpy as np
 from . import _core
 from ._checks import (
     as_array,
+    check_int,
     check_reduction,
     check_threads,
     class_weight,
@@ -18,6 +19,7 @@ from ._checks import (
     normalize_axis,
     output_array,
     real_param,
+    snapshot,
     write_target,
 )
 
@@ -73,10 +75,26 @@ def _labels(target: np.ndarray, expected_shape, x_shape, C: int, ignore_index: i
 
 def _softmax_loss(input, target, weight, ignore_index, reduction, label_smoothing, axis,
                   return_grad, grad_out, n_threads, logprob_input: bool, fname: str):
-    x = float_input(input)
-    dt = np.dtype(x.dtype.type)  # native byte order: what the kernels write
+    # 1. every conversion that can run the caller's code (__array__, __index__, __float__)
+    float_input(input)                                   # a bad input is the first error
     check_reduction(reduction)
     n_threads = check_threads(n_threads)
+    axis = check_int(axis, "axis")
+    if isinstance(ignore_index, bool) or not isinstance(ignore_index, (int, np.integer)):
+        raise TypeError(f"ignore_index must be an int, got {ignore_index!r}")
+    ignore_index = int(ignore_index)
+    if not -2**63 <= ignore_index < 2**63:
+        raise ValueError(f"ignore_index must fit in int64, got {ignore_index}")
+    eps = float(label_smoothing)
+    if not 0.0 <= eps <= 1.0:
+        raise ValueError(f"label_smoothing must be in [0, 1], got {label_smoothing}")
+    x = float_input(input)
+    t = as_array(target, "target", "class indices or probabilities")
+    w = None if weight is None else real_param(weight, "weight")
+    # 2. from here on only snapshots (see _checks.snapshot): no code of the caller runs
+    x, t, w, g_user = snapshot(x), snapshot(t), snapshot(w), snapshot(grad_out)
+    x = float_input(x)
+    dt = np.dtype(x.dtype.type)  # native byte order: what the kernels write
     if x.ndim == 0:
         raise ValueError(f"{fname}: input must have at least 1 dimension (the class axis), got a scalar")
     # a 1-D input is one unbatched row: its only axis is the class axis (the default
@@ -87,23 +105,15 @@ def _softmax_loss(input, target, weight, ignore_index, reduction, label_smoothin
         ax = 0
     else:
         ax = normalize_axis(axis, x.ndim)
-    if isinstance(ignore_index, bool) or not isinstance(ignore_index, (int, np.integer)):
-        raise TypeError(f"ignore_index must be an int, got {ignore_index!r}")
-    if not -2**63 <= int(ignore_index) < 2**63:
-        raise ValueError(f"ignore_index must fit in int64, got {ignore_index}")
-    eps = float(label_smoothing)
-    if not 0.0 <= eps <= 1.0:
-        raise ValueError(f"label_smoothing must be in [0, 1], got {label_smoothing}")
     C = x.shape[ax]
     item_shape = x.shape[:ax] + x.shape[ax + 1:]
 
-    t = as_array(target, "target", "class indices or probabilities")
     soft = t.dtype.kind == "f"
     if t.dtype.kind not in "iuf" or t.dtype.kind == "f" and logprob_input:
         kinds = "integer class indices" if logprob_input else "integer class indices or float probabilities"
         raise TypeError(f"{fname}: target must hold {kinds}, got dtype {t.dtype}")
 
-    wk, w64, wtotal = class_weight(weight, C, dt)
+    wk, w64, wtotal = class_weight(w, C, dt)
     # (outer, C, inner) view: the kernels read a class axis that is not last with
     # stride `inner`, so no transposing copy is made
     inner = math.prod(x.shape[ax + 1:])
@@ -123,9 +133,9 @@ def _softmax_loss(input, target, weight, ignore_index, reduction, label_smoothin
 
     gk, copy_to = None, None
     if return_grad:
-        out = output_array(grad_out, x.shape, dt, "grad_out")
+        out = output_array(g_user, x.shape, dt, "grad_out")
         # grad_out=input: the kernels read each logit before writing its gradient
-        gk, copy_to = write_target(out, x.shape, dt, x, t, weight)
+        gk, copy_to = write_target(out, x.shape, dt, x, t, w)
     elif grad_out is not None:
         raise ValueError("grad_out was given but return_grad is False")
     scale = 1.0
@@ -136,10 +146,16 @@ def _softmax_loss(input, target, weight, ignore_index, reduction, label_smoothin
     if x.size:  # an empty batch (or empty trailing dims) has nothing to compute
         total = _core.softmax_loss(
             xk, classes=C, inner=inner, labels=labels, soft=yk, weight=wk, weight_total=wtotal,
-            ignore_index=int(ignore_index), smoothing=eps, grad_scale=scale, grad=gk,
+            ignore_index=ignore_index, smoothing=eps, grad_scale=scale, grad=gk,
             item_loss=per_item, logprob_input=logprob_input, n_threads=n_threads)
-    grad = copy_back(gk, copy_to) if return_grad else None
+    grad = _returned(copy_back(gk, copy_to), grad_out) if return_grad else None
     return _finish(total, denom, reduction, per_item, dt, grad, return_grad)
+
+
+def _returned(grad: np.ndarray, grad_out) -> np.ndarray:
+    """The gradient array a call returns: the caller's own grad_out object when one was
+    given (the kernel wrote through a snapshot of it), else the new array."""
+    return grad if grad_out is None else grad_out
 
 
 @overload
@@ -291,16 +307,24 @@ def binary_cross_entropy_with_logits(input: ArrayLike, target: ArrayLike,
 def _elementwise_loss(loss, input, target, weight, pos_weight, reduction: str,
                       return_grad: bool, grad_out, n_threads, allowed=("none", "mean", "sum")):
     """The elementwise losses: checks, layout and outputs, then one fused kernel pass."""
+    # every conversion that can run the caller's code first, then snapshots only (as in
+    # _softmax_loss)
     x = float_input(input)
-    dt = np.dtype(x.dtype.type)  # native byte order: what the kernels write
     check_reduction(reduction, allowed)
     n_threads = check_threads(n_threads)
-    if loss in (_LOSS.FX_KL, _LOSS.FX_KL_LOG_TARGET):
-        t = float_input(target, "target")
-    else:
-        t = as_array(target, "target", "float, bool or uint8 values")
-        if t.dtype.kind not in "fbiu":
-            raise TypeError(f"target must be float, bool or uint8, got dtype {t.dtype}")
+    kl = loss in (_LOSS.FX_KL, _LOSS.FX_KL_LOG_TARGET)
+    t = (float_input(target, "target") if kl
+         else as_array(target, "target", "float, bool or uint8 values"))
+    weight = None if weight is None else real_param(weight, "weight")
+    pos_weight = None if pos_weight is None else real_param(pos_weight, "pos_weight")
+    x, t, g_user = snapshot(x), snapshot(t), snapshot(grad_out)
+    weight, pos_weight = snapshot(weight), snapshot(pos_weight)
+    x = float_input(x)
+    dt = np.dtype(x.dtype.type)  # native byte order: what the kernels write
+    if kl:
+        t = float_input(t, "target")
+    elif t.dtype.kind not in "fbiu":
+        raise TypeError(f"target must be float, bool or uint8, got dtype {t.dtype}")
     if t.shape != x.shape:
         raise ValueError(f"target shape {t.shape} must match input shape {x.shape}")
     shape = x.shape if x.ndim else (1,)
@@ -321,7 +345,7 @@ def _elementwise_loss(loss, input, target, weight, pos_weight, reduction: str,
     n = x.size
     denom = float(x.shape[0] if x.ndim else 1) if reduction == "batchmean" else float(n)
     if return_grad:
-        out = output_array(grad_out, x.shape, dt, "grad_out")
+        out = output_array(g_user, x.shape, dt, "grad_out")
         gbuf, copy_to = write_target(out, x.shape, dt, x, t, weight, pos_weight)
     elif grad_out is not None:
         raise ValueError("grad_out was given but return_grad is False")
@@ -336,7 +360,7 @@ def _elementwise_loss(loss, input, target, weight, pos_weight, reduction: str,
         pos_weight_per_col=p_col, grad_scale=scale,
         grad=None if gbuf is None else gbuf.reshape(shape),
         item_loss=None if per_item is None else per_item.reshape(shape), n_threads=n_threads)
-    grad = copy_back(gbuf, copy_to) if return_grad else None
+    grad = _returned(copy_back(gbuf, copy_to), grad_out) if return_grad else None
     red = "mean" if reduction == "batchmean" else reduction
     return _finish(total, denom, red, per_item, dt, grad, return_grad)
 
