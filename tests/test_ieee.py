@@ -579,3 +579,28 @@ def test_beyond_2_pow_31_elements():
     bsum = fx.binary_cross_entropy_with_logits(x, tz, reduction="sum")
     rb = ref.binary_cross_entropy_with_logits(saved, np.zeros_like(saved), reduction="sum")[0]
     np.testing.assert_allclose(bsum, rb + (N - len(rows)) * C * math.log(2.0), rtol=1e-6)
+
+
+def test_smoothing_term_of_extreme_float32_logits_and_big_weights_is_summed_wide(isa):
+    """float32 logits near 3e38 with weights above 1: a term b_j (m - x_j) of the
+    smoothing sum overflows float32 (2.5 * 3e38) although the mean over the items fits;
+    such terms are summed in float64, so the mean is finite and matches the float64
+    reference (it was inf). Rows spanning +-3e38, whose m - x_j itself overflows, too."""
+    for x in (np.array([[3e38, 0.0], [1.0, 2.0]] * 50, np.float32),
+              np.array([[3e38, -3e38], [1.0, 2.0]] * 50, np.float32)):
+        _check_extreme_smoothing(x)
+
+
+def _check_extreme_smoothing(x):
+    y = np.array([0, 1] * 50)
+    w = np.array([5.0, 5.0], np.float32)
+    for eps in (0.5, 1.0):
+        for reduction in ("mean", "sum", "none"):
+            loss = fx.cross_entropy(x, y, w, label_smoothing=eps, reduction=reduction)
+            expected = ref.cross_entropy(x, y, w, label_smoothing=eps, reduction=reduction)[0]
+            close_ieee(loss, expected, np.float32, f"eps={eps} {reduction}")
+    assert np.isfinite(fx.cross_entropy(x, y, w, label_smoothing=1.0))
+    xc = np.ascontiguousarray(np.moveaxis(x.reshape(2, 50, 2), 2, 1))   # (2, C, 50), axis=1
+    yc = y.reshape(2, 50)
+    close_ieee(fx.cross_entropy(xc, yc, w, label_smoothing=1.0),
+               ref.cross_entropy(xc, yc, w, label_smoothing=1.0)[0], np.float32, "axis=1")

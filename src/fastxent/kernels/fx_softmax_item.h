@@ -45,15 +45,16 @@ FN VR target_weights(int aux, VR wv, VR yv, R c1, R c0)
 }
 
 /* b_j (sh - x_j), 0 where b_j == 0 (a masked -inf class contributes nothing). With
-   finite logits sh - x_j can overflow (x_j = -3e38 in float32, sh = 3e38) although
-   b_j (sh - x_j) may not: such lanes are summed in float64 into spill[lane] instead,
+   finite logits sh - x_j can overflow (x_j = -3e38 in float32, sh = 3e38), and so can
+   the product with a weight above 1, although the item's loss (a float64 sum, and its
+   mean over items) may not: such lanes are summed in float64 into spill[lane] instead,
    so extreme finite logits give the finite loss they should. */
 FN VR bd_terms(VR b, VR sh, VR x, double *spill)
 {
     VR zero = {0}, inf = vsplat((R)INFINITY);
     VR d = sh - x;
     VR t = vzero_unless(b != zero, b * d);
-    VI over = (d == inf) & (b != zero) & (sh != inf) & (x != -inf);
+    VI over = ((d == inf) | (t == inf)) & (b != zero) & (sh != inf) & (x != -inf);
     if (__builtin_expect(vany(over), 0)) {
         for (int i = 0; i < VL; i++)
             if (over[i]) {
