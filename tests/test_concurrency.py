@@ -9,7 +9,8 @@
 * threadpoolctl.threadpool_limits(1) is honoured.
 * A label changed by another thread while a call runs never crashes the process.
 * After os.fork() (multiprocessing's "fork" start method) in a parent that has already run
-  a parallel kernel, a call in the child returns the right answer and does not hang.
+  a parallel region, fastxent's or another library's, a call in the child returns the
+  right answer and does not hang.
 * No leaks: resident memory is flat over LEAK_CALLS small calls, error paths included.
 """
 
@@ -274,6 +275,47 @@ def test_fork_after_parallel_work_does_not_hang():
         _assert_all_same_bits(out, expected, "results in the forked child")
     # the parent still runs in parallel afterwards and gets the same bits
     _assert_all_same_bits({name: f() for name, f in _workload(seed)}, expected, "parent after fork")
+
+
+FOREIGN_OPENMP_PROBE = r"""
+import ctypes, ctypes.util, os
+import numpy as np
+gomp = ctypes.CDLL(ctypes.util.find_library("gomp") or "libgomp.so.1")
+BODY = ctypes.CFUNCTYPE(None, ctypes.c_void_p)
+body = BODY(lambda data: None)
+gomp.GOMP_parallel(body, None, 2, 0)    # another library's parallel region, unseen by fastxent
+import fastxent as fx
+pid = os.fork()
+if pid == 0:
+    x = np.random.default_rng(0).standard_normal((2000, 500)).astype(np.float32)
+    loss = fx.cross_entropy(x, np.zeros(2000, np.int64), n_threads=2)
+    os._exit(0 if np.isfinite(loss) and fx.show_config()["forked_serial"] else 3)
+_, status = os.waitpid(pid, 0)
+print("child exit", os.waitstatus_to_exitcode(status))
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork on this platform")
+def test_fork_after_another_librarys_openmp_does_not_hang():
+    """The parent ran an OpenMP parallel region through another library on the same
+    runtime (here libgomp called directly), never through fastxent; a forked child's
+    first parallel call hung forever before. Every forked child now runs serially. In a
+    subprocess of its own session, killed whole on a timeout."""
+    import ctypes.util
+    import signal
+    if ctypes.util.find_library("gomp") is None or not fx.show_config()["openmp"]:
+        pytest.skip("no libgomp here, or a serial build")
+    proc = subprocess.Popen([sys.executable, "-c", FOREIGN_OPENMP_PROBE], text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        pytest.fail("the forked child hung (no answer in 60 s)")
+    assert proc.returncode == 0, out + err
+    assert out.strip() == "child exit 0", out + err
 
 
 # ------------------------------------------------------------------ leaks

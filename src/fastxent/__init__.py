@@ -46,8 +46,8 @@ def show_config() -> _Dict[str, _Any]:
     'baseline', picked at import from what the CPU supports); ``isa_available``;
     ``openmp`` (False for a serial build); ``max_threads`` (threads a call with
     ``n_threads=None`` uses now: OpenMP's default, honouring ``OMP_NUM_THREADS`` and
-    threadpoolctl); ``forked_serial`` (True in a child forked after the parent ran a
-    parallel kernel: such a child runs serially, as GNU OpenMP cannot survive fork).
+    threadpoolctl); ``forked_serial`` (True in a forked child, which runs serially: GNU
+    OpenMP hangs a child whose parent used it, through fastxent or any other library).
     """
     return {
         "version": __version__,

@@ -42,8 +42,8 @@ def cmd_info(argv: List[str], prog: str) -> int:
         rows.append(("threads", f"{threads} for a call with n_threads=None ({how})"
                      if cfg["openmp"] else "1: built without OpenMP, every call is serial"))
     if cfg.get("forked_serial"):
-        rows.append(("fork", "this process was forked after a parallel call: calls here run "
-                             "serially (GNU OpenMP cannot survive a fork)"))
+        rows.append(("fork", "this process was forked: calls here run serially (GNU "
+                             "OpenMP hangs a child whose parent used it)"))
     known = {"version", "isa", "isa_available", "openmp", "max_threads", "forked_serial"}
     rows += [(k, str(v)) for k, v in cfg.items() if k not in known]
     try:

@@ -26,15 +26,16 @@ DEF STREAM_GRAD_BYTES = 8 * 1024 * 1024
 stream_grad_bytes = STREAM_GRAD_BYTES   # for the tests
 
 # GNU libgomp hangs a forked child that enters a parallel region once the parent has
-# used OpenMP (its thread pool does not survive fork). So a child forked after this
-# process ran a parallel kernel runs every kernel serially.
+# used OpenMP (its thread pool does not survive fork). The parent may have used it
+# through another library on the same runtime (scikit-learn, PyTorch, any extension
+# sharing libgomp, as in conda environments), which fastxent cannot see: so every
+# forked child runs every kernel serially.
 cdef bint _used_parallel = False
 cdef bint _forked = False
 
 def _after_fork_in_child():
     global _forked
-    if _used_parallel:
-        _forked = True
+    _forked = True
 
 fx_select_isa(b"best")
 
@@ -78,7 +79,7 @@ def default_threads():
 
 
 def forked_serial():
-    """True in a child forked after the parent ran a parallel kernel (runs serially)."""
+    """True in a forked child (which runs serially: see _after_fork_in_child)."""
     return bool(_forked)
 
 
