@@ -604,3 +604,14 @@ def _check_extreme_smoothing(x):
     yc = y.reshape(2, 50)
     close_ieee(fx.cross_entropy(xc, yc, w, label_smoothing=1.0),
                ref.cross_entropy(xc, yc, w, label_smoothing=1.0)[0], np.float32, "axis=1")
+
+
+def test_kl_div_of_a_zero_target_is_zero_even_at_minus_inf(dtype):
+    """0 log(0 / q) = 0 for every q, also q = 0 (log q = -inf): the divergence's own
+    convention, documented as a deliberate difference (PyTorch computes 0 * -inf = NaN)."""
+    x = np.array([-np.inf, -1.0, -np.inf], dtype)
+    t = np.array([0.0, 0.0, 0.0], dtype)
+    loss, grad = fx.kl_div(x, t, reduction="sum", return_grad=True)
+    assert loss == 0 and np.all(grad == 0)
+    lt = np.array([-np.inf, -np.inf, -np.inf], dtype)       # log_target: p = e^-inf = 0
+    assert fx.kl_div(x, lt, reduction="sum", log_target=True) == 0

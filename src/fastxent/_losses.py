@@ -417,7 +417,8 @@ def kl_div(input: ArrayLike, target: ArrayLike, *, reduction: str = "mean",
 
     ``input`` holds log-probabilities ``log q``; ``target`` holds probabilities ``p`` (or
     ``log p`` with ``log_target=True``), same shape. Elementwise
-    ``loss = p (log p - log q)``, with ``0 log 0 = 0``. Reductions: ``"none"``, ``"sum"``,
+    ``loss = p (log p - log q)``, with ``0 log 0 = 0`` and ``0 (log 0 - log q) = 0`` also at
+    ``log q = -inf`` (PyTorch gives NaN there). Reductions: ``"none"``, ``"sum"``,
     ``"mean"`` (over all elements, PyTorch's default, which is not the KL divergence of
     the rows) and ``"batchmean"`` (sum / input.shape[0], the true mean KL per row).
     The gradient with respect to ``input`` is ``-p`` times the reduction's scale.

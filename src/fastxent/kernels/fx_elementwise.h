@@ -40,7 +40,7 @@ FN sig_parts sigmoid_parts(VR x)
      FX_BCE_PROBS:     rest = -(t max(log x, -100) + (1-t) max(log1p(-x), -100)),
                        grad = (x - t) / max(x (1-x), eps)   (PyTorch's clamps)
      FX_KL:            coef = -t,   rest = t log t (0 where t == 0),  grad = -t
-     FX_KL_LOG_TARGET: coef = -e^t, rest = e^t t,                    grad = -e^t       */
+     FX_KL_LOG_TARGET: coef = -e^t, rest = e^t t (0 where e^t == 0),  grad = -e^t      */
 FN void elementwise_terms(int kind, VR x, VR t, VR pw, int has_pw, VR *coef, VR *rest,
                           VR *grad)
 {
@@ -78,7 +78,7 @@ FN void elementwise_terms(int kind, VR x, VR t, VR pw, int has_pw, VR *coef, VR 
     } else {
         VR et = vexp_any(t);
         *coef = -et;
-        *rest = et * t;
+        *rest = vzero_unless(et != zero, et * t);    /* p = 0 (t = -inf) contributes 0 */
         *grad = -et;
     }
 }
