@@ -78,7 +78,9 @@ FN void elementwise_terms(int kind, VR x, VR t, VR pw, int has_pw, VR *coef, VR 
     } else {
         VR et = vexp_any(t);
         *coef = -et;
-        *rest = vzero_unless(et != zero, et * t);    /* p = 0 (t = -inf) contributes 0 */
+        /* p = 0 (t = -inf) contributes 0; the product is kept a product (not masked
+           after it), so that it still fuses with coef x as before */
+        *rest = et * vzero_unless(et != zero, t);
         *grad = -et;
     }
 }
