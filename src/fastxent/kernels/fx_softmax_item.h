@@ -54,7 +54,9 @@ FN VR bd_terms(VR b, VR sh, VR x, double *spill)
     VR zero = {0}, inf = vsplat((R)INFINITY);
     VR d = sh - x;
     VR t = vzero_unless(b != zero, b * d);
-    VI over = ((d == inf) | (t == inf)) & (b != zero) & (sh != inf) & (x != -inf);
+    /* |t| == inf: d overflowed (b != 0), or the product did; not a +inf logit (sh) or a
+       masked class (x = -inf), whose inf is the answer */
+    VI over = ((VR)((VI)t & ~vsignbits()) == inf) & (sh != inf) & (x != -inf);
     if (__builtin_expect(vany(over), 0)) {
         for (int i = 0; i < VL; i++)
             if (over[i]) {
