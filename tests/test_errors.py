@@ -934,3 +934,45 @@ def test_logsumexp_over_an_empty_axis_is_minus_inf(dtype):
     assert np.all(fx.logsumexp(np.zeros((0, 4), dtype), axis=0) == -np.inf)
     with pytest.raises(ValueError, match="length 0"):
         fx.entropy(x)
+
+
+def test_allocation_failure_is_memoryerror_before_any_write(dtype):
+    """Every allocation of the compiled core happens before its parallel region (the
+    kernels allocate nothing that can fail: rows of more than 64 chunks get their chunk
+    tables from the caller), so an allocation that fails is a MemoryError with every
+    output untouched. (A failing allocation inside a kernel gave a NaN loss and an
+    unwritten grad_out, or an uninitialised logsumexp, before.) Each allocation of each
+    call is made to fail in turn through the core's test hook."""
+    from fastxent import _core
+    rng = np.random.default_rng(3)
+    C = 70 * 16384 // np.dtype(dtype).itemsize            # 70 chunks a row: heap tables
+    x = rng.standard_normal((5, C)).astype(dtype)
+    y = rng.integers(0, C, 5)
+    calls = {
+        # 5 rows at 2 threads: parallel over rows, a chunk table per thread
+        "cross_entropy": lambda g: fx.cross_entropy(x, y, return_grad=True, grad_out=g,
+                                                    n_threads=2)[1],
+        "cross_entropy serial": lambda g: fx.cross_entropy(x, y, return_grad=True, grad_out=g,
+                                                           n_threads=1)[1],
+        # 1 row at 2 threads: parallel over the chunks of the row
+        "cross_entropy one row": lambda g: fx.cross_entropy(x[:1], y[:1], return_grad=True,
+                                                            grad_out=g[:1], n_threads=2)[1],
+        "logsumexp": lambda g: fx.logsumexp(x, out=g[:, 0], n_threads=2),
+        "softmax": lambda g: fx.softmax(x, out=g, n_threads=2),
+    }
+    for name, call in calls.items():
+        expected = call(np.empty_like(x)).copy()
+        failures = 0
+        for k in range(4):                  # the k-th allocation of the call fails
+            g = np.full_like(x, SENTINEL)
+            _core._fail_allocation_after(k)
+            try:
+                got = call(g)
+            except MemoryError:
+                failures += 1
+                assert np.all(g == SENTINEL), f"{name}: output written before the MemoryError"
+                continue
+            finally:
+                _core._fail_allocation_after(-1)
+            assert_same_bits(got, expected, f"{name}, allocation {k} not reached")
+        assert failures >= 1, name        # the call allocates: its failure was exercised

@@ -11,7 +11,7 @@ a result has the same bits whatever the thread count.
 """
 from libc.stdint cimport int64_t
 from libc.stdlib cimport malloc, free
-from cython.parallel cimport prange
+from cython.parallel cimport prange, threadid
 cimport numpy as cnp
 
 cnp.import_array()
@@ -99,6 +99,41 @@ cdef inline int _threads(object n_threads, int64_t work, int64_t nblocks):
     return 1
 
 
+# Every allocation of the compiled core goes through _alloc, before any parallel region
+# (the kernels allocate nothing that can fail): a failure is a MemoryError before
+# anything is written. _fail_allocation_after is the test hook for that path.
+cdef int64_t _fail_after = -1
+
+
+def _fail_allocation_after(int64_t n):
+    """Test hook: after n more successful allocations, the compiled core's next one fails
+    as if out of memory (once); n < 0 cancels."""
+    global _fail_after
+    _fail_after = n
+
+
+cdef void* _alloc(size_t nbytes) except NULL:
+    global _fail_after
+    cdef void *p
+    if _fail_after == 0:
+        _fail_after = -1
+        raise MemoryError(f"fastxent could not allocate {nbytes} bytes")
+    if _fail_after > 0:
+        _fail_after -= 1
+    p = malloc(nbytes if nbytes > 0 else 1)
+    if p == NULL:
+        raise MemoryError(f"fastxent could not allocate {nbytes} bytes")
+    return p
+
+
+cdef fx_chunk* _chunk_tables(int64_t nch, int nt) except? NULL:
+    """Per-thread chunk tables for rows of more than FX_LOCAL_CHUNKS chunks (fx_api.h);
+    NULL for shorter rows."""
+    if nch <= FX_LOCAL_CHUNKS:
+        return NULL
+    return <fx_chunk*>_alloc(<size_t>nt * <size_t>nch * sizeof(fx_chunk))
+
+
 cdef inline void* _ptr(object a):
     return NULL if a is None else cnp.PyArray_DATA(<cnp.ndarray>a)
 
@@ -124,39 +159,45 @@ DEF K_ELEMENTS = 2
 
 
 cdef inline double _block(int kind, void *args, const fx_table *tab, int64_t inner,
-                          int64_t i0, int64_t i1) noexcept nogil:
+                          int64_t i0, int64_t i1, fx_chunk *row_chunks) noexcept nogil:
     if kind == K_ROWS:
-        return tab.softmax_rows(<fx_softmax_args*>args, i0, i1)
+        return tab.softmax_rows(<fx_softmax_args*>args, i0, i1, row_chunks)
     if kind == K_COLS:
         return tab.softmax_cols(<fx_softmax_args*>args, inner, i0, i1)
     return tab.elementwise_range(<fx_elementwise_args*>args, i0, i1)
 
 
 cdef double _sum_blocks(int kind, void *args, const fx_table *tab, int64_t inner, int64_t n,
-                        int64_t per, int nt) except? -1.0:
+                        int64_t per, int nt, int64_t nch=0) except? -1.0:
     """Items [0, n) in blocks of `per` (fixed by the caller from the shape alone): each
     block summed serially, the block sums added in block order, so the total has the same
-    bits whatever `nt`."""
+    bits whatever `nt`. nch: chunks per softmax row (K_ROWS), for the chunk tables."""
     cdef int64_t nblocks
     cdef double total = 0.0
     cdef int64_t b
     cdef double *part
+    cdef fx_chunk *tables = NULL
     if n <= 0 or per <= 0:
         return 0.0
     nblocks = (n - 1) // per + 1          # n > 0: no overflow near INT64_MAX
-    part = <double*>malloc(<size_t>nblocks * sizeof(double))
-    if part == NULL:
-        raise MemoryError()
-    with nogil:
-        if nt == 1:
+    part = <double*>_alloc(<size_t>nblocks * sizeof(double))
+    try:
+        if kind == K_ROWS:
+            tables = _chunk_tables(nch, nt)
+        with nogil:
+            if nt == 1:
+                for b in range(nblocks):
+                    part[b] = _block(kind, args, tab, inner, b * per, min(n, (b + 1) * per),
+                                     tables)
+            else:
+                for b in prange(nblocks, schedule="static", num_threads=nt):
+                    part[b] = _block(kind, args, tab, inner, b * per, min(n, (b + 1) * per),
+                                     tables + threadid() * nch if tables != NULL else NULL)
             for b in range(nblocks):
-                part[b] = _block(kind, args, tab, inner, b * per, min(n, (b + 1) * per))
-        else:
-            for b in prange(nblocks, schedule="static", num_threads=nt):
-                part[b] = _block(kind, args, tab, inner, b * per, min(n, (b + 1) * per))
-        for b in range(nblocks):
-            total += part[b]
-    free(part)
+                total += part[b]
+    finally:
+        free(part)
+        free(tables)
     return total
 
 
@@ -219,7 +260,7 @@ def softmax_loss(cnp.ndarray x, *, int64_t classes, int64_t inner, labels, soft,
     # Few long rows (an LLM vocabulary): parallel over the chunks of the rows too.
     if nt > 1 and nch > 1 and rows < 2 * nt and not logprob_input:
         return _softmax_by_chunk(&a, tab, rows, nch, per, nt)
-    return _sum_blocks(K_ROWS, &a, tab, 1, rows, per, nt)
+    return _sum_blocks(K_ROWS, &a, tab, 1, rows, per, nt, nch)
 
 
 cdef double _softmax_by_chunk(fx_softmax_args *a, const fx_table *tab, int64_t rows,
@@ -230,9 +271,7 @@ cdef double _softmax_by_chunk(fx_softmax_args *a, const fx_table *tab, int64_t r
     cdef int64_t nblocks = (rows + per - 1) // per
     cdef double total = 0.0, part
     cdef int64_t b, r, i
-    cdef fx_chunk *st = <fx_chunk*>malloc(rows * nch * sizeof(fx_chunk))
-    if st == NULL:
-        raise MemoryError()
+    cdef fx_chunk *st = <fx_chunk*>_alloc(<size_t>(rows * nch) * sizeof(fx_chunk))
     with nogil:
         for i in prange(rows * nch, schedule="static", num_threads=nt):
             tab.softmax_chunk_stats(a, i // nch, i % nch, &st[i])
@@ -273,12 +312,18 @@ def softmax_outputs(cnp.ndarray x, cnp.ndarray out, *, fx_softmax_output output,
     cdef int64_t nblocks = (rows + per - 1) // per
     cdef int nt = _threads(n_threads, rows * C, nblocks)
     cdef int64_t b
-    with nogil:
-        if nt == 1:
-            fn(xp, op, C, 0, rows, output)
-        else:
-            for b in prange(nblocks, schedule="static", num_threads=nt):
-                fn(xp, op, C, b * per, min(rows, (b + 1) * per), output)
+    cdef int64_t nch = (C + FX_CHUNK_BYTES // cnp.PyArray_ITEMSIZE(x) - 1) // (FX_CHUNK_BYTES // cnp.PyArray_ITEMSIZE(x))
+    cdef fx_chunk *tables = _chunk_tables(nch, nt)
+    try:
+        with nogil:
+            if nt == 1:
+                fn(xp, op, C, 0, rows, output, tables)
+            else:
+                for b in prange(nblocks, schedule="static", num_threads=nt):
+                    fn(xp, op, C, b * per, min(rows, (b + 1) * per), output,
+                       tables + threadid() * nch if tables != NULL else NULL)
+    finally:
+        free(tables)
 
 
 def elementwise_loss(cnp.ndarray x, cnp.ndarray target, *, fx_elementwise_loss loss,

@@ -117,9 +117,13 @@ typedef struct {
 
 /* ------------------------------------------------------------------ kernels */
 
-/* Each returns its items' summed loss (float64) where it computes a loss. */
+/* Each returns its items' summed loss (float64) where it computes a loss. The kernels
+   allocate nothing that can fail: a row of more than FX_LOCAL_CHUNKS chunks keeps its
+   chunk statistics in `row_chunks`, nch entries the caller allocated before any parallel
+   region (one table per thread; NULL for shorter rows, whose table is on the stack). */
 /* softmax family over rows [r0, r1) of (rows, C) */
-typedef double (*softmax_rows_fn)(const fx_softmax_args *a, int64_t r0, int64_t r1);
+typedef double (*softmax_rows_fn)(const fx_softmax_args *a, int64_t r0, int64_t r1,
+                                  fx_chunk *row_chunks);
 /* the three phases of softmax_rows, for the chunk-parallel path over few long rows:
    chunk statistics, the row's finish (its loss), the chunk's gradient */
 typedef void (*softmax_chunk_stats_fn)(const fx_softmax_args *a, int64_t row, int64_t chunk,
@@ -134,7 +138,7 @@ typedef double (*softmax_cols_fn)(const fx_softmax_args *a, int64_t inner, int64
 /* logsumexp / softmax / log_softmax / entropy over rows [r0, r1) of x (rows, C); out is
    (rows,) for LOGSUMEXP and ENTROPY, (rows, C) otherwise, input dtype */
 typedef void (*softmax_outputs_fn)(const void *x, void *out, int64_t C, int64_t r0,
-                                   int64_t r1, fx_softmax_output what);
+                                   int64_t r1, fx_softmax_output what, fx_chunk *row_chunks);
 /* elementwise losses over flat elements [i0, i1) */
 typedef double (*elementwise_range_fn)(const fx_elementwise_args *a, int64_t i0, int64_t i1);
 /* sigmoid / log_sigmoid over elements [i0, i1) */

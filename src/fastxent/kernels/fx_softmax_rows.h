@@ -304,15 +304,15 @@ softmax_rows_streamed(const fx_softmax_args *A, int64_t r0, int64_t r1)
     return NAN;
 }
 
-KERNEL double softmax_rows(const fx_softmax_args *A, int64_t r0, int64_t r1)
+KERNEL double softmax_rows(const fx_softmax_args *A, int64_t r0, int64_t r1,
+                           fx_chunk *row_chunks)
 {
     const int64_t nch = (A->C + CHUNK - 1) / CHUNK;
     if (A->stream_grad && nch == 1 && A->grad && !A->logprob_input)
         return softmax_rows_streamed(A, r0, r1);
     fx_chunk local[FX_LOCAL_CHUNKS];
-    fx_chunk *st = nch <= FX_LOCAL_CHUNKS ? local : (fx_chunk *)malloc((size_t)nch * sizeof(fx_chunk));
+    fx_chunk *st = nch <= FX_LOCAL_CHUNKS ? local : row_chunks;   /* see fx_api.h */
     double total = 0.0;
-    if (!st) return NAN;   /* out of memory for a row of millions of classes: NaN, not a crash */
     for (int64_t r = r0; r < r1; r++) {
         if (A->logprob_input) { total += nll_row(A, r); continue; }
         for (int64_t c = 0; c < nch; c++) softmax_chunk_stats(A, r, c, st + c);
@@ -320,7 +320,6 @@ KERNEL double softmax_rows(const fx_softmax_args *A, int64_t r0, int64_t r1)
         if (A->grad)
             for (int64_t c = 0; c < nch; c++) softmax_chunk_grad(A, r, c, st);
     }
-    if (st != local) free(st);
     return total;
 }
 
@@ -329,12 +328,11 @@ KERNEL double softmax_rows(const fx_softmax_args *A, int64_t r0, int64_t r1)
 /* logsumexp, softmax, log_softmax or entropy of rows [r0, r1), from the same chunk
    stats as the losses. */
 KERNEL void softmax_outputs_rows(const void *xv, void *outv, int64_t C, int64_t r0, int64_t r1,
-                                 fx_softmax_output what)
+                                 fx_softmax_output what, fx_chunk *row_chunks)
 {
     const int64_t nch = (C + CHUNK - 1) / CHUNK;
     fx_chunk local[FX_LOCAL_CHUNKS];
-    fx_chunk *st = nch <= FX_LOCAL_CHUNKS ? local : (fx_chunk *)malloc((size_t)nch * sizeof(fx_chunk));
-    if (!st) return;
+    fx_chunk *st = nch <= FX_LOCAL_CHUNKS ? local : row_chunks;   /* see fx_api.h */
     for (int64_t r = r0; r < r1; r++) {
         const R *x = (const R *)xv + r * C;
         R *o = (R *)outv + r * C;
@@ -382,7 +380,6 @@ KERNEL void softmax_outputs_rows(const void *xv, void *outv, int64_t C, int64_t 
             }
         }
     }
-    if (st != local) free(st);
 }
 
 #endif /* FX_SOFTMAX_ROWS_H */
