@@ -143,13 +143,13 @@ cdef inline const fx_table* _table(cnp.ndarray x):
 
 
 cdef fx_label_type _label_type(cnp.ndarray labels) except *:
-    cdef int t = cnp.PyArray_TYPE(labels)
+    """The kernels' code for an integer label dtype (log2 of its size in the low bits)."""
+    cdef char kind = labels.descr.kind
     cdef int size = cnp.PyArray_ITEMSIZE(labels)
-    if t in (cnp.NPY_BYTE, cnp.NPY_SHORT, cnp.NPY_INT, cnp.NPY_LONG, cnp.NPY_LONGLONG):
-        return {1: FX_I8, 2: FX_I16, 4: FX_I32, 8: FX_I64}[size]
-    if t in (cnp.NPY_UBYTE, cnp.NPY_USHORT, cnp.NPY_UINT, cnp.NPY_ULONG, cnp.NPY_ULONGLONG):
-        return {1: FX_U8, 2: FX_U16, 4: FX_U32, 8: FX_U64}[size]
-    raise TypeError(f"labels must be an integer array, got dtype {labels.dtype}")
+    cdef int log2 = 0 if size == 1 else 1 if size == 2 else 2 if size == 4 else 3
+    if (kind != b'i' and kind != b'u') or size > 8 or (1 << log2) != size:
+        raise TypeError(f"labels must be an integer array, got dtype {labels.dtype}")
+    return <fx_label_type>((4 if kind == b'u' else 0) + log2)
 
 
 # What _sum_blocks runs over: softmax rows, softmax column panels, elements.

@@ -76,7 +76,7 @@ def _labels(target: np.ndarray, expected_shape, x_shape, C: int, ignore_index: i
 def _softmax_loss(input, target, weight, ignore_index, reduction, label_smoothing, axis,
                   return_grad, grad_out, n_threads, logprob_input: bool, fname: str):
     # 1. every conversion that can run the caller's code (__array__, __index__, __float__)
-    float_input(input)                                   # a bad input is the first error
+    x = float_input(input)                               # a bad input is the first error
     check_reduction(reduction)
     n_threads = check_threads(n_threads)
     axis = check_int(axis, "axis")
@@ -88,7 +88,6 @@ def _softmax_loss(input, target, weight, ignore_index, reduction, label_smoothin
     eps = float(label_smoothing)
     if not 0.0 <= eps <= 1.0:
         raise ValueError(f"label_smoothing must be in [0, 1], got {label_smoothing}")
-    x = float_input(input)
     t = as_array(target, "target", "class indices or probabilities")
     w = None if weight is None else real_param(weight, "weight")
     # 2. from here on only snapshots (see _checks.snapshot): no code of the caller runs
