@@ -11,7 +11,8 @@ the compiler's baseline ISA (no -march=native): the AVX2 and AVX-512 instances a
 compiled alongside through function target attributes and chosen at import time from
 what the CPU supports. FASTXENT_BASELINE_ONLY=1 builds the baseline instances alone (a
 quick build for tests of the build itself). No debug information (-g0): the module
-stays small.
+stays small. FASTXENT_SANITIZE=1 builds with AddressSanitizer and UndefinedBehaviorSanitizer
+(tools/sanitize.sh).
 """
 import glob
 import os
@@ -112,6 +113,12 @@ class BuildExt(build_ext):
             # -O3 unswitches the hoisted option branches out of the inner loops; no
             # -ffast-math: it would break the NaN/inf semantics the kernels promise.
             cflags = cflags + ["-O3", "-g0", "-Wno-psabi", "-Wno-unused-function"]
+            if os.environ.get("FASTXENT_SANITIZE"):
+                # AddressSanitizer and UndefinedBehaviorSanitizer (tools/sanitize.sh runs
+                # the test suite on such a build); any error aborts the process
+                san = ["-fsanitize=address,undefined", "-fno-sanitize-recover=all",
+                       "-fno-omit-frame-pointer", "-g"]
+                cflags, lflags = cflags + san, lflags + san
         for ext in self.extensions:
             ext.extra_compile_args = list(ext.extra_compile_args) + cflags
             ext.extra_link_args = list(ext.extra_link_args) + lflags
