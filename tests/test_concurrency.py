@@ -318,6 +318,36 @@ def test_fork_after_another_librarys_openmp_does_not_hang():
     assert out.strip() == "child exit 0", out + err
 
 
+THREAD_LIMIT_PROBE = r"""
+import resource
+import numpy as np
+import fastxent as fx
+x = np.random.default_rng(0).standard_normal((4000, 500)).astype(np.float32)
+y = np.zeros(4000, np.int64)
+expected = float(fx.cross_entropy(x, y, n_threads=1))
+with open("/proc/self/status") as f:
+    vm = next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmSize"))
+# a few MiB more address space: no room for another thread's stack
+resource.setrlimit(resource.RLIMIT_AS, (vm + (4 << 20), resource.RLIM_INFINITY))
+loss = float(fx.cross_entropy(x, y, n_threads=2))
+print("same" if loss == expected else f"differs {loss} {expected}")
+"""
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="needs /proc/self/status")
+def test_threads_that_cannot_be_created_mean_serial_not_exit():
+    """Under an address-space limit (RLIMIT_AS) the system cannot create a parallel
+    region's threads, and GNU libgomp then exits the process ("Thread creation failed",
+    which it did here). fastxent creates that many threads itself before the first such
+    region and runs on as many as it could: the call answers, with the serial bits."""
+    if not fx.show_config()["openmp"]:
+        pytest.skip("a serial build starts no threads")
+    run = subprocess.run([sys.executable, "-c", THREAD_LIMIT_PROBE], capture_output=True,
+                         text=True, timeout=120)
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    assert run.stdout.strip() == "same", run.stdout + run.stderr
+
+
 # ------------------------------------------------------------------ leaks
 def _rss_bytes():
     with open("/proc/self/statm") as f:

@@ -88,6 +88,7 @@ cdef extern from "fx_api.h" nogil:
     int fx_have_openmp()
     int fx_omp_max_threads()
     int fx_thread_cap()
+    int fx_threads_creatable(int nt)
     int64_t fx_check_labels(const void *labels, fx_label_type type, int64_t n, int64_t C,
                             int64_t ignore_index, const double *weight, double *wsum,
                             int64_t *bad_value)

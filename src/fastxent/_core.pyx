@@ -94,6 +94,8 @@ cdef inline int _threads(object n_threads, int64_t work, int64_t nblocks):
     if nt > nblocks:
         nt = <int>nblocks
     if nt > 1:
+        nt = fx_threads_creatable(nt)   # never ask libgomp for threads it cannot make
+    if nt > 1:
         _used_parallel = True
         return nt
     return 1

@@ -187,6 +187,9 @@ int fx_omp_max_threads(void);
    whichever is larger (a request beyond it gains nothing, and libgomp exits the
    process when it cannot create the threads). */
 int fx_thread_cap(void);
+/* How many of nt threads (the caller's included) a parallel region can have: nt, or
+   fewer where the system cannot create more (see fx_dispatch.c). */
+int fx_threads_creatable(int nt);
 
 /* One pass over n labels, before anything is written: the position of the first label
    outside [0, C) that is not ignore_index (its value in *bad_value), or -1; and in

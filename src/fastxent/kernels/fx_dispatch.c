@@ -95,6 +95,34 @@ int fx_thread_cap(void)
 #endif
 }
 
+/* GNU libgomp exits the process ("Thread creation failed") when it cannot create the
+   threads of a parallel region, e.g. under an address-space limit (RLIMIT_AS). So before
+   the first region of more threads than any before, fastxent creates that many threads
+   itself, with the default stack size libgomp uses too; if it cannot, the call runs on
+   as many as it could create. Threads that libgomp has created stay in its pool, so
+   later calls of at most that many threads need no probe. */
+#if defined(_OPENMP) && (defined(__unix__) || defined(__APPLE__))
+#include <pthread.h>
+static void *fx_probe_thread(void *arg) { return arg; }
+
+int fx_threads_creatable(int nt)
+{
+    static int known_ok = 1;            /* read and written with the GIL held */
+    if (nt <= known_ok) return nt;
+    int made = 1;                       /* the calling thread */
+    pthread_t tids[64];
+    while (made < nt && made - 1 < 64) {
+        if (pthread_create(&tids[made - 1], NULL, fx_probe_thread, NULL) != 0) break;
+        made++;
+    }
+    for (int i = 0; i < made - 1; i++) pthread_join(tids[i], NULL);
+    if (made == nt) known_ok = nt;
+    return made;
+}
+#else
+int fx_threads_creatable(int nt) { return nt; }
+#endif
+
 /* ------------------------------------------------------------------ checks */
 
 int64_t fx_check_labels(const void *labels, fx_label_type type, int64_t n, int64_t C,
