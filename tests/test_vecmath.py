@@ -33,12 +33,30 @@ def _run(x, what):
 
 
 def test_exp_ulp_bound(isa, dtype):
-    # down to where exp(x) is still a normal number of the dtype (the AVX2/baseline
-    # variants flush results below the smallest normal to 0; AVX-512 keeps subnormals)
+    # down to where exp(x) is still a normal number of the dtype
     lo = np.log(np.finfo(dtype).tiny) * (1 - 1e-6)
     x = np.concatenate([np.linspace(lo, 0, 400_001), -np.logspace(-30, np.log10(-lo), 40_001)]).astype(dtype)
     err = _ulp_error(_run(x, 0), np.exp(x.astype(np.longdouble)), dtype)
     assert err.max() <= EXP_ULP, f"max {err.max():.3f} ulp at x={x[err.argmax()]!r}"
+
+
+def test_exp_subnormal_results(isa, dtype):
+    """Below the smallest normal number every ISA returns the subnormal result, rounded
+    once, as SciPy and PyTorch do (the AVX2/baseline exp flushed them to 0 before), and
+    0 below half the smallest subnormal; mixed in a vector with normal results too."""
+    tiny = np.finfo(dtype).tiny
+    smallest = np.nextafter(dtype(0), dtype(1))
+    lo = np.log(tiny)
+    x = np.linspace(np.log(smallest) - 2, lo, 20_001).astype(dtype)
+    x = np.stack([x, np.full_like(x, -1.0)], axis=1).reshape(-1)   # normal neighbours
+    got = _run(x, 0)
+    ref = np.exp(x.astype(np.longdouble))
+    err = np.abs(got.astype(np.longdouble) - ref) / np.longdouble(smallest)
+    sub = ref < tiny
+    assert err[sub].max() <= 1.0, f"max {err[sub].max():.3f} subnormal ulps"
+    assert np.all(got[sub] < tiny) and got[np.argmin(np.abs(ref - 3 * smallest))] > 0
+    err_normal = _ulp_error(got[~sub], ref[~sub], dtype)
+    assert err_normal.max() <= EXP_ULP
 
 
 def test_exp_special_values(isa, dtype):

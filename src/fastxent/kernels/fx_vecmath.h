@@ -68,32 +68,50 @@ FN void vexp_nonpos_k(VR *x, int k)
     EACH x[u] = vscalef(p[u], n[u]);
 }
 #else
-/* Elsewhere: 2^n is built in the exponent bits from the low mantissa bits of
-   the rounding constant; results below the smallest normal are flushed to 0.
-   x[u] <- exp(x[u]). */
+/* Elsewhere: 2^n is built in the exponent bits from the low mantissa bits of the rounding
+   constant, which holds a normal 2^n only for n >= emin. Where some lane of the k vectors
+   needs a smaller n (a result below the smallest normal: x < lo), they take p 2^(n+64)
+   2^-64 there instead, rounded once into the subnormal range, or to 0 below it (x is
+   clamped at lo0, where that rounds to 0; -inf too). Measured side by side (AVX2, 1
+   thread): 3-9% faster than a flush to 0 where no lane is that small (one mask fewer),
+   5-15% slower on rows with many such lanes (half the classes masked with -inf). */
 FN void vexp_nonpos_k(VR *x, int k)
 {
 #if FX_F32
-    const R lo = -87.33654475f;                 /* log(2^-126) */
+    const R lo = -87.33654475f;                 /* log(2^-126): the smallest normal */
+    const R lo0 = -104.0f;                      /* exp rounds to 0 below this */
     const R shifter = 12582912.0f;              /* 1.5 * 2^23 */
+    const R down = 5.42101086e-20f;             /* 2^-64 */
     const int mbits = 23;
     const VI bias = (VI){0} + 0x3f800000;
 #else
     const R lo = -708.3964185322641;            /* log(2^-1022) */
+    const R lo0 = -745.2;                       /* exp rounds to 0 below this */
     const R shifter = 6755399441055744.0;       /* 1.5 * 2^52 */
+    const R down = 5.421010862427522e-20;       /* 2^-64 */
     const int mbits = 52;
     const VI bias = (VI){0} + 0x3ff0000000000000LL;
 #endif
-    VI under[FX_EXP_MAX_K];
+    VI under[FX_EXP_MAX_K], any_under = {0};
     VR t[FX_EXP_MAX_K], n[FX_EXP_MAX_K], p[FX_EXP_MAX_K];
     EACH under[u] = x[u] < lo;
-    EACH x[u] = vselect(under[u], vsplat(lo), x[u]);
+    EACH any_under |= under[u];
+    EACH x[u] = vselect(x[u] < lo0, vsplat(lo0), x[u]);
     EACH t[u] = x[u] * FX_LOG2E + shifter;     /* round(x / ln2) sits in t's low bits */
     EACH n[u] = t[u] - shifter;
     EACH x[u] = x[u] - n[u] * FX_LN2HI;
     EACH x[u] = x[u] - n[u] * FX_LN2LO;
     vexp_poly_k(x, p, k);
-    EACH x[u] = vzero_unless(~under[u], p[u] * (VR)((VI)(((VU)t[u]) << mbits) + bias));
+    if (__builtin_expect(vany(any_under), 0)) {
+        EACH {
+            VR normal = p[u] * (VR)((VI)(((VU)t[u]) << mbits) + bias);
+            VR t64 = t[u] + (R)64;                  /* n + 64: a normal power of two */
+            VR tiny = (p[u] * (VR)((VI)(((VU)t64) << mbits) + bias)) * down;
+            x[u] = vselect(under[u], tiny, normal);
+        }
+        return;
+    }
+    EACH x[u] = p[u] * (VR)((VI)(((VU)t[u]) << mbits) + bias);
 }
 #endif
 #undef EACH
