@@ -615,3 +615,20 @@ def test_kl_div_of_a_zero_target_is_zero_even_at_minus_inf(dtype):
     assert loss == 0 and np.all(grad == 0)
     lt = np.array([-np.inf, -np.inf, -np.inf], dtype)       # log_target: p = e^-inf = 0
     assert fx.kl_div(x, lt, reduction="sum", log_target=True) == 0
+
+
+def test_logsumexp_keeps_what_the_max_does_not_dominate(isa, dtype):
+    """logsumexp([0, -40]) = log1p(e^-40) = 4.25e-18, not the 0 that max + log(sum)
+    rounds to: the sum without the maximum is kept apart and goes through log1p, as
+    SciPy does (it returned 0). Also with ties at the maximum, and rows of many chunks."""
+    x = np.array([[0.0, -40.0], [0.0, 0.0], [-1.0, -41.0]], dtype)
+    got = fx.logsumexp(x)
+    expected = np.array([np.log1p(np.exp(-40.0)), np.log(2.0), -1.0 + np.log1p(np.exp(-40.0))])
+    close_ieee(got, expected, dtype, "logsumexp")
+    assert got[0] > 0
+    C = 3 * 16384 // np.dtype(dtype).itemsize + 5          # 4 chunks
+    y = np.full((2, C), -50.0, dtype)
+    y[0, 0] = 0.0
+    y[1, C - 1] = 0.0
+    row = np.log1p((C - 1) * np.exp(np.float64(-50.0)))
+    close_ieee(fx.logsumexp(y), np.array([row, row]), dtype, "logsumexp, 4 chunks")

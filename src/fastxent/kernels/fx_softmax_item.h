@@ -29,8 +29,12 @@
 /* Which per-class sums the exp pass gathers besides s (the "aux" of a variant):
      NONE: none (hard labels without smoothing)
      SMOOTH, SOFT: b_j from target_weights -> bd = sum b_j d_j, bsum = sum b_j
-     ENTROPY: b_j = e_j -> bd (the entropy building block) */
-enum { FX_AUX_NONE = 0, FX_AUX_SMOOTH = 1, FX_AUX_SOFT = 2, FX_AUX_ENTROPY = 3 };
+     ENTROPY: b_j = e_j -> bd (the entropy building block)
+     LSE_REST: bsum = sum of e_j below the chunk's max, bd = how many reach it (the
+       logsumexp building block, where the max dominates: m + log1p(s - 1) keeps what
+       m + log(s) rounds away) */
+enum { FX_AUX_NONE = 0, FX_AUX_SMOOTH = 1, FX_AUX_SOFT = 2, FX_AUX_ENTROPY = 3,
+       FX_AUX_LSE_REST = 4 };
 
 /* ---------------------------------------------------------- per-class terms */
 

@@ -66,7 +66,11 @@ FN void exp_step(const R *x, R *g, int64_t j, int k, int64_t n, R sh, int aux, i
         int64_t ju = j + u * VL;
         int full = u < k - 1 || n == VL;
         s[u] += e[u];
-        if (aux != FX_AUX_NONE) {
+        if (aux == FX_AUX_LSE_REST) {
+            VR shv = vsplat(sh);
+            bsum[u] += vzero_unless(v[u] < shv, e[u]);
+            bd[u] += vzero_unless(v[u] == shv, vsplat(1));
+        } else if (aux != FX_AUX_NONE) {
             VR b;
             if (aux == FX_AUX_ENTROPY) {
                 b = e[u];
@@ -348,10 +352,30 @@ KERNEL void softmax_outputs_rows(const void *xv, void *outv, int64_t C, int64_t 
         }
         fx_merged mg = fx_merge_chunks(st, nch);
         if (what == FX_OUT_LOGSUMEXP) {
-            /* An infinite max is the answer (-inf: all -inf; +inf: a +inf is present),
+            /* M + log(S). Where the max dominates (S < 2) and the answer is small
+               (|M| < 2), log(S) has rounded away what the rest adds (logsumexp([0, -40])
+               = 4.25e-18, not 0): a second pass sums the terms below the max apart, and
+               the answer is M + log1p(S - 1), as SciPy computes it. Elsewhere M + log(S)
+               is accurate to the dtype, and costs one pass.
+               An infinite max is the answer (-inf: all -inf; +inf: a +inf is present),
                unless the row holds a NaN. A NaN reaches S (the max pass may drop it),
                but so does inf - inf when M = +inf: that rare case looks for a NaN. */
             double lse = mg.M + log(mg.S);
+            if (mg.S < 2.0 && fabs(mg.M) < 2.0) {
+                double ties = 0.0, rest = 0.0;   /* the maxima; the other terms */
+                for (int64_t c = 0; c < nch; c++) {
+                    int64_t j0 = c * CHUNK, n = C - j0 < CHUNK ? C - j0 : CHUNK;
+                    chunk_stats(x + j0, NULL, n, FX_AUX_LSE_REST, 0, NULL, NULL, 0, 0, st + c);
+                    if (st[c].s == 0.0) continue;              /* all -inf */
+                    if (st[c].m == mg.M) {
+                        ties += st[c].bd;
+                        rest += st[c].bsum;
+                    } else {
+                        rest += st[c].s * exp(st[c].sh - mg.M);
+                    }
+                }
+                lse = mg.M + log1p((ties - 1.0) + rest);
+            }
             if (isinf(mg.M) || isnan(lse)) {
                 int has_nan = isnan(mg.S);
                 if (mg.M == INFINITY) {
