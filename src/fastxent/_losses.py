@@ -8,6 +8,7 @@ import numpy as np
 
 from . import _core
 from ._checks import (
+    FLOAT_TYPES,
     as_array,
     check_int,
     check_reduction,
@@ -91,8 +92,11 @@ def _softmax_loss(input, target, weight, ignore_index, reduction, label_smoothin
     t = as_array(target, "target", "class indices or probabilities")
     w = None if weight is None else real_param(weight, "weight")
     # 2. from here on only snapshots (see _checks.snapshot): no code of the caller runs
-    x, t, w, g_user = snapshot(x), snapshot(t), snapshot(w), snapshot(grad_out)
-    x = float_input(x)
+    x, t, g_user = x.view(), t.view(), snapshot(grad_out)
+    if w is not None:
+        w = w.view()
+    if x.dtype.type not in FLOAT_TYPES:         # changed by the caller's code meanwhile
+        x = float_input(x)
     dt = np.dtype(x.dtype.type)  # native byte order: what the kernels write
     if x.ndim == 0:
         raise ValueError(f"{fname}: input must have at least 1 dimension (the class axis), got a scalar")
@@ -316,9 +320,10 @@ def _elementwise_loss(loss, input, target, weight, pos_weight, reduction: str,
          else as_array(target, "target", "float, bool or uint8 values"))
     weight = None if weight is None else real_param(weight, "weight")
     pos_weight = None if pos_weight is None else real_param(pos_weight, "pos_weight")
-    x, t, g_user = snapshot(x), snapshot(t), snapshot(grad_out)
+    x, t, g_user = x.view(), t.view(), snapshot(grad_out)
     weight, pos_weight = snapshot(weight), snapshot(pos_weight)
-    x = float_input(x)
+    if x.dtype.type not in FLOAT_TYPES:         # changed by the caller's code meanwhile
+        x = float_input(x)
     dt = np.dtype(x.dtype.type)  # native byte order: what the kernels write
     if kl:
         t = float_input(t, "target")
