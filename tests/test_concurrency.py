@@ -319,31 +319,50 @@ def test_fork_after_another_librarys_openmp_does_not_hang():
 
 
 THREAD_LIMIT_PROBE = r"""
-import resource
+import resource, sys, threading
 import numpy as np
 import fastxent as fx
+case = sys.argv[1]
 x = np.random.default_rng(0).standard_normal((4000, 500)).astype(np.float32)
 y = np.zeros(4000, np.int64)
 expected = float(fx.cross_entropy(x, y, n_threads=1))
+if case == "other thread":
+    fx.cross_entropy(x, y, n_threads=2)     # the main thread's pool of workers exists
+    threading.stack_size(256 << 10)
 with open("/proc/self/status") as f:
     vm = next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmSize"))
-# a few MiB more address space: no room for another thread's stack
-resource.setrlimit(resource.RLIMIT_AS, (vm + (4 << 20), resource.RLIM_INFINITY))
-loss = float(fx.cross_entropy(x, y, n_threads=2))
-print("same" if loss == expected else f"differs {loss} {expected}")
+# a few MiB more address space: no room for a worker thread's stack (8 MiB by default);
+# the "stack size" case leaves room for 8 MiB, not for the 64 MiB it asks OpenMP for
+margin = (24 << 20) if case == "stack size" else (4 << 20)
+resource.setrlimit(resource.RLIMIT_AS, (vm + margin, resource.RLIM_INFINITY))
+got = []
+call = lambda: got.append(float(fx.cross_entropy(x, y, n_threads=2)))
+if case == "other thread":   # libgomp keeps a pool per calling thread: this one needs its own
+    t = threading.Thread(target=call)
+    t.start()
+    t.join()
+else:
+    call()
+print("same" if got == [expected] else f"differs {got} {expected}")
 """
 
 
 @pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="needs /proc/self/status")
-def test_threads_that_cannot_be_created_mean_serial_not_exit():
+@pytest.mark.parametrize("case", ["main thread", "other thread", "stack size"])
+def test_threads_that_cannot_be_created_mean_serial_not_exit(case):
     """Under an address-space limit (RLIMIT_AS) the system cannot create a parallel
     region's threads, and GNU libgomp then exits the process ("Thread creation failed",
     which it did here). fastxent creates that many threads itself before the first such
-    region and runs on as many as it could: the call answers, with the serial bits."""
+    region of each calling thread (libgomp keeps a pool per calling thread), with the
+    stack size libgomp will use (OMP_STACKSIZE), and runs on as many as it could: the
+    call answers, with the serial bits."""
     if not fx.show_config()["openmp"]:
         pytest.skip("a serial build starts no threads")
-    run = subprocess.run([sys.executable, "-c", THREAD_LIMIT_PROBE], capture_output=True,
-                         text=True, timeout=120)
+    env = dict(os.environ)
+    if case == "stack size":
+        env["OMP_STACKSIZE"] = "64M"
+    run = subprocess.run([sys.executable, "-c", THREAD_LIMIT_PROBE, case], capture_output=True,
+                         text=True, timeout=120, env=env)
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
     assert run.stdout.strip() == "same", run.stdout + run.stderr
 

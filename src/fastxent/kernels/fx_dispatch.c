@@ -98,24 +98,55 @@ int fx_thread_cap(void)
 /* GNU libgomp exits the process ("Thread creation failed") when it cannot create the
    threads of a parallel region, e.g. under an address-space limit (RLIMIT_AS). So before
    the first region of more threads than any before, fastxent creates that many threads
-   itself, with the default stack size libgomp uses too; if it cannot, the call runs on
-   as many as it could create. Threads that libgomp has created stay in its pool, so
-   later calls of at most that many threads need no probe. */
+   itself, with the stack size libgomp will give them (OMP_STACKSIZE or GOMP_STACKSIZE,
+   else the default); if it cannot, the call runs on as many as it could create. libgomp
+   keeps a pool of threads per calling thread, so what was proven is remembered per
+   calling thread: later calls of at most that many threads from it need no probe. */
 #if defined(_OPENMP) && (defined(__unix__) || defined(__APPLE__))
 #include <pthread.h>
+#include <stdlib.h>
+#include <ctype.h>
 static void *fx_probe_thread(void *arg) { return arg; }
+
+/* OMP_STACKSIZE's format: a size with an optional B, K, M or G suffix, K by default;
+   0 when unset or unreadable (then the default stack size is what libgomp uses too). */
+static size_t fx_omp_stacksize(void)
+{
+    const char *v = getenv("OMP_STACKSIZE");
+    if (!v || !*v) v = getenv("GOMP_STACKSIZE");
+    if (!v || !*v) return 0;
+    char *end;
+    unsigned long long n = strtoull(v, &end, 10);
+    while (*end && isspace((unsigned char)*end)) end++;
+    unsigned long long unit = 1024;
+    switch (toupper((unsigned char)*end)) {
+    case 'B': unit = 1; break;
+    case 'K': case 0: unit = 1024; break;
+    case 'M': unit = 1024ULL * 1024; break;
+    case 'G': unit = 1024ULL * 1024 * 1024; break;
+    default: return 0;
+    }
+    return (size_t)(n * unit);
+}
 
 int fx_threads_creatable(int nt)
 {
-    static int known_ok = 1;            /* read and written with the GIL held */
+    static __thread int known_ok = 1;   /* per calling thread, as libgomp's pools */
     if (nt <= known_ok) return nt;
+    pthread_attr_t attr, *pattr = NULL;
+    size_t stack = fx_omp_stacksize();
+    if (stack && pthread_attr_init(&attr) == 0) {
+        if (pthread_attr_setstacksize(&attr, stack) == 0) pattr = &attr;
+        else pthread_attr_destroy(&attr);
+    }
     int made = 1;                       /* the calling thread */
     pthread_t tids[64];
     while (made < nt && made - 1 < 64) {
-        if (pthread_create(&tids[made - 1], NULL, fx_probe_thread, NULL) != 0) break;
+        if (pthread_create(&tids[made - 1], pattr, fx_probe_thread, NULL) != 0) break;
         made++;
     }
     for (int i = 0; i < made - 1; i++) pthread_join(tids[i], NULL);
+    if (pattr) pthread_attr_destroy(pattr);
     if (made == nt) known_ok = nt;
     return made;
 }
