@@ -135,15 +135,7 @@ def main():
                 variants[(tag, "out")] = lambda fx=fx: call(fx, n_threads=args.threads,
                                                             return_grad=True, grad_out=g)
             reps = max(1, int(3e6 // x.size))       # a sample lasts a few ms at least
-            times = {k: [] for k in variants}
-            for f in variants.values():
-                f()
-            for _ in range(args.rounds):
-                for k, f in variants.items():
-                    t0 = time.perf_counter()
-                    for _ in range(reps):
-                        f()
-                    times[k].append((time.perf_counter() - t0) / reps)
+            times = time_interleaved(variants, args.rounds, reps)
             lo, go = call(old, return_grad=True)
             ln, gn = call(new, return_grad=True)
             same = bool(lo == ln and np.array_equal(go, gn))
@@ -155,21 +147,28 @@ def main():
                       f"  (fastest {best:5.2f})" + ("" if how != "fresh" else f"  same bits: {same}"))
 
 
+def time_interleaved(calls, rounds, reps):
+    """{key: [seconds per call, one sample per round]}: every call warmed up, then each
+    round times each call in turn (reps calls per sample)."""
+    times = {k: [] for k in calls}
+    for f in calls.values():
+        f()
+    for _ in range(rounds):
+        for k, f in calls.items():
+            t0 = time.perf_counter()
+            for _ in range(reps):
+                f()
+            times[k].append((time.perf_counter() - t0) / reps)
+    return times
+
+
 def blocks(old, new, args, rng):
     """The building blocks, which have no gradient: one line each."""
     x = rng.standard_normal((4096, 1000), dtype=np.float32)
     for name in ("logsumexp", "softmax", "log_softmax", "entropy", "sigmoid"):
         calls = {tag: (lambda fx=fx: getattr(fx, name)(x, n_threads=args.threads))
                  for tag, fx in (("old", old), ("new", new))}
-        times = {k: [] for k in calls}
-        for f in calls.values():
-            f()
-        for _ in range(args.rounds):
-            for k, f in calls.items():
-                t0 = time.perf_counter()
-                for _ in range(3):
-                    f()
-                times[k].append((time.perf_counter() - t0) / 3)
+        times = time_interleaved(calls, args.rounds, 3)
         same = np.array_equal(calls["old"](), calls["new"](), equal_nan=True)
         o, n = np.median(times["old"]) * 1e3, np.median(times["new"]) * 1e3
         best = min(times["old"]) / min(times["new"])

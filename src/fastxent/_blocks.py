@@ -53,19 +53,15 @@ def _softmax_outputs(x, axis, out, n_threads, what, name: str) -> FloatArray:
             raise ValueError(f"{name}: the axis being reduced has length 0")
         else:
             res = np.empty(shape, dtype=dt)
-        return _returned(copy_back(res, out), out_user)
+        return copy_back(res, out, out_user)
     if moved and not reduces:
         buf = np.empty(xk.shape, dtype=dt)
         _core.softmax_outputs(xk, buf, output=what, n_threads=n_threads)
-        return _returned(copy_back(np.moveaxis(buf, -1, ax), out), out_user)
+        return copy_back(np.moveaxis(buf, -1, ax), out, out_user)
     buf, copy_to = write_target(out, shape, dt, x)
     _core.softmax_outputs(xk, buf, output=what, n_threads=n_threads)
-    return _returned(copy_back(buf, copy_to), out_user)
+    return copy_back(buf, copy_to, out_user)
 
-
-def _returned(result: np.ndarray, out_user) -> FloatArray:
-    """The caller's own `out` object when one was given (written through a snapshot)."""
-    return result if out_user is None else out_user
 
 
 def logsumexp(x: ArrayLike, axis: int = -1, *, out: Optional[FloatArray] = None,
@@ -117,7 +113,7 @@ def _sigmoid_outputs(x, out, n_threads, what) -> FloatArray:
     xk = kernel_ready(x)
     buf, copy_to = write_target(out, x.shape, dt, x)
     _core.sigmoid_outputs(xk, buf, output=what, n_threads=n_threads)
-    return _returned(copy_back(buf, copy_to), out_user)
+    return copy_back(buf, copy_to, out_user)
 
 
 def sigmoid(x: ArrayLike, *, out: Optional[FloatArray] = None,

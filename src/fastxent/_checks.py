@@ -220,13 +220,14 @@ def write_target(out: Optional[np.ndarray], shape, dtype, input: np.ndarray, *re
     return np.empty(shape, dtype=dtype), out
 
 
-def copy_back(buffer: np.ndarray, copy_to: Optional[np.ndarray]) -> np.ndarray:
-    """The array a call returns: `buffer`, or the caller's `copy_to` (from write_target)
-    after `buffer` is copied into it."""
-    if copy_to is None:
-        return buffer
-    np.copyto(copy_to, buffer)
-    return copy_to
+def copy_back(buffer: np.ndarray, copy_to: Optional[np.ndarray], caller_out=None) -> np.ndarray:
+    """The array a call returns: `buffer` (copied first into `copy_to`, from write_target,
+    when that is where it belongs), or the caller's own output object `caller_out` when
+    one was given: the kernel wrote through a snapshot of it (see snapshot)."""
+    if copy_to is not None:
+        np.copyto(copy_to, buffer)
+        buffer = copy_to
+    return buffer if caller_out is None else caller_out
 
 
 def real_param(p, name: str) -> np.ndarray:

@@ -151,14 +151,9 @@ def _softmax_loss(input, target, weight, ignore_index, reduction, label_smoothin
             xk, classes=C, inner=inner, labels=labels, soft=yk, weight=wk, weight_total=wtotal,
             ignore_index=ignore_index, smoothing=eps, grad_scale=scale, grad=gk,
             item_loss=per_item, logprob_input=logprob_input, n_threads=n_threads)
-    grad = _returned(copy_back(gk, copy_to), grad_out) if return_grad else None
+    grad = copy_back(gk, copy_to, grad_out) if return_grad else None
     return _finish(total, denom, reduction, per_item, dt, grad, return_grad)
 
-
-def _returned(grad: np.ndarray, grad_out) -> np.ndarray:
-    """The gradient array a call returns: the caller's own grad_out object when one was
-    given (the kernel wrote through a snapshot of it), else the new array."""
-    return grad if grad_out is None else grad_out
 
 
 @overload
@@ -364,7 +359,7 @@ def _elementwise_loss(loss, input, target, weight, pos_weight, reduction: str,
         pos_weight_per_col=p_col, grad_scale=scale,
         grad=None if gbuf is None else gbuf.reshape(shape),
         item_loss=None if per_item is None else per_item.reshape(shape), n_threads=n_threads)
-    grad = _returned(copy_back(gbuf, copy_to), grad_out) if return_grad else None
+    grad = copy_back(gbuf, copy_to, grad_out) if return_grad else None
     red = "mean" if reduction == "batchmean" else reduction
     return _finish(total, denom, red, per_item, dt, grad, return_grad)
 

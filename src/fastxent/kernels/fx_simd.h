@@ -153,12 +153,8 @@ FN VR vfma_neg(VR a, VR b, VR c)
 {
 #if FX_VBYTES == 64 && FX_F32
     return (VR)_mm512_fnmadd_ps((__m512)a, (__m512)b, (__m512)c);
-#elif FX_VBYTES == 64
-    return (VR)_mm512_fnmadd_pd((__m512d)a, (__m512d)b, (__m512d)c);
 #elif FX_VBYTES == 32 && FX_F32
     return (VR)_mm256_fnmadd_ps((__m256)a, (__m256)b, (__m256)c);
-#elif FX_VBYTES == 32
-    return (VR)_mm256_fnmadd_pd((__m256d)a, (__m256d)b, (__m256d)c);
 #else
     return c - a * b;
 #endif

@@ -15,7 +15,6 @@
 #ifndef FX_SOFTMAX_ROWS_H
 #define FX_SOFTMAX_ROWS_H
 
-#include <stdlib.h>
 #include "fx_vecmath.h"
 #include "fx_softmax_item.h"
 #include "fx_variants.h"
