@@ -70,6 +70,8 @@ cdef extern from "fx_api.h" nogil:
         const char *isa
         int col_lanes
         softmax_rows_fn softmax_rows
+        softmax_rows_fn softmax_items
+        int items_max_c
         softmax_chunk_stats_fn softmax_chunk_stats
         softmax_row_finish_fn softmax_row_finish
         softmax_chunk_grad_fn softmax_chunk_grad

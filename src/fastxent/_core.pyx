@@ -154,10 +154,12 @@ cdef fx_label_type _label_type(cnp.ndarray labels) except *:
     return <fx_label_type>((4 if kind == b'u' else 0) + log2)
 
 
-# What _sum_blocks runs over: softmax rows, softmax column panels, elements.
+# What _sum_blocks runs over: softmax rows, softmax column panels, elements, softmax rows
+# of few classes with lanes over items.
 DEF K_ROWS = 0
 DEF K_COLS = 1
 DEF K_ELEMENTS = 2
+DEF K_ITEMS = 3
 
 
 cdef inline double _block(int kind, void *args, const fx_table *tab, int64_t inner,
@@ -166,6 +168,8 @@ cdef inline double _block(int kind, void *args, const fx_table *tab, int64_t inn
         return tab.softmax_rows(<fx_softmax_args*>args, i0, i1, row_chunks)
     if kind == K_COLS:
         return tab.softmax_cols(<fx_softmax_args*>args, inner, i0, i1)
+    if kind == K_ITEMS:
+        return tab.softmax_items(<fx_softmax_args*>args, i0, i1, NULL)
     return tab.elementwise_range(<fx_elementwise_args*>args, i0, i1)
 
 
@@ -256,6 +260,13 @@ def softmax_loss(cnp.ndarray x, *, int64_t classes, int64_t inner, labels, soft,
     if per < 1:
         per = 1
     cdef int64_t nblocks = (rows + per - 1) // per
+    if C <= tab.items_max_c:
+        # Few classes: a vector of rows at a time (blocks of whole 64-row groups, so that
+        # every group of every vector width is whole).
+        per = max(64, per - per % 64)
+        nblocks = (rows + per - 1) // per
+        return _sum_blocks(K_ITEMS, &a, tab, 1, rows, per,
+                           _threads(n_threads, rows * C, nblocks))
     cdef int64_t chunk = FX_CHUNK_BYTES // cnp.PyArray_ITEMSIZE(x)
     cdef int64_t nch = (C + chunk - 1) // chunk
     cdef int nt = _threads(n_threads, rows * C, nblocks * nch)

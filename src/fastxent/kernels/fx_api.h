@@ -36,6 +36,9 @@
 /* Chunk statistics of a row live on the stack up to this many chunks (a row of 256K
    float32 classes); longer rows allocate. */
 #define FX_LOCAL_CHUNKS 64
+/* Rows of up to this many classes may go through softmax_items (lanes over items); the
+   table's items_max_c is each instance's measured switch point, at most this. */
+#define FX_ITEMS_MAX_C 64
 /* The class-axis kernel's panel: this many vectors of neighbouring items per class row. */
 #define FX_COL_VECS 8
 
@@ -152,6 +155,8 @@ typedef struct {
     const char *isa;
     int col_lanes;          /* items per panel of softmax_cols (FX_COL_VECS vectors) */
     softmax_rows_fn softmax_rows;
+    softmax_rows_fn softmax_items;  /* rows of C <= items_max_c, lanes over items */
+    int items_max_c;
     softmax_chunk_stats_fn softmax_chunk_stats;
     softmax_row_finish_fn softmax_row_finish;
     softmax_chunk_grad_fn softmax_chunk_grad;

@@ -12,6 +12,7 @@
 #include "fx_vecmath.h"
 #include "fx_softmax_rows.h"
 #include "fx_softmax_cols.h"
+#include "fx_softmax_items.h"
 #include "fx_elementwise.h"
 
 /* Test hook: the raw point functions over an array, so that tests can bound their
@@ -44,6 +45,8 @@ const fx_table FX_CAT3(fx_table, FX_PREC, FX_ISA) = {
     .isa = FX_STR(FX_ISA),
     .col_lanes = FX_COL_VECS * VL,
     .softmax_rows = softmax_rows,
+    .softmax_items = softmax_items,
+    .items_max_c = FX_ITEMS_MAX_C,
     .softmax_chunk_stats = softmax_chunk_stats,
     .softmax_row_finish = softmax_row_finish,
     .softmax_chunk_grad = softmax_chunk_grad,

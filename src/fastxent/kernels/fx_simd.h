@@ -70,6 +70,7 @@ typedef uint64_t VU __attribute__((vector_size(FX_VBYTES)));
 /* ---------------------------------------------------------------- vector basics */
 
 FN VR vsplat(R a) { VR v = {0}; return v + a; }
+FN VI visplat(int64_t a) { VI v = {0}; return v + (__typeof__(v[0]))a; }
 FN VR vload(const R *p) { VR v; memcpy(&v, p, sizeof v); return v; }
 FN void vstore(R *p, VR v) { memcpy(p, &v, sizeof v); }
 
@@ -287,48 +288,134 @@ FN VR vload_u8_part(const uint8_t *p, int64_t n)
     return vload_u8(b);
 }
 
-/* A float64 accumulator of VR vectors (VL lanes as two halves of VL/2 doubles, or one
-   for float64), for per-element losses that may be huge: a float32 sum of a few
-   3e38-sized losses would overflow where their float64 mean does not. */
-#if FX_F32
-typedef double vd __attribute__((vector_size(FX_VBYTES)));
-typedef float vh __attribute__((vector_size(FX_VBYTES / 2)));
-typedef struct { vd lo, hi; double spill; } acc64;
-FN void acc_f64(acc64 *a, VR v)
+/* ------------------------------------------------------------ float64 lanes */
+
+/* VD: float64 lanes of the same width as VR; a VR is VL / VLD of them ("halves": two
+   for float32, one for float64). The finish of a vector of items (fx_softmax_item.h)
+   runs in these, as the scalar finish runs in double. */
+typedef double VD __attribute__((vector_size(FX_VBYTES)));
+typedef int64_t VDI __attribute__((vector_size(FX_VBYTES)));
+#define VLD (FX_VBYTES / 8)
+#define FX_HALVES (VL / VLD)
+
+FN VD vdsplat(double a) { VD v = {0}; return v + a; }
+FN VD vdselect(VDI mask, VD a, VD b) { return (VD)((mask & (VDI)a) | (~mask & (VDI)b)); }
+FN VD vdzero_unless(VDI mask, VD a) { return (VD)(mask & (VDI)a); }
+
+/* Half h of v widened to float64 (v itself for float64). */
+FN VD vd_half(VR v, int h)
 {
-#if FX_VBYTES == 64
+#if !FX_F32
+    (void)h;
+    return (VD)v;
+#elif FX_VBYTES == 64
     __m512 x = (__m512)v;
-    a->lo += (vd)_mm512_cvtps_pd(_mm512_castps512_ps256(x));
-    a->hi += (vd)_mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(x), 1)));
+    return (VD)_mm512_cvtps_pd(h ? _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(x), 1))
+                                 : _mm512_castps512_ps256(x));
 #elif FX_VBYTES == 32
     __m256 x = (__m256)v;
-    a->lo += (vd)_mm256_cvtps_pd(_mm256_castps256_ps128(x));
-    a->hi += (vd)_mm256_cvtps_pd(_mm256_extractf128_ps(x, 1));
+    return (VD)_mm256_cvtps_pd(h ? _mm256_extractf128_ps(x, 1) : _mm256_castps256_ps128(x));
 #else
-    vh lo, hi;   /* portable: through memory */
-    memcpy(&lo, &v, sizeof lo);
-    memcpy(&hi, (char *)&v + sizeof lo, sizeof hi);
-    a->lo += __builtin_convertvector(lo, vd);
-    a->hi += __builtin_convertvector(hi, vd);
+    typedef float vh __attribute__((vector_size(FX_VBYTES / 2)));
+    vh part;                                /* portable: through memory */
+    memcpy(&part, (const char *)&v + h * sizeof part, sizeof part);
+    return __builtin_convertvector(part, VD);
 #endif
+}
+
+/* The VR whose halves are d[0 .. FX_HALVES), each rounded once to R. */
+FN VR vr_of_halves(const VD *d)
+{
+#if !FX_F32
+    return (VR)d[0];
+#elif FX_VBYTES == 64
+    return (VR)_mm512_castpd_ps(_mm512_insertf64x4(
+        _mm512_castps_pd(_mm512_castps256_ps512(_mm512_cvtpd_ps((__m512d)d[0]))),
+        _mm256_castps_pd(_mm512_cvtpd_ps((__m512d)d[1])), 1));
+#elif FX_VBYTES == 32
+    return (VR)_mm256_set_m128(_mm256_cvtpd_ps((__m256d)d[1]), _mm256_cvtpd_ps((__m256d)d[0]));
+#else
+    typedef float vh __attribute__((vector_size(FX_VBYTES / 2)));
+    vh lo = __builtin_convertvector(d[0], vh), hi = __builtin_convertvector(d[1], vh);
+    VR v;
+    memcpy(&v, &lo, sizeof lo);
+    memcpy((char *)&v + sizeof lo, &hi, sizeof hi);
+    return v;
+#endif
+}
+
+/* The lanes of a VR mask as float64-lane masks, half h. */
+FN VDI vdi_half(VI m, int h)
+{
+    VDI r;
+    for (int i = 0; i < VLD; i++) r[i] = m[h * VLD + i] ? -1 : 0;
+    return r;
+}
+
+/* A float64 accumulator of VR vectors, for per-element losses that may be huge: a
+   float32 sum of a few 3e38-sized losses would overflow where their float64 mean does
+   not. */
+typedef struct { VD lo, hi; double spill; } acc64;
+FN void acc_f64(acc64 *a, VR v)
+{
+    a->lo += vd_half(v, 0);
+    if (FX_HALVES == 2) a->hi += vd_half(v, 1);
 }
 FN double acc_sum(const acc64 *a)
 {
     double s = a->spill;
-    for (int i = 0; i < VL / 2; i++) s += a->lo[i];
-    for (int i = 0; i < VL / 2; i++) s += a->hi[i];
+    for (int i = 0; i < VLD; i++) s += a->lo[i];
+    if (FX_HALVES == 2)
+        for (int i = 0; i < VLD; i++) s += a->hi[i];
     return s;
 }
-#else
-typedef struct { VR lo, hi; double spill; } acc64;
-FN void acc_f64(acc64 *a, VR v) { a->lo += v; }
-FN double acc_sum(const acc64 *a)
+
+/* ------------------------------------------------------------ lanes over items */
+
+/* Lanes i < n of p[i * stride] (the rest pad): a vector of items' values of one class,
+   for the kernels whose lanes run over items (fx_softmax_items.h). */
+FN VR vgather_part(const R *p, int64_t stride, int64_t n, R pad)
 {
-    double s = a->spill;
-    for (int i = 0; i < VL; i++) s += a->lo[i];
-    return s;
-}
+    VI idx;
+    for (int i = 0; i < VL; i++) idx[i] = i;
+    idx = idx * visplat(stride);
+#if FX_VBYTES == 64 && FX_F32
+    __mmask16 k = n >= VL ? (__mmask16)0xffff : (__mmask16)((1u << n) - 1u);
+    return (VR)_mm512_mask_i32gather_ps(_mm512_set1_ps(pad), k, (__m512i)idx, p, 4);
+#elif FX_VBYTES == 64
+    __mmask8 k = n >= VL ? (__mmask8)0xff : (__mmask8)((1u << n) - 1u);
+    return (VR)_mm512_mask_i64gather_pd(_mm512_set1_pd(pad), k, (__m512i)idx, p, 8);
+#elif FX_VBYTES == 32 && FX_F32
+    return (VR)_mm256_mask_i32gather_ps(_mm256_set1_ps(pad), p, (__m256i)idx,
+                                        (__m256)vlive(n), 4);
+#elif FX_VBYTES == 32
+    return (VR)_mm256_mask_i64gather_pd(_mm256_set1_pd(pad), p, (__m256i)idx,
+                                        (__m256d)vlive(n), 8);
+#else
+    VR v;
+    for (int i = 0; i < VL; i++) v[i] = i < n ? p[i * stride] : pad;
+    return v;
 #endif
+}
+
+/* p[i * stride] = v[i] for lanes i < n. */
+FN void vscatter_part(R *p, int64_t stride, VR v, int64_t n)
+{
+#if FX_VBYTES == 64
+    VI idx;
+    for (int i = 0; i < VL; i++) idx[i] = i;
+    idx = idx * visplat(stride);
+#if FX_F32
+    __mmask16 k = n >= VL ? (__mmask16)0xffff : (__mmask16)((1u << n) - 1u);
+    _mm512_mask_i32scatter_ps(p, k, (__m512i)idx, (__m512)v, 4);
+#else
+    __mmask8 k = n >= VL ? (__mmask8)0xff : (__mmask8)((1u << n) - 1u);
+    _mm512_mask_i64scatter_pd(p, k, (__m512i)idx, (__m512d)v, 8);
+#endif
+#else
+    for (int i = 0; i < VL && i < n; i++) p[i * stride] = v[i];
+#endif
+}
 
 /* dst[0, n) = src[0, n), the vector-aligned part of dst with non-temporal stores, which
    write memory without first reading each line into the cache; stream_fence after the

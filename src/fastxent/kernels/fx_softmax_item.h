@@ -79,7 +79,21 @@ FN VR bd_terms(VR b, VR sh, VR x, double *spill)
    M = max m_c, S = sum_c s_c exp(sh_c - M), bdM = sum_j b_j (M - x_j). */
 typedef struct { double M, S, bsum, bdM; } fx_merged;
 
-static inline fx_merged fx_merge_chunks(const fx_chunk *st, int64_t nch)
+/* sum_j b_j (M - x_j) of an item of one chunk, from that chunk's bd = sum_j b_j (sh - x_j)
+   (M != sh only for a chunk of -inf only, where sh = 0); lanes are items. */
+FN VD one_chunk_bdM(VD M, VD sh, VD bd, VD bsum)
+{
+    return bd + vdzero_unless(bsum != 0.0, (M - sh) * bsum);
+}
+
+/* The gradient factor of an item of one chunk, k / S (k = scale * a: the finish's), NaN
+   where the item has no distribution (S == 0: all -inf, or NaN). */
+FN VD one_chunk_alpha(VD k, VD S)
+{
+    return vdselect(S > 0.0, k / S, vdsplat(NAN));
+}
+
+FN fx_merged fx_merge_chunks(const fx_chunk *st, int64_t nch)
 {
     fx_merged r = {-INFINITY, 0.0, 0.0, 0.0};
     int nan = 0;
@@ -87,7 +101,8 @@ static inline fx_merged fx_merge_chunks(const fx_chunk *st, int64_t nch)
         r.M = st->m;
         r.S = st->s;
         r.bsum = st->bsum;
-        r.bdM = st->bd + (st->bsum != 0.0 ? (r.M - st->sh) * st->bsum : 0.0);
+        r.bdM = one_chunk_bdM(vdsplat(st->m), vdsplat(st->sh), vdsplat(st->bd),
+                              vdsplat(st->bsum))[0];
         return r;
     }
     for (int64_t c = 0; c < nch; c++) {
@@ -107,11 +122,11 @@ static inline fx_merged fx_merge_chunks(const fx_chunk *st, int64_t nch)
 
 /* alpha_c = k exp(sh_c - M) / S: the factor that turns the chunk's stored e_j into
    k p_j. An item whose S is 0 (all -inf) or NaN has no distribution: NaN everywhere. */
-static inline void fx_set_alphas(fx_chunk *st, int64_t nch, const fx_merged *mg, double k)
+FN void fx_set_alphas(fx_chunk *st, int64_t nch, const fx_merged *mg, double k)
 {
     int undefined = !(mg->S > 0.0);
     if (nch == 1) {
-        st->alpha = undefined ? NAN : k / mg->S;
+        st->alpha = one_chunk_alpha(vdsplat(k), vdsplat(mg->S))[0];
         return;
     }
     for (int64_t c = 0; c < nch; c++)
@@ -120,7 +135,7 @@ static inline void fx_set_alphas(fx_chunk *st, int64_t nch, const fx_merged *mg,
 }
 
 /* sum_j p_j (M - x_j) from ENTROPY chunk sums (bd_c = sum_j e_j (sh_c - x_j)). */
-static inline double fx_entropy_term(const fx_chunk *st, int64_t nch, const fx_merged *mg)
+FN double fx_entropy_term(const fx_chunk *st, int64_t nch, const fx_merged *mg)
 {
     double t = 0.0;
     for (int64_t c = 0; c < nch; c++)
@@ -131,40 +146,57 @@ static inline double fx_entropy_term(const fx_chunk *st, int64_t nch, const fx_m
 
 /* ---------------------------------------------------------- the finish */
 
-/* The loss of one kept item from its chunks:
+/* The loss of kept items, lanes in float64, from their merged chunks (M, bsum, bdM: see
+   fx_merge_chunks), their hard label's class weight wt and logit xt, and log S:
        loss = a log S + sum_j b_j (M - x_j)
    hard label t (wt = w_t, xt = x_t):  a = (1-eps) wt + (eps/C) W,
        sum_j b_j (M - x_j) = (1-eps) wt (M - xt) + (eps/C) sum_j w_j (M - x_j)
    soft targets:  a = sum_j b_j.
-   Also sets each chunk's gradient factor (scale * a * p_j / e_j). log_s, when not NULL,
-   is log S computed by the caller (the class-axis kernel takes the logs of a whole
-   panel of items with one vector log). */
-static inline double fx_item_loss(const fx_softmax_args *A, fx_chunk *st, int64_t nch,
-                                  double wt, double xt, const double *log_s)
+   *k = scale * a, which the gradient factors are made of (fx_set_alphas). The one home
+   of the formula: the row paths call it with one item (fx_item_loss), the item-lane
+   paths with a vector of them. */
+FN VD item_finish(const fx_softmax_args *A, VD M, VD bsum, VD bdM, VD wt, VD xt, VD log_s,
+                  VD *k)
 {
     const double eps = A->smoothing, C = (double)A->C;
-    fx_merged mg = fx_merge_chunks(st, nch);
-    double a, bd;
+    VD a, bd;
     if (A->soft) {
-        a = mg.bsum;
-        bd = mg.bdM;
+        a = bsum;
+        bd = bdM;
     } else {
-        double b_t = (1.0 - eps) * wt;
+        VD b_t = (1.0 - eps) * wt;
         /* the weights of classes no item targets enter only through smoothing: without
            it, an inf weight on an absent class must not make 0 * inf = NaN here */
         a = eps > 0.0 ? b_t + eps / C * A->weight_total : b_t;
-        bd = b_t != 0.0 ? b_t * (mg.M - xt) : 0.0;
-        if (eps > 0.0) bd += mg.bdM;       /* the chunks' b_j already hold eps/C */
+        bd = vdzero_unless(b_t != 0.0, b_t * (M - xt));
+        if (eps > 0.0) bd += bdM;          /* the chunks' b_j already hold eps/C */
     }
-    if (A->grad) fx_set_alphas(st, nch, &mg, A->grad_scale * a);   /* only the gradient reads them */
-    return a * (log_s ? *log_s : log(mg.S)) + bd;
+    *k = A->grad_scale * a;
+    return a * log_s + bd;
+}
+
+/* The loss of one kept item from its chunks (item_finish), and each chunk's gradient
+   factor (scale * a * p_j / e_j). log_s, when not NULL, is log S computed by the caller. */
+FN double fx_item_loss(const fx_softmax_args *A, fx_chunk *st, int64_t nch, double wt,
+                       double xt, const double *log_s)
+{
+    fx_merged mg = fx_merge_chunks(st, nch);
+    VD k, loss = item_finish(A, vdsplat(mg.M), vdsplat(mg.bsum), vdsplat(mg.bdM), vdsplat(wt),
+                             vdsplat(xt), vdsplat(log_s ? *log_s : log(mg.S)), &k);
+    if (A->grad) fx_set_alphas(st, nch, &mg, k[0]);   /* only the gradient reads them */
+    return loss[0];
 }
 
 /* The hard label's own term of the gradient, g_t -= scale (1-eps) w_t, applied to the
-   target class's a p_t - (per-class b_t) after the gradient pass. */
-static inline double fx_target_grad(const fx_softmax_args *A, double g_t, double wt)
+   target class's a p_t - (per-class b_t) after the gradient pass; lanes are items. */
+FN VD item_target_grad(const fx_softmax_args *A, VD g_t, VD wt)
 {
     return g_t - A->grad_scale * (1.0 - A->smoothing) * wt;
+}
+
+FN double fx_target_grad(const fx_softmax_args *A, double g_t, double wt)
+{
+    return item_target_grad(A, vdsplat(g_t), vdsplat(wt))[0];
 }
 
 /* The class weight of a hard label: w[label], 1 without weights (w NULL). */

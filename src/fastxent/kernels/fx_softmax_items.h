@@ -1,0 +1,200 @@
+/*
+ * Softmax cross-entropy over rows of few classes (class axis last, C <= FX_ITEMS_MAX_C),
+ * a vector of items at a time: lanes run over VL neighbouring rows, the loops over the
+ * C classes.
+ *
+ * The row path (fx_softmax_rows.h) runs along a row: per row it pays for two passes of
+ * partial vectors, two horizontal reductions, a label read and a scalar finish with its
+ * own log, about as much as the exps of 30 classes. Here all of that is per vector of
+ * VL items: a group of VL rows is read as C vectors, one per class (vgather_part,
+ * stride C), kept in a tile on the stack; the passes run over the tile as the class-axis
+ * kernel's run over its panel (max; exp and the per-class sums; the finish, in float64
+ * lanes, item_finish; the gradient), and the gradient goes back with vscatter_part.
+ * The formulas are fx_softmax_item.h's, as for every path.
+ */
+#ifndef FX_SOFTMAX_ITEMS_H
+#define FX_SOFTMAX_ITEMS_H
+
+#include "fx_vecmath.h"
+#include "fx_softmax_item.h"
+#include "fx_variants.h"
+
+/* The hard labels of lanes [0, n) from row r as classes (FX_LABEL_IGNORED past n). */
+FN VI items_labels(const fx_softmax_args *A, int64_t r, int64_t n)
+{
+    int64_t l64[VL];
+    VI lab;
+    fx_labels(A->labels, A->label_type, r, n, A->C, A->ignore_index, l64);
+    for (int i = 0; i < VL; i++) lab[i] = i < n ? l64[i] : FX_LABEL_IGNORED;
+    return lab;
+}
+
+/* The class weight of each kept lane's hard label (1 without weights, 0 elsewhere). */
+FN VR items_label_weights(const R *w, VI lab, VI keep)
+{
+    if (!w) return vzero_unless(keep, vsplat(1));
+    VR wt = {0};
+    for (int i = 0; i < VL; i++)
+        if (keep[i]) wt[i] = w[lab[i]];
+    return wt;
+}
+
+/* One group: rows [r, r + n), n <= VL, of the call's variant (aux, weighted: constants
+   of the caller's switch). Adds each live lane's loss to acc (per float64 half). */
+FN void items_group(const fx_softmax_args *A, int aux, int weighted, int64_t r, int64_t n,
+                    VD *acc)
+{
+    const int64_t C = A->C;
+    const R *x = (const R *)A->x + r * C;
+    const R *w = (const R *)A->weight;
+    const R *y = A->soft ? (const R *)A->soft + r * C : NULL;
+    R *g = A->grad ? (R *)A->grad + r * C : NULL;
+    const int soft = A->soft != NULL;
+    const double eps = A->smoothing;
+    const R c1 = (R)(1.0 - eps), c0 = (R)(eps / (double)C);
+    const VR zero = {0};
+    VR t[FX_ITEMS_MAX_C];                   /* x, then e, then the gradient, per class */
+    const VI live = vlive(n);
+    const VI lab = soft ? (VI){0} : items_labels(A, r, n);
+    const VI keep = soft ? live : live & (lab >= 0);
+
+    /* pass 1: the tile, the max and the target logit per lane (a NaN, if any, reaches s
+       in pass 2) */
+    VR m = vsplat(-INFINITY), xt = zero;
+    for (int64_t j = 0; j < C; j++) {
+        VR v = vgather_part(x + j, C, n, -INFINITY);
+        t[j] = v;
+        m = vmax_fast(m, v);
+        if (!soft) xt = vselect(lab == visplat(j), v, xt);
+    }
+    const VR sh = vselect(m == vsplat(-INFINITY), zero, m);
+
+    /* pass 2: e = exp(x - sh) and the sums of the variant, added in float64: with few
+       terms per lane, each rounding of a float32 sum would be a large part of a small
+       loss (S = 1 + 1e-4 loses 6e-8 per term) */
+    VD s_acc[FX_HALVES], bd_acc[FX_HALVES], bsum_acc[FX_HALVES];
+    double spill[VL] = {0};
+    for (int h = 0; h < FX_HALVES; h++) s_acc[h] = bd_acc[h] = bsum_acc[h] = vdsplat(0);
+    for (int64_t j = 0; j < C; j++) {
+        VR v = t[j];
+        VR e = vexp_nonpos(v - sh);
+        for (int h = 0; h < FX_HALVES; h++) s_acc[h] += vd_half(e, h);
+        if (aux != FX_AUX_NONE) {
+            VR yv = aux == FX_AUX_SOFT ? vgather_part(y + j, C, n, 0) : zero;
+            VR b = vzero_unless(live, target_weights(aux, vsplat(weighted ? w[j] : (R)1), yv, c1, c0));
+            VR bdj = bd_terms(b, sh, v, spill);
+            for (int h = 0; h < FX_HALVES; h++) {
+                bsum_acc[h] += vd_half(b, h);
+                bd_acc[h] += vd_half(bdj, h);
+            }
+        }
+        t[j] = e;
+    }
+
+    /* the finish, per float64 half: loss (dropped lanes: fx_dropped_loss) and gradient
+       factor */
+    VD log_s[FX_HALVES];
+    vlog_halves(s_acc, log_s);
+    const VR wt = soft ? zero : items_label_weights(w, lab, keep);
+    VD loss[FX_HALVES], alpha_d[FX_HALVES], tgt[FX_HALVES], wt_d[FX_HALVES];
+    for (int h = 0; h < FX_HALVES; h++) {
+        VD M = vd_half(m, h), spill_d;
+        for (int i = 0; i < VLD; i++) spill_d[i] = spill[h * VLD + i];
+        VD bdM = one_chunk_bdM(M, vd_half(sh, h), bd_acc[h] + spill_d, bsum_acc[h]);
+        VD k;
+        wt_d[h] = vd_half(wt, h);
+        VD l = item_finish(A, M, bsum_acc[h], bdM, wt_d[h], vd_half(xt, h), log_s[h], &k);
+        alpha_d[h] = one_chunk_alpha(k, s_acc[h]);
+        VDI kept = vdi_half(keep, h), bad = vdi_half(live & (lab == FX_LABEL_BAD), h);
+        loss[h] = vdselect(kept, l, vdzero_unless(bad, vdsplat(NAN)));
+        acc[h] += loss[h];
+    }
+    if (A->item_loss) vstore_part((R *)A->item_loss + r, vr_of_halves(loss), n);
+    if (!g) return;
+
+    /* the gradient alpha e - scale b; the hard label's term (item_target_grad, in
+       float64) on the target class; dropped lanes 0 */
+    const VR alpha = vr_of_halves(alpha_d), beta = vsplat((R)A->grad_scale);
+    VR gt = zero;
+    for (int64_t j = 0; j < C; j++) {
+        VR e = t[j], gv;
+        if (aux == FX_AUX_NONE) {
+            gv = e * alpha;
+        } else {
+            VR yv = aux == FX_AUX_SOFT ? vgather_part(y + j, C, n, 0) : zero;
+            gv = vmul_sub(e, alpha, target_weights(aux, vsplat(weighted ? w[j] : (R)1), yv, c1, c0) * beta);
+        }
+        if (!soft) gt = vselect(lab == visplat(j), gv, gt);
+        t[j] = gv;
+    }
+    if (!soft) {
+        for (int h = 0; h < FX_HALVES; h++) tgt[h] = item_target_grad(A, vd_half(gt, h), wt_d[h]);
+        gt = vr_of_halves(tgt);
+    }
+    for (int64_t j = 0; j < C; j++) {
+        VR gv = soft ? t[j] : vselect(lab == visplat(j), gt, t[j]);
+        vscatter_part(g + j, C, vzero_unless(keep, gv), n);
+    }
+}
+
+FN double items_range(const fx_softmax_args *A, int aux, int weighted, int64_t r0, int64_t r1)
+{
+    VD acc[FX_HALVES];
+    for (int h = 0; h < FX_HALVES; h++) acc[h] = vdsplat(0);
+    for (int64_t r = r0; r < r1; r += VL)
+        items_group(A, aux, weighted, r, r1 - r < VL ? r1 - r : VL, acc);
+    double total = 0.0;
+    for (int h = 0; h < FX_HALVES; h++)
+        for (int i = 0; i < VLD; i++) total += acc[h][i];
+    return total;
+}
+
+/* nll_loss on log-probabilities (fx_nll_loss) over rows [r0, r1): the gradient rows
+   zeroed at once, then per row its target's term. */
+FN double nll_items(const fx_softmax_args *A, int64_t r0, int64_t r1)
+{
+    const int64_t C = A->C;
+    const R *x = (const R *)A->x;
+    R *g = (R *)A->grad;
+    double total = 0.0;
+    for (int64_t r = r0; r < r1; r += VL) {
+        int64_t n = r1 - r < VL ? r1 - r : VL, lab[VL];
+        double wt[VL], loss[VL];
+        fx_labels(A->labels, A->label_type, r, n, C, A->ignore_index, lab);
+        for (int64_t i = 0; i < n; i++) {      /* read before g (maybe x) is zeroed */
+            loss[i] = fx_dropped_loss(lab[i]);
+            if (lab[i] >= 0) {
+                wt[i] = class_weight((const R *)A->weight, lab[i]);
+                loss[i] = fx_nll_loss(wt[i], (double)x[(r + i) * C + lab[i]]);
+            }
+        }
+        if (g) {
+            memset(g + r * C, 0, (size_t)(n * C) * sizeof(R));
+            for (int64_t i = 0; i < n; i++)
+                if (lab[i] >= 0) g[(r + i) * C + lab[i]] = (R)fx_nll_grad(A, wt[i]);
+        }
+        for (int64_t i = 0; i < n; i++) {
+            if (A->item_loss) ((R *)A->item_loss)[r + i] = (R)loss[i];
+            total += loss[i];
+        }
+    }
+    return total;
+}
+
+/* Rows [r0, r1) of (rows, C), C <= FX_ITEMS_MAX_C: the kernel of softmax_rows's
+   signature for few classes. */
+KERNEL double softmax_items(const fx_softmax_args *A, int64_t r0, int64_t r1,
+                            fx_chunk *row_chunks)
+{
+    (void)row_chunks;
+    if (A->logprob_input) return nll_items(A, r0, r1);
+    switch (fx_softmax_variant(A)) {
+#define FX_CASE(name, AUX, W) \
+    case FX_SOFTMAX_##name: return items_range(A, AUX, W, r0, r1);
+    FX_SOFTMAX_VARIANTS(FX_CASE)
+#undef FX_CASE
+    }
+    return NAN;
+}
+
+#endif /* FX_SOFTMAX_ITEMS_H */
