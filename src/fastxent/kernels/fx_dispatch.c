@@ -160,17 +160,46 @@ int64_t fx_check_labels(const void *labels, fx_label_type type, int64_t n, int64
                         int64_t ignore_index, const double *weight, double *wsum,
                         int64_t *bad_value)
 {
+    /* The kept labels counted in an integer without weights (the same value as a sum of
+       ones, without a chain of float64 additions), their weights summed in order with;
+       the type switch outside the loop (uint64 through fx_label, whose values above
+       INT64_MAX are bad even where they wrap to ignore_index). */
     double s = 0.0;
-    for (int64_t i = 0; i < n; i++) {
-        int64_t t = fx_label(labels, type, i, C, ignore_index);
-        if (t == FX_LABEL_IGNORED) continue;
-        if (t == FX_LABEL_BAD) {
-            *bad_value = fx_read_label(labels, type, i);
-            return i;
+    int64_t kept = 0;
+#define FX_CHECK_LOOP(T)                                                                \
+    for (int64_t i = 0; i < n; i++) {                                                   \
+        int64_t t = (int64_t)((const T *)labels)[i];                                    \
+        if (t == ignore_index) continue;                                                \
+        if (t < 0 || t >= C) {                                                          \
+            *bad_value = t;                                                             \
+            return i;                                                                   \
+        }                                                                               \
+        if (weight) s += weight[t];                                                     \
+        else kept++;                                                                    \
+    }                                                                                   \
+    break;
+    switch (type) {
+    case FX_I8:  FX_CHECK_LOOP(int8_t)
+    case FX_I16: FX_CHECK_LOOP(int16_t)
+    case FX_I32: FX_CHECK_LOOP(int32_t)
+    case FX_I64: FX_CHECK_LOOP(int64_t)
+    case FX_U8:  FX_CHECK_LOOP(uint8_t)
+    case FX_U16: FX_CHECK_LOOP(uint16_t)
+    case FX_U32: FX_CHECK_LOOP(uint32_t)
+    default:
+        for (int64_t i = 0; i < n; i++) {
+            int64_t t = fx_label(labels, type, i, C, ignore_index);
+            if (t == FX_LABEL_IGNORED) continue;
+            if (t == FX_LABEL_BAD) {
+                *bad_value = fx_read_label(labels, type, i);
+                return i;
+            }
+            if (weight) s += weight[t];
+            else kept++;
         }
-        s += weight ? weight[t] : 1.0;
     }
-    *wsum = s;
+#undef FX_CHECK_LOOP
+    *wsum = weight ? s : (double)kept;
     return -1;
 }
 

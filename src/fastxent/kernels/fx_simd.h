@@ -344,14 +344,6 @@ FN VR vr_of_halves(const VD *d)
 #endif
 }
 
-/* The lanes of a VR mask as float64-lane masks, half h. */
-FN VDI vdi_half(VI m, int h)
-{
-    VDI r;
-    for (int i = 0; i < VLD; i++) r[i] = m[h * VLD + i] ? -1 : 0;
-    return r;
-}
-
 /* A float64 accumulator of VR vectors, for per-element losses that may be huge: a
    float32 sum of a few 3e38-sized losses would overflow where their float64 mean does
    not. */

@@ -118,7 +118,6 @@ FN double softmax_panel(const fx_softmax_args *A, int aux, const R *w, int64_t i
     const int nv = S.nv;
     VI live[NV], keep[NV];
     int64_t label[NV * VL];
-    fx_chunk st[NV * VL];
     double total = 0.0;
     panel_lanes(A, S, item0, n, live, keep, label);
     if (A->logprob_input) return panel_nll(A, S, keep, label, inner, item0, n, x, g);
@@ -142,8 +141,9 @@ FN double softmax_panel(const fx_softmax_args *A, int aux, const R *w, int64_t i
             if (buf) vstore(ws + c * stride + q * VL, v);
             m[q] = vmax_fast(m[q], v);
         }
-    for (int64_t l = 0; l < n; l++)      /* the target logits, from buf (a gather from x would miss) */
-        st[l].xt = !soft && lane_kept(keep, l) ? (double)xs[label[l] * stride + l] : 0.0;
+    R xt[NV * VL];                       /* the target logits, from buf (a gather from x would miss) */
+    for (int64_t l = 0; l < n; l++)
+        xt[l] = !soft && lane_kept(keep, l) ? xs[label[l] * stride + l] : 0;
     for (int q = 0; q < nv; q++)
         sh[q] = vselect(m[q] == vsplat(-INFINITY), zero, m[q]);
 
@@ -180,35 +180,36 @@ FN double softmax_panel(const fx_softmax_args *A, int aux, const R *w, int64_t i
         }
     }
 
-    /* per lane: the loss and the gradient factor; log S one vector at a time */
-    R alpha_r[NV * VL];
+    /* the finish, a vector of items at a time (items_finish) */
+    VR alpha[NV];
     for (int q = 0; q < nv; q++) {
-        R s_r[VL], log_s[VL];
-        for (int l = 0; l < VL; l++) s_r[l] = (R)s_acc[q * VL + l];
-        vstore(log_s, vlog(vload(s_r)));
+        VI lab;                 /* as items_finish takes them: soft lanes 0 when live */
+        VR xtv;
+        VD s_d[FX_HALVES], bd_d[FX_HALVES], bsum_d[FX_HALVES], loss[FX_HALVES];
         for (int l = 0; l < VL; l++) {
             int64_t i = (int64_t)q * VL + l;
-            alpha_r[i] = 0;
-            if (i >= n) continue;
-            double loss = fx_dropped_loss(label[i]);
-            if (lane_kept(keep, i)) {
-                st[i].m = m[q][l]; st[i].sh = sh[q][l];
-                st[i].s = s_acc[i]; st[i].bd = bd_acc[i]; st[i].bsum = bsum_acc[i];
-                double wt = soft ? 1.0 : class_weight(w, label[i]);
-                double ls = log_s[l];
-                loss = fx_item_loss(A, st + i, 1, wt, st[i].xt, &ls);
-                alpha_r[i] = (R)st[i].alpha;
-            }
-            if (A->item_loss) ((R *)A->item_loss)[item0 + i] = (R)loss;
-            total += loss;
+            lab[l] = i < n ? label[i] : FX_LABEL_IGNORED;
+            xtv[l] = i < n ? xt[i] : 0;
         }
+        for (int h = 0; h < FX_HALVES; h++) {
+            memcpy(&s_d[h], s_acc + q * VL + h * VLD, sizeof s_d[h]);
+            memcpy(&bd_d[h], bd_acc + q * VL + h * VLD, sizeof bd_d[h]);
+            memcpy(&bsum_d[h], bsum_acc + q * VL + h * VLD, sizeof bsum_d[h]);
+        }
+        alpha[q] = items_finish(A, lab, m[q], sh[q], xtv, soft ? zero : lane_label_weights(w, lab),
+                                s_d, bd_d, bsum_d, loss);
+        for (int h = 0; h < FX_HALVES; h++)
+            for (int l = 0; l < VLD; l++) {
+                int64_t i = (int64_t)q * VL + h * VLD + l;
+                if (i >= n) break;
+                if (A->item_loss) ((R *)A->item_loss)[item0 + i] = (R)loss[h][l];
+                total += loss[h][l];
+            }
     }
     if (!g) return total;
 
     /* pass 3: the gradient alpha e - scale b in buf (ignored lanes exactly 0), the hard
        labels' term there too, then out to g */
-    VR alpha[NV];
-    for (int q = 0; q < nv; q++) alpha[q] = vload(alpha_r + q * VL);
     const R beta = (R)A->grad_scale;
     for (int64_t c = 0; c < C; c++)
         for (int q = 0; q < nv; q++) {

@@ -25,6 +25,7 @@
 #include "fx_api.h"
 #include "fx_labels.h"
 #include "fx_simd.h"
+#include "fx_vecmath.h"
 
 /* Which per-class sums the exp pass gathers besides s (the "aux" of a variant):
      NONE: none (hard labels without smoothing)
@@ -197,6 +198,51 @@ FN VD item_target_grad(const fx_softmax_args *A, VD g_t, VD wt)
 FN double fx_target_grad(const fx_softmax_args *A, double g_t, double wt)
 {
     return item_target_grad(A, vdsplat(g_t), vdsplat(wt))[0];
+}
+
+/* ---------------------------------------------------------- a vector of items */
+
+/* The class weight of each kept lane's hard label (lab >= 0; 1 without weights), 0 in
+   the other lanes. */
+FN VR lane_label_weights(const R *w, VI lab)
+{
+    if (!w) return vzero_unless(lab >= 0, vsplat(1));
+    VR wt = {0};
+    for (int i = 0; i < VL; i++)
+        if (lab[i] >= 0) wt[i] = w[lab[i]];
+    return wt;
+}
+
+/* The finish of a vector of items of one chunk each, for the kernels whose lanes are
+   items (fx_softmax_items.h, fx_softmax_cols.h): lab per lane is its class (soft
+   targets: 0), FX_LABEL_IGNORED or FX_LABEL_BAD; m, sh, xt and wt its max, shift,
+   target logit and the target's class weight; s, bd and bsum the float64 halves of its
+   sums (bd with any spill added). Writes each lane's loss (item_finish; a dropped lane
+   fx_dropped_loss's 0 or NaN) to loss[h] and returns the gradient factors in R. */
+FN VR items_finish(const fx_softmax_args *A, VI lab, VR m, VR sh, VR xt, VR wt, const VD *s,
+                   const VD *bd, const VD *bsum, VD *loss)
+{
+    VD log_s[FX_HALVES], alpha[FX_HALVES];
+    vlog_halves(s, log_s);
+    const VR lab_r = __builtin_convertvector(lab, VR);
+    for (int h = 0; h < FX_HALVES; h++) {
+        VD M = vd_half(m, h), lab_d = vd_half(lab_r, h), k;
+        VD bdM = one_chunk_bdM(M, vd_half(sh, h), bd[h], bsum[h]);
+        VD l = item_finish(A, M, bsum[h], bdM, vd_half(wt, h), vd_half(xt, h), log_s[h], &k);
+        alpha[h] = one_chunk_alpha(k, s[h]);
+        loss[h] = vdselect(lab_d >= 0.0, l,
+                           vdzero_unless(lab_d == (double)FX_LABEL_BAD, vdsplat(NAN)));
+    }
+    return vr_of_halves(alpha);
+}
+
+/* item_target_grad of a vector of items' target-class gradients gt, in float64 lanes,
+   rounded once to R. */
+FN VR items_target_grad(const fx_softmax_args *A, VR gt, VR wt)
+{
+    VD g[FX_HALVES];
+    for (int h = 0; h < FX_HALVES; h++) g[h] = item_target_grad(A, vd_half(gt, h), vd_half(wt, h));
+    return vr_of_halves(g);
 }
 
 /* The class weight of a hard label: w[label], 1 without weights (w NULL). */

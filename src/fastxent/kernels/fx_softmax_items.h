@@ -19,24 +19,35 @@
 #include "fx_softmax_item.h"
 #include "fx_variants.h"
 
-/* The hard labels of lanes [0, n) from row r as classes (FX_LABEL_IGNORED past n). */
+/* How many groups ahead items_group prefetches. */
+#define FX_ITEMS_AHEAD 4
+
+/* The hard labels of lanes [0, n) from row r as classes, FX_LABEL_IGNORED or
+   FX_LABEL_BAD (fx_label; FX_LABEL_IGNORED past n). int64 and int32 labels of a whole
+   vector are classified in vectors; the rest through fx_labels. */
 FN VI items_labels(const fx_softmax_args *A, int64_t r, int64_t n)
 {
+    const int64_t C = A->C, ign = A->ignore_index;
+#define FX_CLASSIFY(T)                                                                  \
+    if (n == VL) {                                                                      \
+        typedef T LV __attribute__((vector_size(VL * sizeof(T))));                     \
+        LV t, ok, ignored;                                                              \
+        memcpy(&t, (const T *)A->labels + r, sizeof t);                                 \
+        ok = (t >= 0) & (t < (T)C);                                                     \
+        ignored = t == (T)ign;                                                          \
+        if ((int64_t)(T)ign != ign) ignored = (LV){0};  /* not a value of T */          \
+        t = (ok & t) | (~ok & (T)FX_LABEL_BAD);                                         \
+        t = (ignored & (T)FX_LABEL_IGNORED) | (~ignored & t);                           \
+        return __builtin_convertvector(t, VI);                                          \
+    }
+    if (A->label_type == FX_I64) { FX_CLASSIFY(int64_t) }
+    else if (A->label_type == FX_I32) { FX_CLASSIFY(int32_t) }
+#undef FX_CLASSIFY
     int64_t l64[VL];
     VI lab;
-    fx_labels(A->labels, A->label_type, r, n, A->C, A->ignore_index, l64);
+    fx_labels(A->labels, A->label_type, r, n, C, ign, l64);
     for (int i = 0; i < VL; i++) lab[i] = i < n ? l64[i] : FX_LABEL_IGNORED;
     return lab;
-}
-
-/* The class weight of each kept lane's hard label (1 without weights, 0 elsewhere). */
-FN VR items_label_weights(const R *w, VI lab, VI keep)
-{
-    if (!w) return vzero_unless(keep, vsplat(1));
-    VR wt = {0};
-    for (int i = 0; i < VL; i++)
-        if (keep[i]) wt[i] = w[lab[i]];
-    return wt;
 }
 
 /* One group: rows [r, r + n), n <= VL, of the call's variant (aux, weighted: constants
@@ -55,8 +66,24 @@ FN void items_group(const fx_softmax_args *A, int aux, int weighted, int64_t r, 
     const VR zero = {0};
     VR t[FX_ITEMS_MAX_C];                   /* x, then e, then the gradient, per class */
     const VI live = vlive(n);
-    const VI lab = soft ? (VI){0} : items_labels(A, r, n);
-    const VI keep = soft ? live : live & (lab >= 0);
+    /* a class per lane (soft targets: 0), FX_LABEL_IGNORED past n */
+    const VI lab = soft ? ~live & visplat(FX_LABEL_IGNORED) : items_labels(A, r, n);
+    const VI keep = lab >= 0;
+
+    /* The gathers of a group wait on VL rows' lines at once, which the hardware
+       prefetchers, following one stream, do not fetch ahead: fetch the group
+       FX_ITEMS_AHEAD groups on now (the same span of g, and the labels, too). */
+    {
+        const size_t span = (size_t)(VL * C) * sizeof(R), ahead = FX_ITEMS_AHEAD * span;
+        for (size_t b = 0; b < span; b += 64) {
+            __builtin_prefetch((const char *)x + ahead + b, 0, 3);
+            if (y) __builtin_prefetch((const char *)y + ahead + b, 0, 3);
+            if (g) __builtin_prefetch((const char *)g + ahead + b, 1, 3);
+        }
+        if (!soft)
+            __builtin_prefetch((const char *)A->labels + (size_t)(r + FX_ITEMS_AHEAD * VL)
+                               * fx_label_bytes(A->label_type), 0, 3);
+    }
 
     /* pass 1: the tile, the max and the target logit per lane (a NaN, if any, reaches s
        in pass 2) */
@@ -91,30 +118,20 @@ FN void items_group(const fx_softmax_args *A, int aux, int weighted, int64_t r, 
         t[j] = e;
     }
 
-    /* the finish, per float64 half: loss (dropped lanes: fx_dropped_loss) and gradient
-       factor */
-    VD log_s[FX_HALVES];
-    vlog_halves(s_acc, log_s);
-    const VR wt = soft ? zero : items_label_weights(w, lab, keep);
-    VD loss[FX_HALVES], alpha_d[FX_HALVES], tgt[FX_HALVES], wt_d[FX_HALVES];
-    for (int h = 0; h < FX_HALVES; h++) {
-        VD M = vd_half(m, h), spill_d;
-        for (int i = 0; i < VLD; i++) spill_d[i] = spill[h * VLD + i];
-        VD bdM = one_chunk_bdM(M, vd_half(sh, h), bd_acc[h] + spill_d, bsum_acc[h]);
-        VD k;
-        wt_d[h] = vd_half(wt, h);
-        VD l = item_finish(A, M, bsum_acc[h], bdM, wt_d[h], vd_half(xt, h), log_s[h], &k);
-        alpha_d[h] = one_chunk_alpha(k, s_acc[h]);
-        VDI kept = vdi_half(keep, h), bad = vdi_half(live & (lab == FX_LABEL_BAD), h);
-        loss[h] = vdselect(kept, l, vdzero_unless(bad, vdsplat(NAN)));
-        acc[h] += loss[h];
-    }
+    /* the finish (dropped lanes: fx_dropped_loss) */
+    if (aux != FX_AUX_NONE)
+        for (int h = 0; h < FX_HALVES; h++)
+            for (int i = 0; i < VLD; i++) bd_acc[h][i] += spill[h * VLD + i];
+    const VR wt = soft ? zero : lane_label_weights(w, lab);
+    VD loss[FX_HALVES];
+    const VR alpha = items_finish(A, lab, m, sh, xt, wt, s_acc, bd_acc, bsum_acc, loss);
+    for (int h = 0; h < FX_HALVES; h++) acc[h] += loss[h];
     if (A->item_loss) vstore_part((R *)A->item_loss + r, vr_of_halves(loss), n);
     if (!g) return;
 
-    /* the gradient alpha e - scale b; the hard label's term (item_target_grad, in
-       float64) on the target class; dropped lanes 0 */
-    const VR alpha = vr_of_halves(alpha_d), beta = vsplat((R)A->grad_scale);
+    /* the gradient alpha e - scale b; the hard label's term (items_target_grad) on the
+       target class; dropped lanes 0 */
+    const VR beta = vsplat((R)A->grad_scale);
     VR gt = zero;
     for (int64_t j = 0; j < C; j++) {
         VR e = t[j], gv;
@@ -127,10 +144,7 @@ FN void items_group(const fx_softmax_args *A, int aux, int weighted, int64_t r, 
         if (!soft) gt = vselect(lab == visplat(j), gv, gt);
         t[j] = gv;
     }
-    if (!soft) {
-        for (int h = 0; h < FX_HALVES; h++) tgt[h] = item_target_grad(A, vd_half(gt, h), wt_d[h]);
-        gt = vr_of_halves(tgt);
-    }
+    if (!soft) gt = items_target_grad(A, gt, wt);
     for (int64_t j = 0; j < C; j++) {
         VR gv = soft ? t[j] : vselect(lab == visplat(j), gt, t[j]);
         vscatter_part(g + j, C, vzero_unless(keep, gv), n);
