@@ -1,0 +1,477 @@
+"""fastxent for PyTorch: ``torch.nn.functional``'s losses and ``torch.nn``'s loss modules on
+CPU tensors, with autograd and ``torch.compile(fullgraph=True)``.
+
+The one-line swap::
+
+    import fastxent.torch as fxt
+    loss = fxt.cross_entropy(logits, target)      # was F.cross_entropy(logits, target)
+    criterion = fxt.CrossEntropyLoss()            # was nn.CrossEntropyLoss()
+
+How a call runs (imported on demand: ``import fastxent`` never imports torch):
+
+1. The public function (same signature as ``torch.nn.functional``'s) resolves the legacy
+   ``size_average``/``reduce`` arguments and refuses a target or weight that requires grad
+   (the fused kernel gives the gradient with respect to ``input`` only).
+2. The forward reads each tensor's memory as a NumPy array (``Tensor.numpy()``: a view, any
+   strides, int32 or int64 targets as they are) and runs fastxent's fused kernel with
+   ``return_grad=True``, writing the gradient of the loss straight into a fresh torch tensor.
+   Threads: ``torch.get_num_threads()``, so ``torch.set_num_threads`` governs these losses as
+   it governs torch's own.
+3. Backward takes that gradient and scales it in place by the incoming gradient (no multiply
+   when the incoming gradient is a scalar 1, as ``loss.backward()`` gives), then hands it to
+   autograd, which keeps it as ``input.grad`` without a copy where it can. Backward runs once:
+   the saved gradient is consumed (a second backward through the same loss, or a double
+   backward, raises a RuntimeError saying so).
+
+Each loss is a ``torch.library`` custom op in the namespace ``fastxent``
+(``torch.ops.fastxent.cross_entropy`` etc.) with a fake implementation and a registered
+autograd formula, so that ``torch.compile(fullgraph=True)`` and ``torch.export`` trace through
+it. In eager mode, on plain tensors, the same forward and backward run through a plain
+``torch.autograd.Function`` instead: the custom-op dispatch costs about 20-30 us a call
+(measured at 64x10, bench/torch_autograd.py), as much as the loss itself on small batches.
+"""
+from typing import Callable, Optional, Tuple
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from . import _losses
+
+__all__ = [
+    "cross_entropy",
+    "nll_loss",
+    "binary_cross_entropy_with_logits",
+    "binary_cross_entropy",
+    "kl_div",
+    "CrossEntropyLoss",
+    "NLLLoss",
+    "BCEWithLogitsLoss",
+    "BCELoss",
+    "KLDivLoss",
+]
+
+# the input dtypes fastxent computes in
+_FLOAT_DTYPES = (torch.float32, torch.float64)
+_PLAIN_TENSORS = (torch.Tensor, torch.nn.Parameter)
+
+
+# --------------------------------------------------------------------- tensors as arrays
+def _array(t: Optional[Tensor], name: str, float_only: bool = False) -> Optional[np.ndarray]:
+    """The memory of the CPU tensor ``t`` as a NumPy array (no copy, any strides); None
+    for None. ValueError for a tensor on another device; TypeError for a dtype NumPy cannot
+    hold, or (``float_only``) one fastxent does not compute in. fastxent's own checks (shapes,
+    labels, values) then run on the array."""
+    if t is None:
+        return None
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"fastxent.torch: {name} must be a torch.Tensor, got {type(t).__name__}")
+    if t.device.type != "cpu":
+        raise ValueError(
+            f"fastxent.torch: {name} is on device {t.device}; fastxent computes on the CPU "
+            f"only: move it with {name}.cpu(), or use torch.nn.functional on {t.device}")
+    if float_only and t.dtype not in _FLOAT_DTYPES:
+        raise TypeError(
+            f"fastxent.torch: {name} has dtype {t.dtype}; fastxent computes in torch.float32 "
+            f"and torch.float64 (cast it: {name}.float())")
+    if t.requires_grad:  # the autograd.Function path sees the caller's tensors
+        t = t.detach()
+    try:
+        return t.numpy()
+    except TypeError as exc:   # e.g. bfloat16, which NumPy has no dtype for
+        raise TypeError(f"fastxent.torch: {name} has dtype {t.dtype}, which fastxent does "
+                        f"not take ({exc})") from None
+
+
+def _tensor(loss) -> Tensor:
+    """fastxent's loss (a NumPy scalar, or an array for reduction='none') as a tensor."""
+    return torch.from_numpy(np.asarray(loss))
+
+
+def _grad_buffer(input: Tensor, need_grad: bool) -> Tensor:
+    # contiguous whatever input's strides: fastxent writes it directly, and autograd keeps
+    # it as input.grad without a copy when input is contiguous too
+    return torch.empty(input.shape if need_grad else (0,), dtype=input.dtype)
+
+
+def _no_grad_for(t: Optional[Tensor], name: str, fname: str) -> None:
+    if isinstance(t, torch.Tensor) and t.requires_grad:
+        raise RuntimeError(
+            f"fastxent.torch.{fname}: {name} requires grad, but fastxent's fused kernel gives "
+            f"the gradient with respect to input only: pass {name}.detach(), or use "
+            f"torch.nn.functional.{fname} to differentiate through {name}")
+
+
+def _reduction(size_average, reduce, reduction: str) -> str:
+    """torch.nn.functional's resolution of the deprecated size_average / reduce."""
+    if size_average is not None or reduce is not None:
+        from torch.nn import _reduction
+        return _reduction.legacy_get_string(size_average, reduce)
+    return reduction
+
+
+def _threads() -> int:
+    return torch.get_num_threads()
+
+
+# ------------------------------------------------------------- forwards (loss and grad)
+# Each returns (loss, grad): grad is d loss.sum() / d input when need_grad, else an empty
+# tensor. The custom ops and the eager autograd.Function both run these.
+
+def _softmax_forward(input: Tensor, target: Tensor, weight: Optional[Tensor],
+                     ignore_index: int, reduction: str, label_smoothing: float,
+                     need_grad: bool, logprob_input: bool) -> Tuple[Tensor, Tensor]:
+    x = _array(input, "input", float_only=True)
+    y = _array(target, "target")
+    w = _array(weight, "weight")
+    grad = _grad_buffer(input, need_grad)
+    fn = _losses.nll_loss if logprob_input else _losses.cross_entropy
+    kw = {} if logprob_input else {"label_smoothing": label_smoothing}
+    if need_grad:
+        loss, _ = fn(x, y, w, ignore_index=ignore_index, reduction=reduction, return_grad=True,
+                     grad_out=grad.numpy(), n_threads=_threads(), **kw)
+    else:
+        loss = fn(x, y, w, ignore_index=ignore_index, reduction=reduction, n_threads=_threads(),
+                  **kw)
+    return _tensor(loss), grad
+
+
+def _elementwise_forward(fn: Callable, input: Tensor, target: Tensor, need_grad: bool,
+                         **kw) -> Tuple[Tensor, Tensor]:
+    """fn: one of fastxent's elementwise losses; kw: its options, tensors among them."""
+    x = _array(input, "input", float_only=True)
+    y = _array(target, "target")
+    arrays = {k: (_array(v, k) if isinstance(v, torch.Tensor) else v) for k, v in kw.items()}
+    grad = _grad_buffer(input, need_grad)
+    if need_grad:
+        loss, _ = fn(x, y, return_grad=True, grad_out=grad.numpy(), n_threads=_threads(),
+                     **arrays)
+    else:
+        loss = fn(x, y, n_threads=_threads(), **arrays)
+    return _tensor(loss), grad
+
+
+# ------------------------------------------------------------------------ the backward
+class _SecondOrderError(torch.autograd.Function):
+    """Identity whose backward raises: what a gradient computed by fastxent passes through
+    when autograd records the backward (create_graph=True), so that differentiating it
+    again gives this message rather than a number missing the second-order term."""
+
+    @staticmethod
+    def forward(ctx, grad: Tensor) -> Tensor:  # type: ignore[override]
+        return grad.view_as(grad)
+
+    @staticmethod
+    def backward(ctx, _):  # type: ignore[override]
+        raise RuntimeError(
+            "fastxent.torch: double backward is not supported: the loss's gradient comes "
+            "from fastxent's fused kernel, not from differentiable torch operations; use "
+            "torch.nn.functional for second derivatives")
+
+
+def _scaled_grad(ctx, grad_loss: Tensor) -> Tensor:
+    """The gradient saved by the forward, scaled in place by ``grad_loss`` (the incoming
+    gradient of the loss: a scalar, or per item for reduction='none', broadcast along the
+    class dimension of softmax losses).
+
+    The first backward consumes the saved gradient (autograd may then keep it as
+    ``input.grad`` without a copy); a later one through the same graph (retain_graph=True,
+    ``gradcheck``) recomputes it from the saved inputs with the same fused kernel."""
+    grad = ctx.fx_grad
+    ctx.fx_grad = None
+    if grad is None or grad.numel() != ctx.fx_numel:  # consumed, or need_grad was False
+        args = list(ctx.fx_args)
+        for i, t in zip(ctx.fx_tensor_args, ctx.saved_tensors):
+            args[i] = t
+        args[-1] = True  # need_grad
+        grad = ctx.fx_impl(*args)[1]
+    g = grad_loss
+    if g.dim() and ctx.fx_class_dim is not None and g.dim() < grad.dim():
+        g = g.unsqueeze(ctx.fx_class_dim)
+    if torch.compiler.is_compiling() or type(g) not in _PLAIN_TENSORS:
+        # traced (AOTAutograd's functional tensors): out of place, which the partitioner
+        # requires (an in-place multiply of a forward output in backward is refused);
+        # the compiler plans the memory
+        grad = grad * g
+    elif g.dim() or g.item() != 1.0:
+        grad.mul_(g)
+    if torch.is_grad_enabled():  # create_graph=True
+        grad = _SecondOrderError.apply(grad)
+    return grad
+
+
+def _save(ctx, impl: Callable, args: tuple, grad: Tensor, class_dim: Optional[int]) -> None:
+    """Keep what backward needs: the gradient, and the call (``impl`` and its ``args``,
+    the tensors through save_for_backward) to compute it again for a second backward."""
+    ctx.fx_grad = grad
+    ctx.fx_numel = args[0].numel()
+    ctx.fx_class_dim = class_dim if args[0].dim() > 1 else None
+    ctx.fx_impl = impl
+    ctx.fx_tensor_args = [i for i, a in enumerate(args) if isinstance(a, torch.Tensor)]
+    ctx.fx_args = [None if isinstance(a, torch.Tensor) else a for a in args]
+    ctx.save_for_backward(*(args[i] for i in ctx.fx_tensor_args))
+
+
+# ------------------------------------------------------------------------ custom ops
+# need_grad is an argument so that evaluation (no grad) skips the gradient; the ops return
+# the gradient as a second, non-differentiable output, kept on the autograd context.
+
+def _softmax_fake(input: Tensor, reduction: str, need_grad: bool) -> Tuple[Tensor, Tensor]:
+    items = input.shape[:1] + input.shape[2:] if input.dim() > 1 else ()
+    loss = input.new_empty(items if reduction == "none" else ())
+    return loss, input.new_empty(input.shape if need_grad else (0,))
+
+
+def _elementwise_fake(input: Tensor, reduction: str, need_grad: bool) -> Tuple[Tensor, Tensor]:
+    loss = input.new_empty(input.shape if reduction == "none" else ())
+    return loss, input.new_empty(input.shape if need_grad else (0,))
+
+
+def _register_autograd(op, impl: Callable, class_dim: Optional[int]) -> None:
+    def setup_context(ctx, inputs, output) -> None:
+        ctx.mark_non_differentiable(output[1])
+        _save(ctx, impl, inputs, output[1], class_dim)
+
+    def backward(ctx, grad_loss, _grad_of_grad):
+        return (_scaled_grad(ctx, grad_loss),) + (None,) * (len(ctx.fx_args) - 1)
+
+    op.register_autograd(backward, setup_context=setup_context)
+
+
+def _cross_entropy_impl(input: Tensor, target: Tensor, weight: Optional[Tensor],
+                      ignore_index: int, reduction: str, label_smoothing: float,
+                      need_grad: bool) -> Tuple[Tensor, Tensor]:
+    return _softmax_forward(input, target, weight, ignore_index, reduction, label_smoothing,
+                            need_grad, False)
+
+
+_cross_entropy_op = torch.library.custom_op("fastxent::cross_entropy", _cross_entropy_impl, mutates_args=())
+
+
+@_cross_entropy_op.register_fake
+def _(input, target, weight, ignore_index, reduction, label_smoothing, need_grad):
+    return _softmax_fake(input, reduction, need_grad)
+
+
+def _nll_loss_impl(input: Tensor, target: Tensor, weight: Optional[Tensor], ignore_index: int,
+                 reduction: str, need_grad: bool) -> Tuple[Tensor, Tensor]:
+    return _softmax_forward(input, target, weight, ignore_index, reduction, 0.0, need_grad,
+                            True)
+
+
+_nll_loss_op = torch.library.custom_op("fastxent::nll_loss", _nll_loss_impl, mutates_args=())
+
+
+@_nll_loss_op.register_fake
+def _(input, target, weight, ignore_index, reduction, need_grad):
+    return _softmax_fake(input, reduction, need_grad)
+
+
+def _bce_logits_impl(input: Tensor, target: Tensor, weight: Optional[Tensor],
+                   pos_weight: Optional[Tensor], reduction: str,
+                   need_grad: bool) -> Tuple[Tensor, Tensor]:
+    return _elementwise_forward(_losses.binary_cross_entropy_with_logits, input, target,
+                                need_grad, weight=weight, pos_weight=pos_weight,
+                                reduction=reduction)
+
+
+_bce_logits_op = torch.library.custom_op("fastxent::binary_cross_entropy_with_logits", _bce_logits_impl, mutates_args=())
+
+
+@_bce_logits_op.register_fake
+def _(input, target, weight, pos_weight, reduction, need_grad):
+    return _elementwise_fake(input, reduction, need_grad)
+
+
+def _bce_impl(input: Tensor, target: Tensor, weight: Optional[Tensor], reduction: str,
+            need_grad: bool) -> Tuple[Tensor, Tensor]:
+    return _elementwise_forward(_losses.binary_cross_entropy, input, target, need_grad,
+                                weight=weight, reduction=reduction)
+
+
+_bce_op = torch.library.custom_op("fastxent::binary_cross_entropy", _bce_impl, mutates_args=())
+
+
+@_bce_op.register_fake
+def _(input, target, weight, reduction, need_grad):
+    return _elementwise_fake(input, reduction, need_grad)
+
+
+def _kl_div_impl(input: Tensor, target: Tensor, reduction: str, log_target: bool,
+               need_grad: bool) -> Tuple[Tensor, Tensor]:
+    return _elementwise_forward(_losses.kl_div, input, target, need_grad, reduction=reduction,
+                                log_target=log_target)
+
+
+_kl_div_op = torch.library.custom_op("fastxent::kl_div", _kl_div_impl, mutates_args=())
+
+
+@_kl_div_op.register_fake
+def _(input, target, reduction, log_target, need_grad):
+    return _elementwise_fake(input, reduction, need_grad)
+
+
+_register_autograd(_cross_entropy_op, _cross_entropy_impl, 1)
+_register_autograd(_nll_loss_op, _nll_loss_impl, 1)
+_register_autograd(_bce_logits_op, _bce_logits_impl, None)
+_register_autograd(_bce_op, _bce_impl, None)
+_register_autograd(_kl_div_op, _kl_div_impl, None)
+
+
+# ------------------------------------------------------------------ the eager fast path
+class _EagerLoss(torch.autograd.Function):
+    """The same forward and backward as the custom ops, without the custom-op dispatch:
+    ``forward`` gets the op's Python implementation, its class dimension and its arguments
+    (input first)."""
+
+    @staticmethod
+    def forward(ctx, impl, class_dim, input, *args):  # type: ignore[override]
+        loss, grad = impl(input, *args)
+        _save(ctx, impl, (input,) + args, grad, class_dim)
+        return loss
+
+    @staticmethod
+    def backward(ctx, grad_loss):  # type: ignore[override]
+        return (None, None, _scaled_grad(ctx, grad_loss)) + (None,) * (len(ctx.fx_args) - 1)
+
+
+def _run(op, impl: Callable, class_dim: Optional[int], input: Tensor, *args) -> Tensor:
+    """The loss of the custom op ``op`` (defined from the function ``impl``) on
+    ``(input, *args)``, ``need_grad`` appended: through the plain autograd.Function calling
+    ``impl`` on plain tensors in eager mode, through the custom op otherwise
+    (torch.compile, export, fake or functional tensors, dispatch modes)."""
+    need_grad = input.requires_grad and torch.is_grad_enabled()
+    if (not torch.compiler.is_compiling() and type(input) in _PLAIN_TENSORS
+            and not torch._C._len_torch_dispatch_stack()):
+        if not need_grad:
+            return impl(input, *args, False)[0]
+        return _EagerLoss.apply(impl, class_dim, input, *args, True)
+    return op(input, *args, need_grad)[0]
+
+
+# ------------------------------------------------------------------ functional API
+def cross_entropy(input: Tensor, target: Tensor, weight: Optional[Tensor] = None,
+                  size_average: Optional[bool] = None, ignore_index: int = -100,
+                  reduce: Optional[bool] = None, reduction: str = "mean",
+                  label_smoothing: float = 0.0) -> Tensor:
+    """``torch.nn.functional.cross_entropy`` by fastxent's fused kernel (CPU tensors).
+
+    ``input``: logits ``(C,)``, ``(N, C)`` or ``(N, C, d1, ..., dk)``, float32 or float64;
+    ``target``: class indices shaped like ``input`` without dimension 1 (int64 or int32,
+    read without a copy; any integer dtype), or class probabilities shaped like ``input``.
+    Per item, with ``lse = log(sum_c exp(x_c))``, class weights ``w`` and
+    ``eps = label_smoothing``::
+
+        indices:       loss = (1-eps) w_t (lse - x_t) + (eps/C) sum_c w_c (lse - x_c)
+        probabilities: loss = sum_c w_c ((1-eps) y_c + eps/C) (lse - x_c)
+
+    ``"mean"`` divides by the summed weight of the non-ignored targets (indices) or by the
+    number of items (probabilities); NaN over nothing, as PyTorch. Returns a tensor that
+    carries autograd with respect to ``input`` (computed in the forward pass; see the module
+    docstring); ``target`` and ``weight`` must not require grad.
+    """
+    _no_grad_for(target, "target", "cross_entropy")
+    _no_grad_for(weight, "weight", "cross_entropy")
+    return _run(_cross_entropy_op, _cross_entropy_impl, 1, input, target, weight, int(ignore_index),
+                _reduction(size_average, reduce, reduction), float(label_smoothing))
+
+
+def nll_loss(input: Tensor, target: Tensor, weight: Optional[Tensor] = None,
+             size_average: Optional[bool] = None, ignore_index: int = -100,
+             reduce: Optional[bool] = None, reduction: str = "mean") -> Tensor:
+    """``torch.nn.functional.nll_loss`` by fastxent (CPU tensors): ``input`` holds
+    log-probabilities shaped as for :func:`cross_entropy`, ``target`` class indices. Per item
+    ``loss = -w_t input[t]``; ``"mean"`` divides by the summed weight of the non-ignored
+    targets. The gradient with respect to ``input`` is ``-w_t`` at the target class."""
+    _no_grad_for(target, "target", "nll_loss")
+    _no_grad_for(weight, "weight", "nll_loss")
+    return _run(_nll_loss_op, _nll_loss_impl, 1, input, target, weight, int(ignore_index),
+                _reduction(size_average, reduce, reduction))
+
+
+def binary_cross_entropy_with_logits(input: Tensor, target: Tensor,
+                                     weight: Optional[Tensor] = None,
+                                     size_average: Optional[bool] = None,
+                                     reduce: Optional[bool] = None, reduction: str = "mean",
+                                     pos_weight: Optional[Tensor] = None) -> Tensor:
+    """``torch.nn.functional.binary_cross_entropy_with_logits`` by fastxent (CPU tensors).
+
+    ``input``: logits of any shape; ``target``: same shape (float, bool or uint8); ``weight``
+    broadcasts to the input's shape, ``pos_weight`` along the last dimension. Elementwise
+    ``loss = w ((1 - t) x + (1 + (pw - 1) t) softplus(-x))``, gradient
+    ``w ((1 + (pw - 1) t) sigmoid(x) - pw t)``. ``target``, ``weight`` and ``pos_weight``
+    must not require grad.
+    """
+    for t, name in ((target, "target"), (weight, "weight"), (pos_weight, "pos_weight")):
+        _no_grad_for(t, name, "binary_cross_entropy_with_logits")
+    return _run(_bce_logits_op, _bce_logits_impl, None, input, target, weight, pos_weight,
+                _reduction(size_average, reduce, reduction))
+
+
+def binary_cross_entropy(input: Tensor, target: Tensor, weight: Optional[Tensor] = None,
+                         size_average: Optional[bool] = None, reduce: Optional[bool] = None,
+                         reduction: str = "mean") -> Tensor:
+    """``torch.nn.functional.binary_cross_entropy`` by fastxent (CPU tensors): ``input``
+    holds probabilities in [0, 1] (ValueError otherwise), ``target`` the same shape.
+    ``loss = -w (t max(log p, -100) + (1 - t) max(log(1 - p), -100))``, gradient
+    ``w (p - t) / max(p (1 - p), 1e-12)``, as PyTorch."""
+    _no_grad_for(target, "target", "binary_cross_entropy")
+    _no_grad_for(weight, "weight", "binary_cross_entropy")
+    return _run(_bce_op, _bce_impl, None, input, target, weight,
+                _reduction(size_average, reduce, reduction))
+
+
+def kl_div(input: Tensor, target: Tensor, size_average: Optional[bool] = None,
+           reduce: Optional[bool] = None, reduction: str = "mean",
+           log_target: bool = False) -> Tensor:
+    """``torch.nn.functional.kl_div`` by fastxent (CPU tensors): ``input`` holds
+    log-probabilities ``log q``, ``target`` probabilities ``p`` (``log p`` with
+    ``log_target=True``). Elementwise ``loss = p (log p - log q)``; reductions ``"none"``,
+    ``"sum"``, ``"mean"`` (over all elements) and ``"batchmean"`` (sum / input.size(0)).
+    The gradient with respect to ``input`` is ``-p`` times the reduction's scale."""
+    _no_grad_for(target, "target", "kl_div")
+    return _run(_kl_div_op, _kl_div_impl, None, input, target, _reduction(size_average, reduce, reduction),
+                bool(log_target))
+
+
+# ------------------------------------------------------------------------ modules
+# Subclasses of torch.nn's loss modules: the same constructor arguments, attributes,
+# buffers (weight, pos_weight) and state_dict; only forward differs.
+
+class CrossEntropyLoss(torch.nn.CrossEntropyLoss):
+    """``torch.nn.CrossEntropyLoss`` computed by :func:`cross_entropy`."""
+
+    def forward(self, input: Tensor, target: Tensor) -> Tensor:
+        return cross_entropy(input, target, weight=self.weight, ignore_index=self.ignore_index,
+                             reduction=self.reduction, label_smoothing=self.label_smoothing)
+
+
+class NLLLoss(torch.nn.NLLLoss):
+    """``torch.nn.NLLLoss`` computed by :func:`nll_loss`."""
+
+    def forward(self, input: Tensor, target: Tensor) -> Tensor:
+        return nll_loss(input, target, weight=self.weight, ignore_index=self.ignore_index,
+                        reduction=self.reduction)
+
+
+class BCEWithLogitsLoss(torch.nn.BCEWithLogitsLoss):
+    """``torch.nn.BCEWithLogitsLoss`` computed by :func:`binary_cross_entropy_with_logits`."""
+
+    def forward(self, input: Tensor, target: Tensor) -> Tensor:
+        return binary_cross_entropy_with_logits(input, target, self.weight,
+                                                pos_weight=self.pos_weight,
+                                                reduction=self.reduction)
+
+
+class BCELoss(torch.nn.BCELoss):
+    """``torch.nn.BCELoss`` computed by :func:`binary_cross_entropy`."""
+
+    def forward(self, input: Tensor, target: Tensor) -> Tensor:
+        return binary_cross_entropy(input, target, weight=self.weight, reduction=self.reduction)
+
+
+class KLDivLoss(torch.nn.KLDivLoss):
+    """``torch.nn.KLDivLoss`` computed by :func:`kl_div`."""
+
+    def forward(self, input: Tensor, target: Tensor) -> Tensor:
+        return kl_div(input, target, reduction=self.reduction, log_target=self.log_target)
