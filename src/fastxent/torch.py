@@ -158,11 +158,11 @@ class _SecondOrderError(torch.autograd.Function):
     again gives this message rather than a number missing the second-order term."""
 
     @staticmethod
-    def forward(ctx, grad: Tensor) -> Tensor:  # type: ignore[override]
-        return grad.view_as(grad)
+    def forward(ctx, grad: Tensor, input: Tensor) -> Tensor:  # type: ignore[override]
+        return grad.view_as(grad)  # input: what the result is recorded as depending on
 
     @staticmethod
-    def backward(ctx, _):  # type: ignore[override]
+    def backward(ctx, *_):  # type: ignore[override]
         raise RuntimeError(
             "fastxent.torch: double backward is not supported: the loss's gradient comes "
             "from fastxent's fused kernel, not from differentiable torch operations; use "
@@ -176,7 +176,7 @@ def _scaled_grad(ctx, grad_loss: Tensor) -> Tensor:
 
     The first backward consumes the saved gradient (autograd may then keep it as
     ``input.grad`` without a copy); a later one through the same graph (retain_graph=True,
-    ``gradcheck``) recomputes it from the saved inputs with the same fused kernel."""
+    ``gradcheck``) recomputes it from the saved inputs through the custom op (traceable)."""
     grad = ctx.fx_grad
     ctx.fx_grad = None
     if grad is None or grad.numel() != ctx.fx_numel:  # consumed, or need_grad was False
@@ -184,7 +184,8 @@ def _scaled_grad(ctx, grad_loss: Tensor) -> Tensor:
         for i, t in zip(ctx.fx_tensor_args, ctx.saved_tensors):
             args[i] = t
         args[-1] = True  # need_grad
-        grad = ctx.fx_impl(*args)[1]
+        with torch.no_grad():
+            grad = ctx.fx_op(*args)[1]
     g = grad_loss
     if g.dim() and ctx.fx_class_dim is not None and g.dim() < grad.dim():
         g = g.unsqueeze(ctx.fx_class_dim)
@@ -196,17 +197,18 @@ def _scaled_grad(ctx, grad_loss: Tensor) -> Tensor:
     elif g.dim() or g.item() != 1.0:
         grad.mul_(g)
     if torch.is_grad_enabled():  # create_graph=True
-        grad = _SecondOrderError.apply(grad)
+        grad = _SecondOrderError.apply(grad, ctx.saved_tensors[0])
     return grad
 
 
-def _save(ctx, impl: Callable, args: tuple, grad: Tensor, class_dim: Optional[int]) -> None:
-    """Keep what backward needs: the gradient, and the call (``impl`` and its ``args``,
-    the tensors through save_for_backward) to compute it again for a second backward."""
+def _save(ctx, op, args: tuple, grad: Tensor, class_dim: Optional[int]) -> None:
+    """Keep what backward needs: the gradient, and the call (the custom op ``op`` and its
+    ``args``, the tensors through save_for_backward) to compute it again for a second
+    backward."""
     ctx.fx_grad = grad
     ctx.fx_numel = args[0].numel()
     ctx.fx_class_dim = class_dim if args[0].dim() > 1 else None
-    ctx.fx_impl = impl
+    ctx.fx_op = op
     ctx.fx_tensor_args = [i for i, a in enumerate(args) if isinstance(a, torch.Tensor)]
     ctx.fx_args = [None if isinstance(a, torch.Tensor) else a for a in args]
     ctx.save_for_backward(*(args[i] for i in ctx.fx_tensor_args))
@@ -227,10 +229,10 @@ def _elementwise_fake(input: Tensor, reduction: str, need_grad: bool) -> Tuple[T
     return loss, input.new_empty(input.shape if need_grad else (0,))
 
 
-def _register_autograd(op, impl: Callable, class_dim: Optional[int]) -> None:
+def _register_autograd(op, class_dim: Optional[int]) -> None:
     def setup_context(ctx, inputs, output) -> None:
         ctx.mark_non_differentiable(output[1])
-        _save(ctx, impl, inputs, output[1], class_dim)
+        _save(ctx, op, inputs, output[1], class_dim)
 
     def backward(ctx, grad_loss, _grad_of_grad):
         return (_scaled_grad(ctx, grad_loss),) + (None,) * (len(ctx.fx_args) - 1)
@@ -311,28 +313,29 @@ def _(input, target, reduction, log_target, need_grad):
     return _elementwise_fake(input, reduction, need_grad)
 
 
-_register_autograd(_cross_entropy_op, _cross_entropy_impl, 1)
-_register_autograd(_nll_loss_op, _nll_loss_impl, 1)
-_register_autograd(_bce_logits_op, _bce_logits_impl, None)
-_register_autograd(_bce_op, _bce_impl, None)
-_register_autograd(_kl_div_op, _kl_div_impl, None)
+_register_autograd(_cross_entropy_op, 1)
+_register_autograd(_nll_loss_op, 1)
+_register_autograd(_bce_logits_op, None)
+_register_autograd(_bce_op, None)
+_register_autograd(_kl_div_op, None)
 
 
 # ------------------------------------------------------------------ the eager fast path
 class _EagerLoss(torch.autograd.Function):
     """The same forward and backward as the custom ops, without the custom-op dispatch:
-    ``forward`` gets the op's Python implementation, its class dimension and its arguments
-    (input first)."""
+    ``forward`` gets the op, the Python function it was defined from, its class dimension
+    and its arguments (input first)."""
 
     @staticmethod
-    def forward(ctx, impl, class_dim, input, *args):  # type: ignore[override]
+    def forward(ctx, op, impl, class_dim, input, *args):  # type: ignore[override]
         loss, grad = impl(input, *args)
-        _save(ctx, impl, (input,) + args, grad, class_dim)
+        _save(ctx, op, (input,) + args, grad, class_dim)
         return loss
 
     @staticmethod
     def backward(ctx, grad_loss):  # type: ignore[override]
-        return (None, None, _scaled_grad(ctx, grad_loss)) + (None,) * (len(ctx.fx_args) - 1)
+        grad = _scaled_grad(ctx, grad_loss)
+        return (None, None, None, grad) + (None,) * (len(ctx.fx_args) - 1)
 
 
 def _run(op, impl: Callable, class_dim: Optional[int], input: Tensor, *args) -> Tensor:
@@ -345,7 +348,7 @@ def _run(op, impl: Callable, class_dim: Optional[int], input: Tensor, *args) -> 
             and not torch._C._len_torch_dispatch_stack()):
         if not need_grad:
             return impl(input, *args, False)[0]
-        return _EagerLoss.apply(impl, class_dim, input, *args, True)
+        return _EagerLoss.apply(op, impl, class_dim, input, *args, True)
     return op(input, *args, need_grad)[0]
 
 
