@@ -10,6 +10,8 @@ On CI (CI=true) a missing torch is a failure (require_torch), elsewhere a skip.
 """
 import copy
 import itertools
+import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -438,3 +440,15 @@ def test_compile_fullgraph_each_loss(name):
     expected.backward()
     torch.testing.assert_close(loss.detach(), expected.detach())
     torch.testing.assert_close(a.grad, b.grad)
+
+
+# ------------------------------------------------------------------------ README
+def test_readme_pytorch_blocks_run():
+    """The README's ```python torch blocks run as written (test_readme.py runs the others)."""
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"^```python torch\n(.*?)^```", text, flags=re.S | re.M)
+    assert blocks
+    for block in blocks:
+        namespace = {}
+        exec(compile(block, "README.md python torch block", "exec"), namespace)
+        assert namespace["logits"].grad is not None
