@@ -66,7 +66,7 @@ def _array(t: Optional[Tensor], name: str, float_only: bool = False) -> Optional
         return None
     if not isinstance(t, torch.Tensor):
         raise TypeError(f"fastxent.torch: {name} must be a torch.Tensor, got {type(t).__name__}")
-    if t.device.type != "cpu":
+    if not t.is_cpu:
         raise ValueError(
             f"fastxent.torch: {name} is on device {t.device}; fastxent computes on the CPU "
             f"only: move it with {name}.cpu(), or use torch.nn.functional on {t.device}")
@@ -91,7 +91,9 @@ def _tensor(loss) -> Tensor:
 def _grad_buffer(input: Tensor, need_grad: bool) -> Tensor:
     # contiguous whatever input's strides: fastxent writes it directly, and autograd keeps
     # it as input.grad without a copy when input is contiguous too
-    return torch.empty(input.shape if need_grad else (0,), dtype=input.dtype)
+    if need_grad:
+        return torch.empty_like(input, memory_format=torch.contiguous_format)
+    return input.new_empty((0,))
 
 
 def _no_grad_for(t: Optional[Tensor], name: str, fname: str) -> None:
