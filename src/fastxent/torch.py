@@ -19,9 +19,11 @@ How a call runs (imported on demand: ``import fastxent`` never imports torch):
    it governs torch's own.
 3. Backward takes that gradient and scales it in place by the incoming gradient (no multiply
    when the incoming gradient is a scalar 1, as ``loss.backward()`` gives), then hands it to
-   autograd, which keeps it as ``input.grad`` without a copy where it can. Backward runs once:
-   the saved gradient is consumed (a second backward through the same loss, or a double
-   backward, raises a RuntimeError saying so).
+   autograd, which keeps it as ``input.grad`` without a copy where it can. That consumes
+   the saved gradient: a second backward through the same graph (``retain_graph=True``,
+   ``gradcheck``) computes it again from the inputs, which are saved for that (references,
+   no copy: the logits stay alive until backward, as torch's own loss keeps its
+   log-softmax). Double backward raises a RuntimeError saying it is not supported.
 
 Each loss is a ``torch.library`` custom op in the namespace ``fastxent``
 (``torch.ops.fastxent.cross_entropy`` etc.) with a fake implementation and a registered
@@ -242,14 +244,20 @@ def _register_autograd(op, class_dim: Optional[int]) -> None:
     op.register_autograd(backward, setup_context=setup_context)
 
 
+def _custom_op(name: str, impl: Callable):
+    """The custom op fastxent::name defined from the Python function ``impl`` (its type
+    hints give the schema); it allocates its outputs and changes none of its inputs."""
+    return torch.library.custom_op(f"fastxent::{name}", impl, mutates_args=())
+
+
 def _cross_entropy_impl(input: Tensor, target: Tensor, weight: Optional[Tensor],
-                      ignore_index: int, reduction: str, label_smoothing: float,
-                      need_grad: bool) -> Tuple[Tensor, Tensor]:
+                        ignore_index: int, reduction: str, label_smoothing: float,
+                        need_grad: bool) -> Tuple[Tensor, Tensor]:
     return _softmax_forward(input, target, weight, ignore_index, reduction, label_smoothing,
                             need_grad, False)
 
 
-_cross_entropy_op = torch.library.custom_op("fastxent::cross_entropy", _cross_entropy_impl, mutates_args=())
+_cross_entropy_op = _custom_op("cross_entropy", _cross_entropy_impl)
 
 
 @_cross_entropy_op.register_fake
@@ -257,13 +265,13 @@ def _(input, target, weight, ignore_index, reduction, label_smoothing, need_grad
     return _softmax_fake(input, reduction, need_grad)
 
 
-def _nll_loss_impl(input: Tensor, target: Tensor, weight: Optional[Tensor], ignore_index: int,
-                 reduction: str, need_grad: bool) -> Tuple[Tensor, Tensor]:
+def _nll_loss_impl(input: Tensor, target: Tensor, weight: Optional[Tensor],
+                   ignore_index: int, reduction: str, need_grad: bool) -> Tuple[Tensor, Tensor]:
     return _softmax_forward(input, target, weight, ignore_index, reduction, 0.0, need_grad,
                             True)
 
 
-_nll_loss_op = torch.library.custom_op("fastxent::nll_loss", _nll_loss_impl, mutates_args=())
+_nll_loss_op = _custom_op("nll_loss", _nll_loss_impl)
 
 
 @_nll_loss_op.register_fake
@@ -272,14 +280,14 @@ def _(input, target, weight, ignore_index, reduction, need_grad):
 
 
 def _bce_logits_impl(input: Tensor, target: Tensor, weight: Optional[Tensor],
-                   pos_weight: Optional[Tensor], reduction: str,
-                   need_grad: bool) -> Tuple[Tensor, Tensor]:
+                     pos_weight: Optional[Tensor], reduction: str,
+                     need_grad: bool) -> Tuple[Tensor, Tensor]:
     return _elementwise_forward(_losses.binary_cross_entropy_with_logits, input, target,
                                 need_grad, weight=weight, pos_weight=pos_weight,
                                 reduction=reduction)
 
 
-_bce_logits_op = torch.library.custom_op("fastxent::binary_cross_entropy_with_logits", _bce_logits_impl, mutates_args=())
+_bce_logits_op = _custom_op("binary_cross_entropy_with_logits", _bce_logits_impl)
 
 
 @_bce_logits_op.register_fake
@@ -288,12 +296,12 @@ def _(input, target, weight, pos_weight, reduction, need_grad):
 
 
 def _bce_impl(input: Tensor, target: Tensor, weight: Optional[Tensor], reduction: str,
-            need_grad: bool) -> Tuple[Tensor, Tensor]:
+              need_grad: bool) -> Tuple[Tensor, Tensor]:
     return _elementwise_forward(_losses.binary_cross_entropy, input, target, need_grad,
                                 weight=weight, reduction=reduction)
 
 
-_bce_op = torch.library.custom_op("fastxent::binary_cross_entropy", _bce_impl, mutates_args=())
+_bce_op = _custom_op("binary_cross_entropy", _bce_impl)
 
 
 @_bce_op.register_fake
@@ -302,12 +310,12 @@ def _(input, target, weight, reduction, need_grad):
 
 
 def _kl_div_impl(input: Tensor, target: Tensor, reduction: str, log_target: bool,
-               need_grad: bool) -> Tuple[Tensor, Tensor]:
+                 need_grad: bool) -> Tuple[Tensor, Tensor]:
     return _elementwise_forward(_losses.kl_div, input, target, need_grad, reduction=reduction,
                                 log_target=log_target)
 
 
-_kl_div_op = torch.library.custom_op("fastxent::kl_div", _kl_div_impl, mutates_args=())
+_kl_div_op = _custom_op("kl_div", _kl_div_impl)
 
 
 @_kl_div_op.register_fake
@@ -377,8 +385,9 @@ def cross_entropy(input: Tensor, target: Tensor, weight: Optional[Tensor] = None
     """
     _no_grad_for(target, "target", "cross_entropy")
     _no_grad_for(weight, "weight", "cross_entropy")
-    return _run(_cross_entropy_op, _cross_entropy_impl, 1, input, target, weight, int(ignore_index),
-                _reduction(size_average, reduce, reduction), float(label_smoothing))
+    return _run(_cross_entropy_op, _cross_entropy_impl, 1, input, target, weight,
+                int(ignore_index), _reduction(size_average, reduce, reduction),
+                float(label_smoothing))
 
 
 def nll_loss(input: Tensor, target: Tensor, weight: Optional[Tensor] = None,
@@ -435,8 +444,8 @@ def kl_div(input: Tensor, target: Tensor, size_average: Optional[bool] = None,
     ``"sum"``, ``"mean"`` (over all elements) and ``"batchmean"`` (sum / input.size(0)).
     The gradient with respect to ``input`` is ``-p`` times the reduction's scale."""
     _no_grad_for(target, "target", "kl_div")
-    return _run(_kl_div_op, _kl_div_impl, None, input, target, _reduction(size_average, reduce, reduction),
-                bool(log_target))
+    return _run(_kl_div_op, _kl_div_impl, None, input, target,
+                _reduction(size_average, reduce, reduction), bool(log_target))
 
 
 # ------------------------------------------------------------------------ modules
