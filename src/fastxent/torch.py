@@ -32,7 +32,7 @@ it. In eager mode, on plain tensors, the same forward and backward run through a
 ``torch.autograd.Function`` instead: the custom-op dispatch costs about 20-30 us a call
 (measured at 64x10, bench/torch_autograd.py), as much as the loss itself on small batches.
 """
-from typing import Callable, Optional, Tuple
+from typing import Any, Callable, Optional, Tuple
 
 import numpy as np
 
@@ -131,37 +131,29 @@ def _threads() -> int:
 # Each returns (loss, grad): grad is d loss.sum() / d input when need_grad, else an empty
 # tensor. The custom ops and the eager autograd.Function both run these.
 
+def _fused(fn: Callable[..., Any], input: Tensor, target: Tensor, need_grad: bool,
+           **options: Any) -> Tuple[Tensor, Tensor]:
+    """fastxent's loss ``fn`` on ``input`` and ``target`` (and ``options``, tensors among
+    them), with the gradient written into a fresh tensor when ``need_grad``."""
+    x = _array(input, "input", float_only=True)
+    y = _array(target, "target")
+    opts = {k: (_array(v, k) if isinstance(v, torch.Tensor) else v) for k, v in options.items()}
+    grad = _grad_buffer(input, need_grad)
+    if need_grad:
+        loss = fn(x, y, return_grad=True, grad_out=grad.numpy(), n_threads=_threads(), **opts)[0]
+    else:
+        loss = fn(x, y, n_threads=_threads(), **opts)
+    return _tensor(loss), grad
+
+
 def _softmax_forward(input: Tensor, target: Tensor, weight: Optional[Tensor],
                      ignore_index: int, reduction: str, label_smoothing: float,
                      need_grad: bool, logprob_input: bool) -> Tuple[Tensor, Tensor]:
-    x = _array(input, "input", float_only=True)
-    y = _array(target, "target")
-    w = _array(weight, "weight")
-    grad = _grad_buffer(input, need_grad)
-    fn = _losses.nll_loss if logprob_input else _losses.cross_entropy
-    kw = {} if logprob_input else {"label_smoothing": label_smoothing}
-    if need_grad:
-        loss, _ = fn(x, y, w, ignore_index=ignore_index, reduction=reduction, return_grad=True,
-                     grad_out=grad.numpy(), n_threads=_threads(), **kw)
-    else:
-        loss = fn(x, y, w, ignore_index=ignore_index, reduction=reduction, n_threads=_threads(),
-                  **kw)
-    return _tensor(loss), grad
-
-
-def _elementwise_forward(fn: Callable, input: Tensor, target: Tensor, need_grad: bool,
-                         **kw) -> Tuple[Tensor, Tensor]:
-    """fn: one of fastxent's elementwise losses; kw: its options, tensors among them."""
-    x = _array(input, "input", float_only=True)
-    y = _array(target, "target")
-    arrays = {k: (_array(v, k) if isinstance(v, torch.Tensor) else v) for k, v in kw.items()}
-    grad = _grad_buffer(input, need_grad)
-    if need_grad:
-        loss, _ = fn(x, y, return_grad=True, grad_out=grad.numpy(), n_threads=_threads(),
-                     **arrays)
-    else:
-        loss = fn(x, y, n_threads=_threads(), **arrays)
-    return _tensor(loss), grad
+    if logprob_input:
+        return _fused(_losses.nll_loss, input, target, need_grad, weight=weight,
+                      ignore_index=ignore_index, reduction=reduction)
+    return _fused(_losses.cross_entropy, input, target, need_grad, weight=weight,
+                  ignore_index=ignore_index, reduction=reduction, label_smoothing=label_smoothing)
 
 
 # ------------------------------------------------------------------------ the backward
@@ -291,7 +283,7 @@ def _(input, target, weight, ignore_index, reduction, need_grad):
 def _bce_logits_impl(input: Tensor, target: Tensor, weight: Optional[Tensor],
                      pos_weight: Optional[Tensor], reduction: str,
                      need_grad: bool) -> Tuple[Tensor, Tensor]:
-    return _elementwise_forward(_losses.binary_cross_entropy_with_logits, input, target,
+    return _fused(_losses.binary_cross_entropy_with_logits, input, target,
                                 need_grad, weight=weight, pos_weight=pos_weight,
                                 reduction=reduction)
 
@@ -306,7 +298,7 @@ def _(input, target, weight, pos_weight, reduction, need_grad):
 
 def _bce_impl(input: Tensor, target: Tensor, weight: Optional[Tensor], reduction: str,
               need_grad: bool) -> Tuple[Tensor, Tensor]:
-    return _elementwise_forward(_losses.binary_cross_entropy, input, target, need_grad,
+    return _fused(_losses.binary_cross_entropy, input, target, need_grad,
                                 weight=weight, reduction=reduction)
 
 
@@ -320,7 +312,7 @@ def _(input, target, weight, reduction, need_grad):
 
 def _kl_div_impl(input: Tensor, target: Tensor, reduction: str, log_target: bool,
                  need_grad: bool) -> Tuple[Tensor, Tensor]:
-    return _elementwise_forward(_losses.kl_div, input, target, need_grad, reduction=reduction,
+    return _fused(_losses.kl_div, input, target, need_grad, reduction=reduction,
                                 log_target=log_target)
 
 
