@@ -452,3 +452,25 @@ def test_readme_pytorch_blocks_run():
         namespace = {}
         exec(compile(block, "README.md python torch block", "exec"), namespace)
         assert namespace["logits"].grad is not None
+
+
+def test_export_keeps_the_custom_op():
+    """torch.export of a module using the drop-in: the graph calls fastxent::cross_entropy,
+    and the exported program computes torch's loss."""
+    torch.manual_seed(23)
+
+    class Head(torch.nn.Module):
+        def __init__(self, criterion):
+            super().__init__()
+            self.linear, self.criterion = torch.nn.Linear(3, 5), criterion
+
+        def forward(self, x, y):
+            return self.criterion(self.linear(x), y)
+
+    ours = Head(fxt.CrossEntropyLoss(label_smoothing=0.1))
+    x, y = torch.randn(4, 3), torch.randint(0, 5, (4,))
+    program = torch.export.export(ours, (x, y))
+    assert "fastxent.cross_entropy" in program.graph_module.code
+    theirs = Head(torch.nn.CrossEntropyLoss(label_smoothing=0.1))
+    theirs.load_state_dict(ours.state_dict())
+    torch.testing.assert_close(program.module()(x, y), theirs(x, y))
