@@ -46,14 +46,16 @@ def _ce_cases():
             ((5,), (4, 5), (2, 5, 3)), (False, True), (False, True), (False, True), (0.0, 0.2)):
         if soft and ignore:
             continue  # PyTorch rejects ignore_index with probability targets
-        yield f"{shape}-soft{soft:d}-w{weighted:d}-ign{ignore:d}-ls{ls}", shape, soft, weighted, ignore, ls
+        cid = f"{shape}-soft{soft:d}-w{weighted:d}-ign{ignore:d}-ls{ls}"
+        yield cid, shape, soft, weighted, ignore, ls
 
 
 def _ce_args(shape, soft, weighted, ignore, ls, dtype, gen):
     C = 5
     x = torch.randn(shape, dtype=dtype, generator=gen) * 2
     if soft:
-        y = torch.softmax(torch.randn(shape, dtype=dtype, generator=gen), dim=0 if len(shape) == 1 else 1)
+        y = torch.softmax(torch.randn(shape, dtype=dtype, generator=gen),
+                          dim=0 if len(shape) == 1 else 1)
     else:
         y = torch.randint(0, C, shape[:1] + shape[2:] if len(shape) > 1 else (), generator=gen)
         if ignore and y.dim():
@@ -195,8 +197,8 @@ def test_strided_logits_and_int32_targets_read_without_copy(monkeypatch):
             assert seen == [("input", True), ("target", True)]
             xt = x.detach().clone().requires_grad_(True)
             F.cross_entropy(xt, y, label_smoothing=0.1).backward()
-            torch.testing.assert_close(loss.detach(), F.cross_entropy(xt.detach(), y, label_smoothing=0.1),
-                                       rtol=2e-6, atol=0)
+            expected = F.cross_entropy(xt.detach(), y, label_smoothing=0.1)
+            torch.testing.assert_close(loss.detach(), expected, rtol=2e-6, atol=0)
             torch.testing.assert_close(xl.grad, xt.grad, rtol=2e-5, atol=1e-7)
 
 
@@ -263,7 +265,8 @@ def _op_samples():
         yield ops.cross_entropy.default, (x, p, None, -100, red, 0.2, need)
         yield ops.nll_loss.default, (lp, y.to(torch.int32), w, 2, red, need)
         yield ops.binary_cross_entropy_with_logits.default, (x, p, w, w * 2, red, need)
-        yield ops.binary_cross_entropy.default, (torch.sigmoid(x.detach()).requires_grad_(True), p, None, red, need)
+        probs = torch.sigmoid(x.detach()).requires_grad_(True)
+        yield ops.binary_cross_entropy.default, (probs, p, None, red, need)
     for red in REDUCTIONS + ("batchmean",):
         yield ops.kl_div.default, (lp, p, red, False, True)
         yield ops.kl_div.default, (lp, p.log(), red, True, True)
@@ -427,7 +430,8 @@ def test_compile_fullgraph_each_loss(name):
     y = {"cross_entropy": torch.randint(0, 4, (6,), generator=g),
          "nll_loss": torch.randint(0, 4, (6,), generator=g)}.get(
         name, torch.rand(6, 4, dtype=torch.float64, generator=g))
-    prep = {"nll_loss": lambda a: torch.log_softmax(a, 1), "kl_div": lambda a: torch.log_softmax(a, 1),
+    log_probs = lambda a: torch.log_softmax(a, 1)  # noqa: E731
+    prep = {"nll_loss": log_probs, "kl_div": log_probs,
             "binary_cross_entropy": torch.sigmoid}.get(name, lambda a: a)
     fx_fn, t_fn = getattr(fxt, name), getattr(F, name)
     compiled = torch.compile(lambda a, t: fx_fn(prep(a), t, reduction="sum"), fullgraph=True,
@@ -474,3 +478,22 @@ def test_export_keeps_the_custom_op():
     theirs = Head(torch.nn.CrossEntropyLoss(label_smoothing=0.1))
     theirs.load_state_dict(ours.state_dict())
     torch.testing.assert_close(program.module()(x, y), theirs(x, y))
+
+
+def test_second_backward_needs_the_input_alive_and_unchanged():
+    """The eager path keeps the logits by a weak reference (not alive until backward through
+    the loss, as torch's loss does not keep them): a second backward then needs them."""
+    lin = torch.nn.Linear(3, 4)
+    y = torch.randint(0, 4, (5,))
+    loss = fxt.cross_entropy(lin(torch.randn(5, 3)), y)   # the logits: referenced nowhere
+    loss.backward(retain_graph=True)
+    with pytest.raises(RuntimeError, match="no longer alive: keep a reference"):
+        loss.backward()
+    x = torch.randn(5, 4, requires_grad=True)
+    logits = x * 1.0
+    loss = fxt.cross_entropy(logits, y)
+    loss.backward(retain_graph=True)
+    with torch.no_grad():
+        logits.add_(1.0)
+    with pytest.raises(RuntimeError, match="modified in place after the forward"):
+        loss.backward()

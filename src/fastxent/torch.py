@@ -21,9 +21,10 @@ How a call runs (imported on demand: ``import fastxent`` never imports torch):
    when the incoming gradient is a scalar 1, as ``loss.backward()`` gives), then hands it to
    autograd, which keeps it as ``input.grad`` without a copy where it can. That consumes
    the saved gradient: a second backward through the same graph (``retain_graph=True``,
-   ``gradcheck``) computes it again from the inputs, which are saved for that (references,
-   no copy: the logits stay alive until backward, as torch's own loss keeps its
-   log-softmax). Double backward raises a RuntimeError saying it is not supported.
+   ``gradcheck``) computes it again from the inputs (the logits by a weak reference: the
+   gradient is the only logits-sized tensor kept until backward, as torch's own loss keeps
+   only its log-softmax; the caller must then still hold them). Double backward raises a
+   RuntimeError saying it is not supported.
 
 Each loss is a ``torch.library`` custom op in the namespace ``fastxent``
 (``torch.ops.fastxent.cross_entropy`` etc.) with a fake implementation and a registered
@@ -33,6 +34,8 @@ it. In eager mode, on plain tensors, the same forward and backward run through a
 (measured at 64x10, bench/torch_autograd.py), as much as the loss itself on small batches.
 """
 from typing import Any, Callable, Optional, Tuple
+
+import weakref
 
 import numpy as np
 
@@ -168,10 +171,13 @@ class _SecondOrderError(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, *_):  # type: ignore[override]
-        raise RuntimeError(
-            "fastxent.torch: double backward is not supported: the loss's gradient comes "
-            "from fastxent's fused kernel, not from differentiable torch operations; use "
-            "torch.nn.functional for second derivatives")
+        raise RuntimeError(_NO_DOUBLE_BACKWARD)
+
+
+_NO_DOUBLE_BACKWARD = (
+    "fastxent.torch: double backward is not supported: the loss's gradient comes from "
+    "fastxent's fused kernel, not from differentiable torch operations; use "
+    "torch.nn.functional for second derivatives")
 
 
 def _scaled_grad(ctx, grad_loss: Tensor) -> Tensor:
@@ -188,6 +194,7 @@ def _scaled_grad(ctx, grad_loss: Tensor) -> Tensor:
         args = list(ctx.fx_args)
         for i, t in zip(ctx.fx_tensor_args, ctx.saved_tensors):
             args[i] = t
+        args[0] = _saved_input(ctx)
         args[-1] = True  # need_grad
         with torch.no_grad():
             grad = ctx.fx_op(*args)[1]
@@ -202,21 +209,49 @@ def _scaled_grad(ctx, grad_loss: Tensor) -> Tensor:
     elif g.dim() or g.item() != 1.0:
         grad.mul_(g)
     if torch.is_grad_enabled():  # create_graph=True
-        grad = _SecondOrderError.apply(grad, ctx.saved_tensors[0])
+        input = ctx.fx_input_ref[0]() if ctx.fx_input_ref else ctx.saved_tensors[0]
+        if input is None:  # nothing left to record the error node against: raise now
+            raise RuntimeError(_NO_DOUBLE_BACKWARD + " (backward ran with create_graph=True)")
+        grad = _SecondOrderError.apply(grad, input)
     return grad
 
 
-def _save(ctx, op, args: tuple, grad: Tensor, class_dim: Optional[int]) -> None:
+def _save(ctx, op, args: tuple, grad: Tensor, class_dim: Optional[int],
+          input_by_weakref: bool = False) -> None:
     """Keep what backward needs: the gradient, and the call (the custom op ``op`` and its
-    ``args``, the tensors through save_for_backward) to compute it again for a second
-    backward."""
+    ``args``) to compute it again for a second backward. The tensors go through
+    save_for_backward, except the input (the logits) with ``input_by_weakref``: the eager
+    path holds a weak reference to it and its version, so that the gradient is the only
+    logits-sized tensor a loss keeps alive until backward (as torch's loss keeps only its
+    log-softmax); a second backward then needs the caller to hold the input."""
+    input = args[0]
     ctx.fx_grad = grad
-    ctx.fx_numel = args[0].numel()
-    ctx.fx_class_dim = class_dim if args[0].dim() > 1 else None
+    ctx.fx_numel = input.numel()
+    ctx.fx_class_dim = class_dim if input.dim() > 1 else None
     ctx.fx_op = op
-    ctx.fx_tensor_args = [i for i, a in enumerate(args) if isinstance(a, torch.Tensor)]
+    ctx.fx_tensor_args = [i for i, a in enumerate(args)
+                          if isinstance(a, torch.Tensor) and not (i == 0 and input_by_weakref)]
     ctx.fx_args = [None if isinstance(a, torch.Tensor) else a for a in args]
+    ctx.fx_input_ref = (weakref.ref(input), input._version) if input_by_weakref else None
     ctx.save_for_backward(*(args[i] for i in ctx.fx_tensor_args))
+
+
+def _saved_input(ctx) -> Tensor:
+    """The loss's input, for a second backward (see _save)."""
+    if ctx.fx_input_ref is None:
+        return ctx.saved_tensors[0]
+    ref, version = ctx.fx_input_ref
+    input = ref()
+    if input is None:
+        raise RuntimeError(
+            "fastxent.torch: a second backward through this loss (retain_graph=True) "
+            "computes its gradient again from the loss's input, which is no longer alive: "
+            "keep a reference to the input, or compute the loss again")
+    if input._version != version:
+        raise RuntimeError(
+            "fastxent.torch: the loss's input was modified in place after the forward; a "
+            "second backward (retain_graph=True) cannot compute the gradient again")
+    return input
 
 
 # ------------------------------------------------------------------------ custom ops
@@ -340,7 +375,7 @@ class _EagerLoss(torch.autograd.Function):
     @staticmethod
     def forward(ctx, op, impl, class_dim, input, *args):  # type: ignore[override]
         loss, grad = impl(input, *args)
-        _save(ctx, op, (input,) + args, grad, class_dim)
+        _save(ctx, op, (input,) + args, grad, class_dim, input_by_weakref=True)
         return loss
 
     @staticmethod
