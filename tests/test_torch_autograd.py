@@ -23,6 +23,8 @@ F = torch.nn.functional
 import fastxent.torch as fxt  # noqa: E402  (after require_torch: it imports torch)
 
 REDUCTIONS = ("none", "mean", "sum")
+LOSS_NAMES = ("cross_entropy", "nll_loss", "binary_cross_entropy_with_logits",
+              "binary_cross_entropy", "kl_div")
 
 
 @pytest.fixture(autouse=True)
@@ -419,8 +421,7 @@ def test_compile_fullgraph_inductor():
     torch.testing.assert_close(x.grad, xt.grad, rtol=2e-5, atol=1e-7)
 
 
-@pytest.mark.parametrize("name", ["cross_entropy", "nll_loss", "binary_cross_entropy_with_logits",
-                                  "binary_cross_entropy", "kl_div"])
+@pytest.mark.parametrize("name", LOSS_NAMES)
 def test_compile_fullgraph_each_loss(name):
     """Each loss through torch.compile(fullgraph=True) (backend aot_eager: Dynamo and
     AOTAutograd trace the custom op and its autograd; no C++ compile, to keep it quick)."""
@@ -497,3 +498,22 @@ def test_second_backward_needs_the_input_alive_and_unchanged():
         logits.add_(1.0)
     with pytest.raises(RuntimeError, match="modified in place after the forward"):
         loss.backward()
+
+
+@pytest.mark.parametrize("name", LOSS_NAMES)
+def test_signatures_are_torchs(name):
+    """The same parameters, in the same order, with the same kinds and defaults as
+    torch.nn.functional's, and the deprecated size_average / reduce resolved as torch does."""
+    import inspect
+    ours = inspect.signature(getattr(fxt, name)).parameters
+    theirs = inspect.signature(getattr(F, name)).parameters
+    assert [(p.name, p.kind, p.default) for p in ours.values()] == \
+        [(p.name, p.kind, p.default) for p in theirs.values()]
+
+
+@pytest.mark.filterwarnings("ignore:size_average and reduce args will be deprecated")
+def test_legacy_reduction_arguments():
+    x = torch.randn(6, 4, dtype=torch.float64)
+    y = torch.randint(0, 4, (6,))
+    for kw in ({"size_average": False}, {"reduce": False}, {"size_average": True, "reduce": True}):
+        torch.testing.assert_close(fxt.cross_entropy(x, y, **kw), F.cross_entropy(x, y, **kw))
