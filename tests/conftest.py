@@ -22,6 +22,8 @@ The map of tests/:
   test_concurrency.py  Python threads, n_threads, threadpoolctl, fork, label races, leaks
   test_properties.py hypothesis: random shapes, layouts and value regimes vs the reference
   test_torch_parity.py  torch.nn.functional + autograd parity over the option grids
+  test_torch_autograd.py  fastxent.torch: gradcheck, opcheck, parity with torch.nn.functional,
+                     errors, modules, a training trajectory, torch.compile
   test_vecmath.py    the kernels' exp / log1p / log in ulps, per ISA
   test_logistic_regression.py  fits by fastxent reach scikit-learn's optima
   test_import.py     `import fastxent` pulls in no optional package

@@ -9,6 +9,8 @@ what exists.
   uses each loss and building block right and wrong: the overloads on ``return_grad``
   discriminate, the building blocks are annotated, and the installed package is typed
   (``py.typed``; without it mypy would see no types at all).
+* Blocks fenced ```python torch (the PyTorch section) need torch: test_torch_autograd.py
+  runs them.
 * The shell blocks' ``pip install ".[extra]"`` name extras of pyproject.toml, their
   ``python path.py`` files exist, and their ``fastxent`` commands parse.
 

@@ -48,7 +48,8 @@ def torch_advice(x, name: str, to_float: bool = False) -> str:
     if "cpu()" not in steps and "float()" not in steps:
         msg += " (a view of the tensor's memory, no copy)"
     if requires_grad and name == "input":  # the logits of a loss
-        msg += ", and take the gradient from return_grad=True"
+        msg += (", and take the gradient from return_grad=True (or use fastxent.torch, whose "
+                "losses take tensors and carry autograd)")
     return msg
 
 
