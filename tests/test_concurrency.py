@@ -137,7 +137,8 @@ def test_calls_release_the_gil():
 
 # ------------------------------------------------------------------ thread-count invariance
 # big enough for the kernels to go parallel over rows, or over the class axis of long rows
-THREAD_SHAPES = {"many_rows": (3000, 67), "long_rows": (3, 70001)}
+THREAD_SHAPES = {"many_rows": (3000, 67), "long_rows": (3, 70001),
+                 "few_classes": (20000, 10)}     # the item-lane kernels (test_items.py)
 # the reduction uses a fixed blocking, whatever n_threads (compared with n_threads=1)
 THREAD_COUNTS = (2, 3, None)
 # the parallel result itself against the reference, at these sizes (the float64 reference

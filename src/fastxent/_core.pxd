@@ -6,6 +6,7 @@ from libc.stdint cimport int64_t
 
 cdef extern from "fx_api.h" nogil:
     int FX_CHUNK_BYTES
+    int FX_ITEMS_MAX_C
 
     ctypedef enum fx_label_type:
         FX_I8, FX_I16, FX_I32, FX_I64, FX_U8, FX_U16, FX_U32, FX_U64
@@ -72,11 +73,13 @@ cdef extern from "fx_api.h" nogil:
         softmax_rows_fn softmax_rows
         softmax_rows_fn softmax_items
         int items_max_c
+        int outputs_items_max_c
         softmax_chunk_stats_fn softmax_chunk_stats
         softmax_row_finish_fn softmax_row_finish
         softmax_chunk_grad_fn softmax_chunk_grad
         softmax_cols_fn softmax_cols
         softmax_outputs_fn softmax_outputs
+        softmax_outputs_fn softmax_outputs_items
         elementwise_range_fn elementwise_range
         sigmoid_outputs_fn sigmoid_outputs
         vecmath_fn vecmath

@@ -105,6 +105,21 @@ cdef inline int _threads(object n_threads, int64_t work, int64_t nblocks):
 # (the kernels allocate nothing that can fail): a failure is a MemoryError before
 # anything is written. _fail_allocation_after is the test hook for that path.
 cdef int64_t _fail_after = -1
+cdef int _items_max_c = -1        # test hook: overrides the tables' items_max_c when >= 0
+
+
+def _set_items_max_c(int c):
+    """Test and benchmark hook: rows of C <= c classes take the items path (-1: each
+    table's measured switch; 0: never). Returns the previous setting."""
+    global _items_max_c
+    prev = _items_max_c
+    _items_max_c = c
+    return prev
+
+
+cdef inline int _items_switch(int measured) noexcept nogil:
+    return measured if _items_max_c < 0 else min(_items_max_c, FX_ITEMS_MAX_C)
+
 
 
 def _fail_allocation_after(int64_t n):
@@ -260,7 +275,7 @@ def softmax_loss(cnp.ndarray x, *, int64_t classes, int64_t inner, labels, soft,
     if per < 1:
         per = 1
     cdef int64_t nblocks = (rows + per - 1) // per
-    if C <= tab.items_max_c:
+    if C <= _items_switch(tab.items_max_c):
         # Few classes: a vector of rows at a time (blocks of whole 64-row groups, so that
         # every group of every vector width is whole).
         per = max(64, per - per % 64)
@@ -316,12 +331,16 @@ def softmax_outputs(cnp.ndarray x, cnp.ndarray out, *, fx_softmax_output output,
     of x (C-contiguous) into out ((rows,) or x's shape, x's dtype)."""
     cdef int64_t C = x.shape[x.ndim - 1]
     cdef int64_t rows = cnp.PyArray_SIZE(x) // C if C > 0 else 0
-    cdef softmax_outputs_fn fn = _table(x).softmax_outputs
+    cdef const fx_table *tab = _table(x)
+    cdef softmax_outputs_fn fn = tab.softmax_outputs
     cdef const void *xp = cnp.PyArray_DATA(x)
     cdef void *op = cnp.PyArray_DATA(out)
     cdef int64_t per = BLOCK_ELEMS // C if C > 0 else 1
     if per < 1:
         per = 1
+    if C <= _items_switch(tab.outputs_items_max_c):        # few classes: see softmax_loss
+        fn = tab.softmax_outputs_items
+        per = max(64, per - per % 64)
     cdef int64_t nblocks = (rows + per - 1) // per
     cdef int nt = _threads(n_threads, rows * C, nblocks)
     cdef int64_t b

@@ -37,7 +37,8 @@
    float32 classes); longer rows allocate. */
 #define FX_LOCAL_CHUNKS 64
 /* Rows of up to this many classes may go through softmax_items (lanes over items); the
-   table's items_max_c is each instance's measured switch point, at most this. */
+   table's items_max_c / outputs_items_max_c are each instance's measured switch points,
+   at most this. */
 #define FX_ITEMS_MAX_C 64
 /* The class-axis kernel's panel: this many vectors of neighbouring items per class row. */
 #define FX_COL_VECS 8
@@ -156,12 +157,14 @@ typedef struct {
     int col_lanes;          /* items per panel of softmax_cols (FX_COL_VECS vectors) */
     softmax_rows_fn softmax_rows;
     softmax_rows_fn softmax_items;  /* rows of C <= items_max_c, lanes over items */
-    int items_max_c;
+    int items_max_c;                /* the measured switch points (fx_softmax_items.h) */
+    int outputs_items_max_c;
     softmax_chunk_stats_fn softmax_chunk_stats;
     softmax_row_finish_fn softmax_row_finish;
     softmax_chunk_grad_fn softmax_chunk_grad;
     softmax_cols_fn softmax_cols;
     softmax_outputs_fn softmax_outputs;
+    softmax_outputs_fn softmax_outputs_items;   /* rows of C <= outputs_items_max_c */
     elementwise_range_fn elementwise_range;
     sigmoid_outputs_fn sigmoid_outputs;
     vecmath_fn vecmath;

@@ -200,6 +200,27 @@ FN double fx_target_grad(const fx_softmax_args *A, double g_t, double wt)
     return item_target_grad(A, vdsplat(g_t), vdsplat(wt))[0];
 }
 
+/* ---------------------------------------------------------- building blocks */
+
+/* logsumexp of items from their merged M, S and log S (lanes are items):
+       M + log S,
+   except where the max dominates (S < 2) and the answer is small (|M| < 2): there log S
+   has rounded away what the rest adds (logsumexp([0, -40]) = 4.25e-18, not 0), and the
+   answer is M + log1p_rest, log1p_rest = log1p((ties - 1) + rest) from the maxima's count
+   and the sum of the other terms (a second pass of the row path, FX_AUX_LSE_REST), as
+   SciPy computes it. An infinite max is the answer (-inf: all -inf; +inf: a +inf is
+   present), unless the item holds a NaN (has_nan: lanes with one). */
+FN VD lse_finish(VD M, VD S, VD log_s, VD log1p_rest, VDI has_nan)
+{
+    VDI rest_path = (S < 2.0) & (M < 2.0) & (M > -2.0);
+    VD lse = vdselect(rest_path, M + log1p_rest, M + log_s);
+    VDI special = (M == vdsplat(INFINITY)) | (M == vdsplat(-INFINITY)) | (lse != lse);
+    return vdselect(special, vdselect(has_nan, vdsplat(NAN), M), lse);
+}
+
+/* Does the logsumexp of an item need log1p_rest (lse_finish)? */
+static inline int lse_needs_rest(double M, double S) { return S < 2.0 && fabs(M) < 2.0; }
+
 /* ---------------------------------------------------------- a vector of items */
 
 /* The class weight of each kept lane's hard label (lab >= 0; 1 without weights), 0 in

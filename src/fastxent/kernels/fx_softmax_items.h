@@ -19,6 +19,17 @@
 #include "fx_softmax_item.h"
 #include "fx_variants.h"
 
+/* The switch points: rows of C <= these take this file's kernels, longer rows the row
+   path. Measured with bench/items_switch.py (both paths side by side, 1 thread, forward
+   and forward+backward; the largest C where the items path was not slower at both), on
+   an AMD Zen 4; at most FX_ITEMS_MAX_C (the tile). */
+#define FX_ITEMS_SWITCH_LOSS   (FX_VBYTES == 64 ? (FX_F32 ? 40 : 24) \
+                              : FX_VBYTES == 32 ? (FX_F32 ? 32 : 24) : (FX_F32 ? 8 : 2))
+#define FX_ITEMS_SWITCH_BLOCKS (FX_VBYTES == 64 ? (FX_F32 ? 24 : 16) \
+                              : FX_VBYTES == 32 ? (FX_F32 ? 24 : 16) : (FX_F32 ? 8 : 2))
+_Static_assert(FX_ITEMS_SWITCH_LOSS <= FX_ITEMS_MAX_C && FX_ITEMS_SWITCH_BLOCKS <= FX_ITEMS_MAX_C,
+               "the tile holds FX_ITEMS_MAX_C classes");
+
 /* How many groups ahead items_group prefetches. */
 #define FX_ITEMS_AHEAD 4
 
@@ -209,6 +220,98 @@ KERNEL double softmax_items(const fx_softmax_args *A, int64_t r0, int64_t r1,
 #undef FX_CASE
     }
     return NAN;
+}
+
+/* ------------------------------------------------------------ building blocks */
+
+/* logsumexp, softmax, log_softmax or entropy of rows [r, r + n), n <= VL, of few
+   classes: the same passes over a tile, and the formulas of the row path (lse_finish;
+   softmax e_j / S; log_softmax (x - M) - log S; entropy log S + sum_j e_j (M - x_j) / S,
+   fx_entropy_term of one chunk). */
+FN void outputs_group(const R *x0, R *out, int64_t C, int64_t r, int64_t n,
+                      fx_softmax_output what)
+{
+    const R *x = x0 + r * C;
+    const int per_class = what == FX_OUT_SOFTMAX || what == FX_OUT_LOG_SOFTMAX;
+    const VR zero = {0}, one = vsplat(1);
+    VR t[FX_ITEMS_MAX_C];
+    {   /* see items_group */
+        const size_t span = (size_t)(VL * C) * sizeof(R), ahead = FX_ITEMS_AHEAD * span;
+        for (size_t b = 0; b < span; b += 64) {
+            __builtin_prefetch((const char *)x + ahead + b, 0, 3);
+            if (per_class) __builtin_prefetch((const char *)(out + r * C) + ahead + b, 1, 3);
+        }
+    }
+    VR m = vsplat(-INFINITY);
+    VI nan = {0};
+    for (int64_t j = 0; j < C; j++) {
+        VR v = vgather_part(x + j, C, n, -INFINITY);
+        t[j] = v;
+        m = vmax_fast(m, v);
+        nan |= v != v;
+    }
+    const VR sh = vselect(m == vsplat(-INFINITY), zero, m);
+    VD s[FX_HALVES], bd[FX_HALVES], ties[FX_HALVES], rest[FX_HALVES];
+    double spill[VL] = {0};
+    for (int h = 0; h < FX_HALVES; h++) s[h] = bd[h] = ties[h] = rest[h] = vdsplat(0);
+    for (int64_t j = 0; j < C; j++) {
+        VR v = t[j], e = vexp_nonpos(v - sh);
+        for (int h = 0; h < FX_HALVES; h++) s[h] += vd_half(e, h);
+        if (what == FX_OUT_ENTROPY) {
+            VR bdj = bd_terms(e, sh, v, spill);
+            for (int h = 0; h < FX_HALVES; h++) bd[h] += vd_half(bdj, h);
+        } else if (what == FX_OUT_LOGSUMEXP) {      /* FX_AUX_LSE_REST's sums */
+            VR tie = vzero_unless(v == sh, one), below = vzero_unless(v < sh, e);
+            for (int h = 0; h < FX_HALVES; h++) {
+                ties[h] += vd_half(tie, h);
+                rest[h] += vd_half(below, h);
+            }
+        }
+        if (what == FX_OUT_SOFTMAX) t[j] = e;
+    }
+    VD log_s[FX_HALVES], o[FX_HALVES];
+    vlog_halves(s, log_s);
+    if (what == FX_OUT_LOGSUMEXP || what == FX_OUT_ENTROPY) {
+        VR l1p = zero, inv;
+        if (what == FX_OUT_LOGSUMEXP) {
+            VD arg[FX_HALVES];
+            for (int h = 0; h < FX_HALVES; h++) arg[h] = (ties[h] - 1.0) + rest[h];
+            l1p = vlog1p_unit(vr_of_halves(arg), &inv);    /* used where arg is in [0, 1) */
+        }
+        const VR nan_r = vzero_unless(nan, one);
+        for (int h = 0; h < FX_HALVES; h++) {
+            if (what == FX_OUT_ENTROPY) {
+                for (int i = 0; i < VLD; i++) bd[h][i] += spill[h * VLD + i];
+                o[h] = log_s[h] + bd[h] / s[h];
+            } else {
+                VD M = vd_half(m, h);
+                VDI has_nan = vdselect(M == vdsplat(INFINITY), vd_half(nan_r, h), s[h] != s[h]) != 0.0;
+                o[h] = lse_finish(M, s[h], log_s[h], vd_half(l1p, h), has_nan);
+            }
+        }
+        vstore_part(out + r, vr_of_halves(o), n);
+        return;
+    }
+    VR f;
+    if (what == FX_OUT_SOFTMAX) {
+        for (int h = 0; h < FX_HALVES; h++) o[h] = one_chunk_alpha(vdsplat(1.0), s[h]);
+        f = vr_of_halves(o);
+    } else {
+        f = vr_of_halves(log_s);
+    }
+    for (int64_t j = 0; j < C; j++) {
+        VR ov = what == FX_OUT_SOFTMAX ? t[j] * f : (t[j] - m) - f;   /* not x - (M + log S): it would round */
+        vscatter_part(out + r * C + j, C, ov, n);
+    }
+}
+
+/* Rows [r0, r1) of (rows, C), C <= items_max_c (softmax_outputs_fn). */
+KERNEL void softmax_outputs_items(const void *xv, void *outv, int64_t C, int64_t r0, int64_t r1,
+                                  fx_softmax_output what, fx_chunk *row_chunks)
+{
+    (void)row_chunks;
+    for (int64_t r = r0; r < r1; r += VL)
+        outputs_group((const R *)xv, (R *)outv, C, r, r1 - r < VL ? r1 - r : VL, what);
 }
 
 #endif /* FX_SOFTMAX_ITEMS_H */

@@ -276,31 +276,38 @@ FN double nll_row(const fx_softmax_args *A, int64_t row)
     return loss;
 }
 
-/* Rows of one chunk whose gradient is made in buf (in L1) and then streamed out with
-   non-temporal stores (A->stream_grad). One loop per declared variant (a constant
-   `variant` folds chunk_stats_to's and chunk_grad_to's switches), so that each loop
-   keeps its own registers. */
-FN double rows_streamed(const fx_softmax_args *A, int variant, int64_t r0, int64_t r1)
+/* Rows of one chunk (C <= CHUNK), the three phases of each row in one loop per declared
+   variant (a constant `variant` folds chunk_stats_to's and chunk_grad_to's switches, and
+   each loop keeps its own registers): short rows pay for the phases' calls and
+   dispatch otherwise. With `stream` (A->stream_grad), each row's gradient is made in
+   buf (in L1) and then streamed out with non-temporal stores. */
+FN double rows_one_chunk(const fx_softmax_args *A, int variant, int stream, int64_t r0,
+                         int64_t r1)
 {
-    R buf[CHUNK] __attribute__((aligned(64)));
+    R buf[stream ? CHUNK : 1] __attribute__((aligned(64)));
     fx_chunk st[1];
     double total = 0.0;
     for (int64_t r = r0; r < r1; r++) {
-        chunk_stats_to(A, variant, r, 0, st, buf);
+        R *g = stream ? buf : A->grad ? (R *)A->grad + r * A->C : NULL;
+        chunk_stats_to(A, variant, r, 0, st, g);
         total += softmax_row_finish(A, r, st);
-        chunk_grad_to(A, variant, r, 0, st, buf);
-        stream_copy((R *)A->grad + r * A->C, buf, A->C);
+        if (!g) continue;
+        chunk_grad_to(A, variant, r, 0, st, g);
+        if (stream) stream_copy((R *)A->grad + r * A->C, buf, A->C);
     }
-    stream_fence();
+    if (stream) stream_fence();
     return total;
 }
 
 static __attribute__((noinline)) FX_TARGET_ATTR double
-softmax_rows_streamed(const fx_softmax_args *A, int64_t r0, int64_t r1)
+softmax_rows_one_chunk(const fx_softmax_args *A, int64_t r0, int64_t r1)
 {
+    int stream = A->stream_grad && A->grad;
     switch (fx_softmax_variant(A)) {
-#define FX_CASE(name, AUX, W) \
-    case FX_SOFTMAX_##name: return rows_streamed(A, FX_SOFTMAX_##name, r0, r1);
+#define FX_CASE(name, AUX, W)                                                           \
+    case FX_SOFTMAX_##name:                                                             \
+        return stream ? rows_one_chunk(A, FX_SOFTMAX_##name, 1, r0, r1)                 \
+                      : rows_one_chunk(A, FX_SOFTMAX_##name, 0, r0, r1);
     FX_SOFTMAX_VARIANTS(FX_CASE)
 #undef FX_CASE
     }
@@ -311,8 +318,7 @@ KERNEL double softmax_rows(const fx_softmax_args *A, int64_t r0, int64_t r1,
                            fx_chunk *row_chunks)
 {
     const int64_t nch = (A->C + CHUNK - 1) / CHUNK;
-    if (A->stream_grad && nch == 1 && A->grad && !A->logprob_input)
-        return softmax_rows_streamed(A, r0, r1);
+    if (nch == 1 && !A->logprob_input) return softmax_rows_one_chunk(A, r0, r1);
     fx_chunk local[FX_LOCAL_CHUNKS];
     fx_chunk *st = nch <= FX_LOCAL_CHUNKS ? local : row_chunks;   /* see fx_api.h */
     double total = 0.0;
@@ -351,16 +357,8 @@ KERNEL void softmax_outputs_rows(const void *xv, void *outv, int64_t C, int64_t 
         }
         fx_merged mg = fx_merge_chunks(st, nch);
         if (what == FX_OUT_LOGSUMEXP) {
-            /* M + log(S). Where the max dominates (S < 2) and the answer is small
-               (|M| < 2), log(S) has rounded away what the rest adds (logsumexp([0, -40])
-               = 4.25e-18, not 0): a second pass sums the terms below the max apart, and
-               the answer is M + log1p(S - 1), as SciPy computes it. Elsewhere M + log(S)
-               is accurate to the dtype, and costs one pass.
-               An infinite max is the answer (-inf: all -inf; +inf: a +inf is present),
-               unless the row holds a NaN. A NaN reaches S (the max pass may drop it),
-               but so does inf - inf when M = +inf: that rare case looks for a NaN. */
-            double lse = mg.M + log(mg.S);
-            if (mg.S < 2.0 && fabs(mg.M) < 2.0) {
+            double log1p_rest = 0.0;   /* lse_finish; a second pass, where it is needed */
+            if (lse_needs_rest(mg.M, mg.S)) {
                 double ties = 0.0, rest = 0.0;   /* the maxima; the other terms */
                 for (int64_t c = 0; c < nch; c++) {
                     int64_t j0 = c * CHUNK, n = C - j0 < CHUNK ? C - j0 : CHUNK;
@@ -373,17 +371,17 @@ KERNEL void softmax_outputs_rows(const void *xv, void *outv, int64_t C, int64_t 
                         rest += st[c].s * exp(st[c].sh - mg.M);
                     }
                 }
-                lse = mg.M + log1p((ties - 1.0) + rest);
+                log1p_rest = log1p((ties - 1.0) + rest);
             }
-            if (isinf(mg.M) || isnan(lse)) {
-                int has_nan = isnan(mg.S);
-                if (mg.M == INFINITY) {
-                    has_nan = 0;
-                    for (int64_t j = 0; j < C; j++) has_nan |= x[j] != x[j];
-                }
-                lse = has_nan ? NAN : mg.M;
+            /* A NaN reaches S (the max pass may drop it), but so does inf - inf when
+               M = +inf: that rare case looks for a NaN. */
+            int has_nan = isnan(mg.S);
+            if (mg.M == INFINITY) {
+                has_nan = 0;
+                for (int64_t j = 0; j < C; j++) has_nan |= x[j] != x[j];
             }
-            ((R *)outv)[r] = (R)lse;
+            ((R *)outv)[r] = (R)lse_finish(vdsplat(mg.M), vdsplat(mg.S), vdsplat(log(mg.S)),
+                                           vdsplat(log1p_rest), (VDI){0} - has_nan)[0];
         } else if (what == FX_OUT_ENTROPY) {
             ((R *)outv)[r] = (R)(log(mg.S) + fx_entropy_term(st, nch, &mg));
         } else if (what == FX_OUT_SOFTMAX) {

@@ -1,0 +1,130 @@
+"""The item-lane kernels (kernels/fx_softmax_items.h): softmax rows of few classes, a
+vector of rows at a time, and the class-axis kernel's vectorised finish.
+
+Rows of C classes take the items path where C is at most the kernel table's measured
+switch point (FX_ITEMS_SWITCH_*), the row path above it; ``_core._set_items_max_c`` forces
+either, so that both run on the same data here:
+
+* every softmax-family case of the registry (hard labels with weights, ignored items and
+  smoothing, soft targets, nll_loss, axis=-1), at class counts around every switch point
+  and a row count that leaves a partial last vector, on every ISA: both paths agree with
+  the float64 reference for every reduction, loss and gradient;
+* the building blocks likewise, with the rows of special values test_ieee.py checks
+  through the public functions (NaN, +-inf, all -inf, a max that dominates);
+* every label dtype, and an ignore_index outside the label dtype's range;
+* the switch points themselves are what the kernels use (C at and above them).
+(test_concurrency.py's "few_classes" shape checks identical bits for any thread count.)
+"""
+import numpy as np
+import pytest
+
+import fastxent as fx
+from fastxent import _core
+import reference as ref
+from conftest import INT_DTYPES, close_ieee
+from registry import BLOCKS, CASES
+
+# around the switch points of every ISA and precision (2, 8, 16, 24, 32, 40) and the tile
+CLASS_COUNTS = (1, 2, 3, 8, 9, 17, 24, 25, 33, 40, 41, 64)
+ROWS = 37                               # a partial last vector for every width
+SOFTMAX_CASES = [c.id for c in CASES.values() if c.loss.class_axis]
+
+
+def _both_paths(call):
+    """call() with the row path forced, then with the items path forced."""
+    out = {}
+    for mode, switch in (("rows", 0), ("items", 64)):
+        prev = _core._set_items_max_c(switch)
+        try:
+            out[mode] = call()
+        finally:
+            _core._set_items_max_c(prev)
+    return out
+
+
+@pytest.mark.parametrize("C", CLASS_COUNTS)
+@pytest.mark.parametrize("case_id", SOFTMAX_CASES)
+def test_losses_on_both_paths_match_the_reference(isa, rng, dtype, case_id, C):
+    case = CASES[case_id]
+    shape = (5, 7, C) if case.axis == -1 else (ROWS, C)
+    x, t, kw = case.make(rng, dtype, shape)
+    for reduction in case.reductions:
+        loss_ref, grad_ref = case.ref(x, t, kw, reduction=reduction)
+        got = _both_paths(lambda: case.fx(x, t, kw, reduction=reduction, return_grad=True))
+        for mode, (loss, grad) in got.items():
+            what = f"{case_id} C={C} {reduction} {mode}"
+            close_ieee(loss, loss_ref, dtype, f"{what} loss")
+            close_ieee(grad, grad_ref, dtype, f"{what} grad",
+                       unit=1.0 / t.size if reduction == "mean" else 1.0)
+
+
+def _special_rows(C, dtype):
+    """Rows of special values (with C >= 2): a NaN, a +inf, +inf and NaN, all -inf, some
+    -inf, a dominating max, huge and tiny logits; then ordinary rows."""
+    rng = np.random.default_rng(C)
+    x = rng.standard_normal((ROWS, C)) * 3
+    x[0, C // 2] = np.nan
+    x[1, 0] = np.inf
+    x[2, 0], x[2, -1] = np.inf, np.nan
+    x[3] = -np.inf
+    x[4, ::2] = -np.inf
+    x[5] = -12.0        # (-40 is test_ieee's: the float64 reference rounds it away)
+    x[5, 0] = 0.0
+    x[6] = np.linspace(-1e30, 1e30, C) if dtype == np.float32 else np.linspace(-1e300, 1e300, C)
+    x[7] = 1e-30
+    return x.astype(dtype)
+
+
+@pytest.mark.parametrize("C", [c for c in CLASS_COUNTS if c >= 2])
+@pytest.mark.parametrize("name", ["logsumexp", "softmax", "log_softmax", "entropy"])
+def test_blocks_on_both_paths_match_the_reference(isa, dtype, name, C):
+    block = BLOCKS[name]
+    x = _special_rows(C, dtype)
+    with np.errstate(all="ignore"):
+        expected = block.ref(x.astype(np.float64))
+    # a row holding +inf has no distribution (test_ieee: PyTorch's semantics): NaN, and
+    # its logsumexp +inf (NaN where the row also holds a NaN)
+    expected[1:3] = np.nan
+    if name == "logsumexp":
+        expected[1] = np.inf
+    if name == "entropy":               # (the reference's sum skips 0 * log 0 terms)
+        expected[[0, 3]] = np.nan       # a NaN propagates; all -inf has no distribution
+    for mode, got in _both_paths(lambda: block.fx(x)).items():
+        # The items path: relative to each entry (its sums are float64). The row path
+        # adds a row's terms in float32 lanes before float64 (fx_softmax_rows.h), so where
+        # a lane adds small terms to the max's 1 (C > lanes), S = 1 + 1e-4 keeps an error
+        # of float32's eps relative to 1: -log S, log_softmax at the max, is then accurate
+        # to eps absolute, not relative (as PyTorch's float32 log_softmax).
+        close_ieee(got, expected, dtype, f"{name} C={C} {mode}",
+                   scale=0.0 if mode == "items" else 1.0)
+
+
+@pytest.mark.parametrize("label_dtype", INT_DTYPES, ids=lambda d: np.dtype(d).name)
+def test_every_label_dtype_and_ignore_index(isa, rng, label_dtype):
+    C = 5
+    x = rng.standard_normal((ROWS, C)).astype(np.float32)
+    t = rng.integers(0, C, ROWS).astype(label_dtype)
+    t[::4] = 3                          # ignored, as a value of every label dtype
+    loss_ref, grad_ref = ref.cross_entropy(x, t, ignore_index=3, reduction="sum")
+    for mode, (loss, grad) in _both_paths(
+            lambda: fx.cross_entropy(x, t, ignore_index=3, reduction="sum", return_grad=True)).items():
+        close_ieee(loss, loss_ref, np.float32, f"{mode} loss")
+        close_ieee(grad, grad_ref, np.float32, f"{mode} grad")
+    # an ignore_index no label of this dtype can hold ignores nothing
+    loss_ref, grad_ref = ref.cross_entropy(x, t.astype(np.int64), ignore_index=-(2 ** 40), reduction="sum")
+    loss, grad = fx.cross_entropy(x, t, ignore_index=-(2 ** 40), reduction="sum", return_grad=True)
+    close_ieee(loss, loss_ref, np.float32, "ignore_index out of the dtype's range")
+
+
+def test_switch_points_are_the_kernels(isa, rng):
+    """At the measured switch point both paths are used as the tables say: the forced
+    items path gives the same bits as the default at C = switch, the forced row path
+    the same bits at C = switch + 1."""
+    for dtype in (np.float32, np.float64):
+        for C in (2, 3, 8, 9, 16, 17, 24, 25, 32, 33, 40, 41):
+            x = rng.standard_normal((ROWS, C)).astype(dtype)
+            t = rng.integers(0, C, ROWS)
+            default = fx.cross_entropy(x, t, reduction="none")
+            paths = _both_paths(lambda: fx.cross_entropy(x, t, reduction="none"))
+            same = [m for m, v in paths.items() if np.array_equal(v.view(np.uint8), default.view(np.uint8))]
+            assert same, f"C={C} {np.dtype(dtype).name}: neither path gives the default's bits"
