@@ -388,3 +388,45 @@ def vecmath(cnp.ndarray x, cnp.ndarray out, fx_vecmath_fn what):
     (FX_MATH_LOG1P_UNIT = 1, for x in [0, 1]) or log (FX_MATH_LOG = 2) over a contiguous
     float array, so their error can be measured in ulps."""
     _table(x).vecmath(cnp.PyArray_DATA(x), cnp.PyArray_DATA(out), cnp.PyArray_SIZE(x), what)
+
+
+def metrics_rows(cnp.ndarray x, labels, *, int64_t ignore_index, cnp.ndarray nll,
+                 cnp.ndarray conf, cnp.ndarray argmax, cnp.ndarray above, n_threads):
+    """Per-row evaluation metrics (kernels/fx_metrics.h) of x (rows, C), C-contiguous:
+    into the (rows,) arrays nll, conf (float64), argmax and above (int64). labels: (rows,)
+    class labels of any integer dtype (validated by the caller), or None. Each row is
+    computed alone, so the outputs do not depend on the blocking or the thread count."""
+    cdef fx_metrics_args a
+    cdef int64_t C = x.shape[x.ndim - 1]
+    cdef int64_t rows = cnp.PyArray_SIZE(x) // C if C > 0 else 0
+    a.x = cnp.PyArray_DATA(x)
+    a.labels = _ptr(labels)
+    a.label_type = _label_type(labels) if labels is not None else FX_I64
+    a.C = C
+    a.ignore_index = ignore_index
+    a.nll = <double*>cnp.PyArray_DATA(nll)
+    a.conf = <double*>cnp.PyArray_DATA(conf)
+    a.argmax = <int64_t*>cnp.PyArray_DATA(argmax)
+    a.above = <int64_t*>cnp.PyArray_DATA(above)
+    if rows == 0:
+        return
+    cdef const fx_table *tab = _table(x)
+    cdef int64_t per = BLOCK_ELEMS // C
+    if per < 1:
+        per = 1
+    cdef int64_t nblocks = (rows + per - 1) // per
+    cdef int nt = _threads(n_threads, rows * C, nblocks)
+    cdef int64_t b
+    cdef int64_t chunk = FX_CHUNK_BYTES // cnp.PyArray_ITEMSIZE(x)
+    cdef int64_t nch = (C + chunk - 1) // chunk
+    cdef fx_chunk *tables = _chunk_tables(nch, nt)
+    try:
+        with nogil:
+            if nt == 1:
+                tab.metrics_rows(&a, 0, rows, tables)
+            else:
+                for b in prange(nblocks, schedule="static", num_threads=nt):
+                    tab.metrics_rows(&a, b * per, min(rows, (b + 1) * per),
+                                     tables + threadid() * nch if tables != NULL else NULL)
+    finally:
+        free(tables)

@@ -115,6 +115,21 @@ typedef struct {
     void *item_loss;        /* per-element loss out, input dtype; or NULL */
 } fx_elementwise_args;
 
+/* Evaluation metrics over rows of x (rows, C), class axis last (fx_metrics.h): per row
+   nll = log S + (M - x_t), conf = 1/S, argmax, and `above`, the classes ranked above the
+   target (negative FX_LABEL_* codes for an ignored or bad label). Outputs (rows,). */
+typedef struct {
+    const void *x;
+    const void *labels;     /* (rows,) class labels; NULL: no targets (every row ignored) */
+    fx_label_type label_type;
+    int64_t C;
+    int64_t ignore_index;
+    double *nll;
+    double *conf;
+    int64_t *argmax;
+    int64_t *above;
+} fx_metrics_args;
+
 /* ------------------------------------------------------------------ kernels */
 
 /* Each returns its items' summed loss (float64) where it computes a loss. The kernels
@@ -146,6 +161,9 @@ typedef void (*sigmoid_outputs_fn)(const void *x, void *out, int64_t i0, int64_t
                                    fx_sigmoid_output what);
 /* test hook: a point function of fx_vecmath.h over n values */
 typedef void (*vecmath_fn)(const void *x, void *out, int64_t n, fx_vecmath_fn what);
+/* evaluation metrics over rows [r0, r1) (fx_metrics_args); row_chunks as softmax_rows */
+typedef void (*metrics_rows_fn)(const fx_metrics_args *a, int64_t r0, int64_t r1,
+                                fx_chunk *row_chunks);
 
 /* One table per (precision, ISA), defined by fx_instance.h. */
 typedef struct {
@@ -160,6 +178,7 @@ typedef struct {
     elementwise_range_fn elementwise_range;
     sigmoid_outputs_fn sigmoid_outputs;
     vecmath_fn vecmath;
+    metrics_rows_fn metrics_rows;
 } fx_table;
 
 extern const fx_table fx_table_f32_baseline, fx_table_f64_baseline;
