@@ -29,10 +29,18 @@ typedef struct {
     int64_t argmax, above;
 } fx_metrics_item_out;
 
-/* A running count vector plus the set lanes of a comparison mask (set lanes are -1). */
-FN VI vcount(VI acc, VI mask) { return acc - mask; }
+/* Lanes [0, n) set, from the lane numbers (0, 1, ..., VL-1): one compare (vlive builds
+   its mask lane by lane, too slow for the tail of every short row). */
+FN VI vlive_at(VI lane, int64_t n) { return lane < (VI){0} + (n < VL ? (int)n : VL); }
 
-/* Horizontal sum of an integer count vector. */
+FN VI lane_numbers(void)
+{
+    VI lane;
+    for (int i = 0; i < VL; i++) lane[i] = i;
+    return lane;
+}
+
+/* Horizontal sum of an integer vector. */
 FN int64_t vhsum_i(VI v)
 {
     int64_t s = 0;
@@ -40,80 +48,132 @@ FN int64_t vhsum_i(VI v)
     return s;
 }
 
-/* The first index of x[0, C) holding a NaN (nan = 1) or equal to m (nan = 0); -1 if
-   none. */
-FN int64_t row_find(const R *x, int64_t C, R m, int nan)
+FN VI vimin(VI a, VI b) { VI m = a < b; return (m & a) | (~m & b); }
+FN int64_t vhmin_i(VI v)
 {
-    VR mv = vsplat(m);
+    int64_t m = v[0];
+    for (int i = 1; i < VL; i++) m = v[i] < m ? v[i] : m;
+    return m;
+}
+
+/* The rank pass: one read of the row x[0, C) after its max M is known (from L1: the
+   chunk passes just read it), with no branch per vector (a test-and-branch search for
+   the first max mispredicts once per row, which costs short rows more than the running
+   vector min does). Sets
+     *argmax = with `may_nan` the first NaN if there is one, else the first j with
+               x_j == M;
+     *above  = (t >= 0) #{j: x_j > x_t or (x_j NaN and x_t not)}
+               + #{j > t: x_j ties x_t (equal, or both NaN)}   (the top of this file).
+   `may_nan` is a constant at each call: 0 drops the NaN terms, for the rows known to
+   hold no NaN. Indices are kept in the lanes of VI (int32 for float32): C < 2^31 - VL,
+   which the Python layer checks. */
+FN void rank_pass(const R *x, int64_t C, R M, int may_nan, int64_t t, VI lane,
+                  int64_t *argmax, int64_t *above)
+{
+    const int count = t >= 0;
+    const R xt = count ? x[t] : 0;
+    const int t_nan = may_nan && xt != xt;
+    const VI none = (VI){0} + INT32_MAX, tt = (VI){0} + (int)(count ? t : 0);
+    const VR mv = vsplat(M), tv = vsplat(xt);
+    VI first_max = none, first_nan = none, cnt = {0};
     for (int64_t j = 0; j < C; j += VL) {
         int full = j + VL <= C;
-        int64_t n = full ? VL : C - j;
-        VR v = full ? vload(x + j) : vload_part(x + j, n, 0);
-        VI hit = (nan ? (VI)(v != v) : (VI)(v == mv)) & vlive(n);
-        if (vany(hit))
-            for (int i = 0; i < n; i++)
-                if (hit[i]) return j + i;
+        VR v = full ? vload(x + j) : vload_part(x + j, C - j, 0);
+        VI live = full ? ~(VI){0} : vlive_at(lane, C - j);
+        VI idx = lane + (int)j;
+        VI isnan_v = may_nan ? (VI)(v != v) & live : (VI){0};
+        VI is_max = (VI)(v == mv) & live;
+        first_max = vimin(first_max, (is_max & idx) | (~is_max & none));
+        if (may_nan) first_nan = vimin(first_nan, (isnan_v & idx) | (~isnan_v & none));
+        if (count) {
+            VI after = idx > tt;
+            VI up = t_nan ? isnan_v & after
+                          : (((VI)(v > tv) & live) | isnan_v) | ((VI)(v == tv) & live & after);
+            cnt -= up;                                  /* set lanes are -1 */
+        }
     }
-    return -1;
-}
-
-/* argmax of a row whose merged statistics are mg: the first NaN if the row holds one,
-   else the first j with x_j == M. The max pass may drop a NaN (vmax_fast), but then S
-   is NaN; S is NaN also for a +inf logit without NaN (inf - inf), hence the search. */
-FN int64_t row_argmax(const R *x, int64_t C, const fx_merged *mg)
-{
-    int64_t j = -1;
-    if (isnan(mg->S) || isnan(mg->M)) j = row_find(x, C, 0, 1);
-    if (j < 0) j = row_find(x, C, (R)mg->M, 0);
-    return j < 0 ? 0 : j;
-}
-
-/* #{j in [j0, C): x_j ranks above xt by value} (see the top: greater, or NaN over a
-   number) when `after` is 0; #{j in [j0, C): x_j ties with xt} (equal, or both NaN)
-   when `after` is 1. */
-FN int64_t row_count(const R *x, int64_t j0, int64_t C, R xt, int after)
-{
-    const int t_nan = xt != xt;
-    VR tv = vsplat(xt);
-    VI cnt = {0};
-    for (int64_t j = j0; j < C; j += VL) {
-        int full = j + VL <= C;
-        int64_t n = full ? VL : C - j;
-        VR v = full ? vload(x + j) : vload_part(x + j, n, 0);
-        VI isnan_v = (VI)(v != v), m;
-        if (after) m = t_nan ? isnan_v : (VI)(v == tv);
-        else m = t_nan ? (VI){0} : ((VI)(v > tv) | isnan_v);
-        cnt = vcount(cnt, m & vlive(n));
-    }
-    return vhsum_i(cnt);
+    int64_t j = may_nan ? vhmin_i(first_nan) : INT32_MAX;
+    if (j == INT32_MAX) j = vhmin_i(first_max);
+    *argmax = j == INT32_MAX ? 0 : j;
+    *above = count ? vhsum_i(cnt) : t;
 }
 
 /* The metrics of one row x[0, C) with target class t (>= 0) or a negative
    FX_LABEL_* code, from the row's merged chunk statistics mg. */
-FN fx_metrics_item_out fx_metrics_item(const R *x, int64_t C, int64_t t, const fx_merged *mg)
+FN fx_metrics_item_out fx_metrics_item(const R *x, int64_t C, int64_t t, const fx_merged *mg,
+                                       VI lane)
 {
     fx_metrics_item_out o;
-    /* S == 0: every logit -inf, S NaN: a NaN; neither has a distribution */
+    /* S == 0: every logit -inf, S NaN: a NaN (or inf - inf); no distribution */
     o.conf = mg->S > 0.0 ? 1.0 / mg->S : NAN;
-    o.argmax = row_argmax(x, C, mg);
-    if (t < 0) {
-        o.nll = fx_dropped_loss(t);
-        o.above = t;
-        return o;
-    }
-    double xt = (double)x[t];
-    o.nll = log(mg->S) + (mg->M - xt);            /* fx_item_loss's a log S + b_t (M - x_t) */
-    o.above = row_count(x, 0, C, x[t], 0) + row_count(x, t + 1, C, x[t], 1);
+    /* a row with a NaN has S NaN (the max pass may drop the NaN, vmax_fast, the exp pass
+       does not); so has a row with +inf (inf - inf): both take the general pass */
+    if (isnan(mg->S) || isnan(mg->M))
+        rank_pass(x, C, (R)mg->M, 1, t, lane, &o.argmax, &o.above);
+    else
+        rank_pass(x, C, (R)mg->M, 0, t, lane, &o.argmax, &o.above);
+    o.nll = t < 0 ? fx_dropped_loss(t)
+                  : log(mg->S) + (mg->M - (double)x[t]);  /* fx_item_loss's a log S + b_t (M - x_t) */
     return o;
 }
 
-/* Rows [r0, r1) of a->x: the chunk statistics of each row (the same passes as the
-   losses' rows), then fx_metrics_item, written to the per-row outputs. */
-KERNEL void metrics_rows(const fx_metrics_args *a, int64_t r0, int64_t r1, fx_chunk *row_chunks)
+/* The calibration bin of a top-1 confidence: torchmetrics' bucketize(conf, edges,
+   right=True) - 1 over the nb = n_bins + 1 float32 edges (0 = edges[0] <= conf <= 1),
+   conf rounded to float32 first as torchmetrics holds it; a NaN goes to the last bin
+   (where NumPy's searchsorted puts it). A branch-free binary search. */
+static inline int64_t fx_conf_bin(double conf, const float *edges, int64_t nb)
 {
-    const int64_t C = a->C, nch = (C + CHUNK - 1) / CHUNK;
+    float c = (float)conf;
+    if (c != c) return nb - 1;
+    int64_t lo = 0, n = nb;                       /* the last edge <= c lies in [lo, lo + n) */
+    while (n > 1) {
+        int64_t half = n / 2;
+        lo = edges[lo + half] <= c ? lo + half : lo;
+        n -= half;
+    }
+    return lo;
+}
+
+/* One row's metrics added to the block's sums (layout: FX_MS_* in fx_api.h): the one
+   home of each metric's per-item term. */
+static inline void fx_metrics_add(const fx_metrics_args *a, int64_t r, int64_t t,
+                                  const fx_metrics_item_out *o, double *sums, int64_t *counts)
+{
+    if (t < 0) return;                                    /* ignored */
+    const double s = a->sample_weight ? a->sample_weight[r] : 1.0;
+    const double w = a->class_weight ? a->class_weight[t] : 1.0;
+    /* cross-entropy: sum w_t nll / sum w_t; a zero weight drops the item (0 * inf) */
+    if (w != 0.0) sums[FX_MS_NLL] += w * o->nll;
+    sums[FX_MS_NLL_WEIGHT] += w;
+    /* scikit-learn's log loss: p_t clipped to [eps, 1 - eps], i.e. the nll to
+       [clip_lo, clip_hi] = [-log(1 - eps), -log(eps)] (fmin/fmax would drop a NaN) */
+    double c = o->nll < a->clip_lo ? a->clip_lo : o->nll > a->clip_hi ? a->clip_hi : o->nll;
+    sums[FX_MS_CLIPPED] += s * c;
+    sums[FX_MS_ITEM_WEIGHT] += s;
+    if (o->above < a->top_k) {
+        sums[FX_MS_HITS] += s;
+        counts[FX_MC_HITS]++;
+    }
+    counts[FX_MC_KEPT]++;
+    /* calibration (torchmetrics): the top-1 prediction is right when argmax == t */
+    const int64_t nb = a->n_bins + 1, bin = fx_conf_bin(o->conf, a->edges, nb);
+    counts[FX_MC_BINS + bin]++;
+    counts[FX_MC_BINS + nb + bin] += o->argmax == t;
+    sums[FX_MS_BINS + bin] += (double)(float)o->conf;
+}
+
+/* Rows [r0, r1) of a->x: the chunk statistics of each row (the same passes as the
+   losses' rows), then fx_metrics_item; its results added to the block's sums (zeroed
+   here) and, where a->nll etc. are not NULL, written per row. */
+KERNEL void metrics_rows(const fx_metrics_args *a, int64_t r0, int64_t r1, fx_chunk *row_chunks,
+                         double *sums, int64_t *counts)
+{
+    const int64_t C = a->C, nch = (C + CHUNK - 1) / CHUNK, nb = a->n_bins + 1;
     fx_chunk local[FX_LOCAL_CHUNKS];
     fx_chunk *st = nch <= FX_LOCAL_CHUNKS ? local : row_chunks;   /* see fx_api.h */
+    const VI lane = lane_numbers();
+    for (int64_t i = 0; i < FX_MS_BINS + nb; i++) sums[i] = 0.0;
+    for (int64_t i = 0; i < FX_MC_BINS + 2 * nb; i++) counts[i] = 0;
     for (int64_t r = r0; r < r1; r++) {
         const R *x = (const R *)a->x + r * C;
         for (int64_t c = 0; c < nch; c++) {
@@ -123,11 +183,14 @@ KERNEL void metrics_rows(const fx_metrics_args *a, int64_t r0, int64_t r1, fx_ch
         fx_merged mg = fx_merge_chunks(st, nch);
         int64_t t = a->labels ? fx_label(a->labels, a->label_type, r, C, a->ignore_index)
                               : FX_LABEL_IGNORED;
-        fx_metrics_item_out o = fx_metrics_item(x, C, t, &mg);
-        a->nll[r] = o.nll;
-        a->conf[r] = o.conf;
-        a->argmax[r] = o.argmax;
-        a->above[r] = o.above;
+        fx_metrics_item_out o = fx_metrics_item(x, C, t, &mg, lane);
+        fx_metrics_add(a, r, t, &o, sums, counts);
+        if (a->nll) {
+            a->nll[r] = o.nll;
+            a->conf[r] = o.conf;
+            a->argmax[r] = o.argmax;
+            a->above[r] = o.above;
+        }
     }
 }
 
