@@ -358,3 +358,22 @@ def test_cli_eval_npy_npz_and_blocks(rng, tmp_path, capsys):
     assert "perplexity" in text and "accuracy" in text
     assert cli_main(["eval", str(tmp_path / "x.npy")]) == 2          # no labels
     capsys.readouterr()
+
+
+@pytest.mark.parametrize("case", ["offset", "offset-labels", "extra-label", "negative"])
+def test_log_loss_integer_label_paths(rng, case):
+    """The counting path (small non-negative integers) and the sorting path give
+    scikit-learn's label handling."""
+    skm = require_sklearn().metrics
+    x = rng.standard_normal((80, 4))
+    y, labels = {
+        "offset": (rng.integers(3, 7, 80), None),
+        "offset-labels": (rng.integers(3, 7, 80), [6, 4, 5, 3]),
+        "extra-label": (rng.integers(0, 3, 80), [0, 1, 2, 9]),
+        "negative": (rng.integers(-2, 2, 80), None),
+    }[case]
+    y[:4] = np.sort(np.unique(y))[:4] if labels is None else y[:4]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)     # its note on unordered labels
+        expected = skm.log_loss(y, softmax64(x), labels=labels)
+    assert metrics.log_loss(y, x, labels=labels) == pytest.approx(expected, rel=1e-12)

@@ -453,11 +453,9 @@ def metrics_rows(cnp.ndarray x, labels, *, int64_t ignore_index, class_weight,
                                      bs + b * ns, bc + b * nc)
     finally:
         free(tables)
-    # block sums in block order (a fixed order: the same bits for any thread count)
-    cdef cnp.ndarray sums = block_sums[0].copy()
-    for b in range(1, nblocks):
-        sums += block_sums[b]
-    return sums, block_counts.sum(axis=0)
+    # block sums in block order (cumsum adds them in sequence: a fixed order, the same
+    # bits for any thread count)
+    return np.cumsum(block_sums[:nblocks], axis=0)[nblocks - 1], block_counts.sum(axis=0)
 
 
 # the layout of metrics_rows' sums and counts (fx_api.h): the bins start here

@@ -393,6 +393,47 @@ class MetricsAccumulator:
         return c
 
 
+def _encode_labels(y: np.ndarray, labels) -> Tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's label handling of log_loss: the classes, ``np.unique(labels)`` or
+    ``np.unique(y)`` (LabelBinarizer's order), at least two, ``y`` holding none outside
+    them; and y's class indices into them (int64). Small non-negative integer labels take
+    a counting path (a bincount and a table, not a sort of y)."""
+    y_int = y.dtype.kind in "iu" and y.size > 0
+    lo = int(y.min()) if y_int else 0
+    hi = int(y.max()) if y_int else 0
+    if labels is not None:
+        classes = np.unique(np.asarray(labels))
+    if y_int and lo >= 0 and hi < max(4 * y.size, 1 << 16):
+        if labels is None:
+            classes = np.flatnonzero(np.bincount(y, minlength=hi + 1))
+        if (classes.dtype.kind in "iu" and classes.size and classes[0] >= 0
+                and classes[-1] < max(4 * y.size, 1 << 16)):
+            size = max(hi, int(classes[-1])) + 1
+            table = np.full(size, -1, dtype=np.int64)
+            table[classes] = np.arange(classes.size)
+            t = table[y] if not np.array_equal(classes, np.arange(size)) else y.astype(np.int64, copy=False)
+            bad = t < 0
+            if bad.any():
+                raise ValueError(f"log_loss: y_true contains values {np.unique(y[bad]).tolist()} "
+                                 f"not in labels {classes.tolist()}")
+            return _check_two(classes), t
+    if labels is None:
+        classes = np.unique(y)
+    t = np.searchsorted(classes, y)
+    missing = (t >= classes.size) | (classes[np.minimum(t, classes.size - 1)] != y)
+    if missing.any():
+        raise ValueError(f"log_loss: y_true contains values {np.unique(y[missing]).tolist()} "
+                         f"not in labels {classes.tolist()}")
+    return _check_two(classes), t.astype(np.int64)
+
+
+def _check_two(classes: np.ndarray) -> np.ndarray:
+    if classes.size < 2:
+        raise ValueError(f"log_loss: y_true contains only one label ({classes.tolist()}); "
+                         "pass all the labels with labels=")
+    return classes
+
+
 # ------------------------------------------------------------------ one-shot functions
 def evaluate(logits: ArrayLike, target: ArrayLike, *, top_k: int = 1, n_bins: int = 15,
              ignore_index: int = -100, weight: Optional[ArrayLike] = None,
@@ -466,21 +507,12 @@ def log_loss(y_true: ArrayLike, logits: ArrayLike, *, labels: Optional[ArrayLike
     if x.ndim not in (1, 2) or x.shape[0] != n:
         raise ValueError(f"log_loss: logits must have shape ({n},) or ({n}, n_classes), got "
                          f"{x.shape}")
-    classes = np.unique(y if labels is None else np.asarray(labels))
-    if labels is not None:
-        missing = np.setdiff1d(y, classes)
-        if missing.size:
-            raise ValueError(f"log_loss: y_true contains values {missing.tolist()} not in "
-                             f"labels {classes.tolist()}")
-    if classes.size < 2:
-        raise ValueError(f"log_loss: y_true contains only one label ({classes.tolist()}); "
-                         "pass all the labels with labels=")
+    classes, t = _encode_labels(y, labels)
     binary = x.ndim == 1 or x.shape[1] == 1
     C = 2 if binary else x.shape[1]
     if classes.size != C:
         raise ValueError(f"log_loss: {classes.size} labels ({classes.tolist()}) but logits "
                          f"have {C} classes")
-    t = np.searchsorted(classes, y).astype(np.int64)
     sw = _item_weights(sample_weight, n, (n,), "log_loss")
     eps = _prob_eps(np.dtype(x.dtype.type))
     if binary:

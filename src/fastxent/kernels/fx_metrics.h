@@ -23,7 +23,8 @@
 #include "fx_softmax_rows.h"
 
 /* One row's metrics (see the top of this file). above: FX_LABEL_IGNORED or
-   FX_LABEL_BAD when the row has no class target (then nll is 0 or NaN). */
+   FX_LABEL_BAD when the row has no class target (then nll is 0 or NaN); argmax and
+   above may be inexact where fx_metrics_item says. */
 typedef struct {
     double nll, conf;
     int64_t argmax, above;
@@ -98,22 +99,61 @@ FN void rank_pass(const R *x, int64_t C, R M, int may_nan, int64_t t, VI lane,
     *above = count ? vhsum_i(cnt) : t;
 }
 
+/* #{j: x_j == m} over a row without NaN: one compare per vector, four counts in
+   flight. */
+FN int64_t row_count_equal(const R *x, int64_t C, R m, VI lane)
+{
+    const VR mv = vsplat(m);
+    VI c0 = {0}, c1 = {0}, c2 = {0}, c3 = {0};
+    int64_t j = 0;
+    for (; j + 4 * VL <= C; j += 4 * VL) {
+        c0 -= (VI)(vload(x + j) == mv);
+        c1 -= (VI)(vload(x + j + VL) == mv);
+        c2 -= (VI)(vload(x + j + 2 * VL) == mv);
+        c3 -= (VI)(vload(x + j + 3 * VL) == mv);
+    }
+    for (; j < C; j += VL) {
+        int full = j + VL <= C;
+        VR v = full ? vload(x + j) : vload_part(x + j, C - j, 0);
+        VI eq = (VI)(v == mv);
+        c0 -= full ? eq : eq & vlive_at(lane, C - j);
+    }
+    return vhsum_i((c0 + c1) + (c2 + c3));
+}
+
 /* The metrics of one row x[0, C) with target class t (>= 0) or a negative
-   FX_LABEL_* code, from the row's merged chunk statistics mg. */
+   FX_LABEL_* code, from the row's merged chunk statistics mg. With `exact`, argmax and
+   above are exact; without, only what the sums read is: whether argmax == t and
+   whether above < top_k, which for top_k == 1 and a row without NaN follow from
+   x_t < M (neither; no pass), or x_t == M and no other x_j == M (both; one compare per
+   vector). Ties at the max, NaN rows and top_k > 1 take the rank pass. */
 FN fx_metrics_item_out fx_metrics_item(const R *x, int64_t C, int64_t t, const fx_merged *mg,
-                                       VI lane)
+                                       VI lane, int exact, int64_t top_k)
 {
     fx_metrics_item_out o;
     /* S == 0: every logit -inf, S NaN: a NaN (or inf - inf); no distribution */
     o.conf = mg->S > 0.0 ? 1.0 / mg->S : NAN;
-    /* a row with a NaN has S NaN (the max pass may drop the NaN, vmax_fast, the exp pass
-       does not); so has a row with +inf (inf - inf): both take the general pass */
-    if (isnan(mg->S) || isnan(mg->M))
-        rank_pass(x, C, (R)mg->M, 1, t, lane, &o.argmax, &o.above);
-    else
-        rank_pass(x, C, (R)mg->M, 0, t, lane, &o.argmax, &o.above);
     o.nll = t < 0 ? fx_dropped_loss(t)
                   : log(mg->S) + (mg->M - (double)x[t]);  /* fx_item_loss's a log S + b_t (M - x_t) */
+    /* a row with a NaN has S NaN (the max pass may drop the NaN, vmax_fast, the exp pass
+       does not); so has a row with +inf (inf - inf): both take the general pass */
+    if (isnan(mg->S) || isnan(mg->M)) {
+        rank_pass(x, C, (R)mg->M, 1, t, lane, &o.argmax, &o.above);
+        return o;
+    }
+    if (!exact && t >= 0 && top_k == 1) {
+        if (x[t] < (R)mg->M) {                /* not the max: neither argmax nor top 1 */
+            o.argmax = -1;
+            o.above = 1;
+            return o;
+        }
+        if (row_count_equal(x, C, (R)mg->M, lane) == 1) {   /* the only max */
+            o.argmax = t;
+            o.above = 0;
+            return o;
+        }
+    }
+    rank_pass(x, C, (R)mg->M, 0, t, lane, &o.argmax, &o.above);
     return o;
 }
 
@@ -183,7 +223,7 @@ KERNEL void metrics_rows(const fx_metrics_args *a, int64_t r0, int64_t r1, fx_ch
         fx_merged mg = fx_merge_chunks(st, nch);
         int64_t t = a->labels ? fx_label(a->labels, a->label_type, r, C, a->ignore_index)
                               : FX_LABEL_IGNORED;
-        fx_metrics_item_out o = fx_metrics_item(x, C, t, &mg, lane);
+        fx_metrics_item_out o = fx_metrics_item(x, C, t, &mg, lane, a->nll != NULL, a->top_k);
         fx_metrics_add(a, r, t, &o, sums, counts);
         if (a->nll) {
             a->nll[r] = o.nll;
