@@ -325,6 +325,8 @@ class MetricsAccumulator:
     def _clip(self) -> Tuple[float, float]:
         """scikit-learn's log loss clips p_t to [eps, 1 - eps], eps the probabilities'
         machine epsilon: the nll to [-log(1 - eps), -log(eps)]."""
+        if self.dtype is None:
+            raise ValueError("the accumulator has no data yet: its logits dtype is unknown")
         eps = _prob_eps(self.dtype)
         return -math.log1p(-eps), -math.log(eps)
 
@@ -335,7 +337,7 @@ class MetricsAccumulator:
         if other._options() != self._options():
             raise ValueError("merge: the accumulators have different options (top_k, "
                              "n_bins, ignore_index, weight)")
-        if other.classes is not None:
+        if other.classes is not None and other.dtype is not None:
             self._check_compatible(other.classes, other.dtype)
         self.n_items += other.n_items
         self.sums.merge(other.sums)
