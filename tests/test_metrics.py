@@ -360,6 +360,24 @@ def test_cli_eval_npy_npz_and_blocks(rng, tmp_path, capsys):
     capsys.readouterr()
 
 
+def test_cli_eval_sequences_fortran_order_and_nothing_kept(rng, tmp_path, capsys):
+    x = rng.standard_normal((5, 40, 7)).astype(np.float32)          # (batch, time, vocab)
+    y = rng.integers(0, 7, (5, 40))
+    y[1, :9] = -100
+    np.save(tmp_path / "x.npy", np.asfortranarray(x))
+    np.save(tmp_path / "y.npy", y)
+    expected = metrics.evaluate(x, y)
+    assert cli_main(["eval", str(tmp_path / "x.npy"), str(tmp_path / "y.npy"), "--json",
+                     "--block-rows", "90"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["n_kept"] == expected.n_kept == 191
+    assert out["perplexity"] == pytest.approx(expected.perplexity, rel=1e-12)
+    np.save(tmp_path / "y.npy", np.full((5, 40), -100))
+    assert cli_main(["eval", str(tmp_path / "x.npy"), str(tmp_path / "y.npy"), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["n_kept"] == 0 and out["log_loss"] is None and out["perplexity"] is None
+
+
 @pytest.mark.parametrize("case", ["offset", "offset-labels", "extra-label", "negative"])
 def test_log_loss_integer_label_paths(rng, case):
     """The counting path (small non-negative integers) and the sorting path give

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import sys
@@ -130,18 +131,29 @@ def cmd_eval(argv: List[str], prog: str) -> int:
             raise ValueError(f"logits {x.shape} and labels {y.shape} do not match: labels "
                              "must have the logits' shape without the last (class) axis")
         C = x.shape[-1]
-        xr, yr = x.reshape(-1, C), y.reshape(-1)
         block = args.block_rows or max(1, (64 << 20) // max(1, C * x.dtype.itemsize))
+        if block < 1:
+            raise ValueError(f"--block-rows must be positive, got {block}")
         acc = metrics.MetricsAccumulator(top_k=args.top_k, n_bins=args.n_bins,
                                          ignore_index=args.ignore_index, n_threads=args.threads)
-        for start in range(0, xr.shape[0], block):
-            acc.update(xr[start:start + block], yr[start:start + block])
+        # blocks along the first axis (a slice of a memory map is a view: only the block
+        # is read, and copied only if the file's layout is not C order)
+        inner = max(1, math.prod(x.shape[1:-1])) if x.ndim > 1 else 1
+        step = max(1, block // inner)
+        if x.ndim == 1:
+            acc.update(x, y)
+        for start in range(0, x.shape[0] if x.ndim > 1 else 0, step):
+            xb, yb = x[start:start + step], y[start:start + step]
+            acc.update(xb.reshape(-1, C), yb.reshape(-1))
         result = acc.compute()
     except (ValueError, TypeError, IndexError, OSError) as e:
         print(f"{prog}: {e}", file=sys.stderr)
         return 2
     if args.json:
-        print(json.dumps(result.as_dict(), indent=2))
+        # a mean over no item is NaN, which JSON has not: null
+        out = {k: (None if isinstance(v, float) and v != v else v)
+               for k, v in result.as_dict().items()}
+        print(json.dumps(out, indent=2, allow_nan=False))
         return 0
     r = result
     rows = [("items", f"{r.n_kept} kept of {r.n_items}"),
