@@ -395,3 +395,28 @@ def test_log_loss_integer_label_paths(rng, case):
         warnings.simplefilter("ignore", UserWarning)     # its note on unordered labels
         expected = skm.log_loss(y, softmax64(x), labels=labels)
     assert metrics.log_loss(y, x, labels=labels) == pytest.approx(expected, rel=1e-12)
+
+
+def test_accumulators_from_python_threads_merge_to_the_same_bits(rng):
+    """Each Python thread fills its own accumulator (the kernel releases the GIL); merged
+    in any order they give the bits of one accumulator fed the same batches."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    batches = [(rng.standard_normal((3000, 10)).astype(np.float32), rng.integers(0, 10, 3000))
+               for _ in range(8)]
+    seq = metrics.MetricsAccumulator(top_k=3)
+    for xb, yb in batches:
+        seq.update(xb, yb)
+
+    def work(i):
+        acc = metrics.MetricsAccumulator(top_k=3)
+        for xb, yb in batches[i::4]:
+            acc.update(xb, yb, )
+        return acc
+
+    with ThreadPoolExecutor(4) as pool:
+        accs = list(pool.map(work, range(4)))
+    total = accs[3]
+    for a in accs[:3]:
+        total.merge(a)
+    assert total.compute() == seq.compute()
