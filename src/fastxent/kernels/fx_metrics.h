@@ -1,6 +1,7 @@
 /*
  * Evaluation metrics from logits (fastxent.metrics, issue 16): per row of x (rows, C),
- * class axis last, what every metric needs, from one read of the row:
+ * class axis last, what every metric needs: the losses' two chunk passes (max, exp),
+ * then at most one more read of the row, from L1 (fx_metrics_item says when):
  *   lse     = M + log S                (M = max_j x_j, S = sum_j exp(x_j - M))
  *   nll     = log S + (M - x_t)        (the cross-entropy of the row, as fx_item_loss)
  *   conf    = 1 / S = exp(M - lse)     (the top-1 softmax probability)
@@ -13,9 +14,10 @@
  *                 above = #{j: x_j > x_t or x_j is NaN} + #{j > t: x_j == x_t}
  *             and for x_t NaN: above = #{j > t: x_j is NaN}. The target is in the top k
  *             iff above < k.
- * The per-row math is fx_metrics_item (one row, given its chunk statistics); the row
- * loop metrics_rows only walks rows and writes the outputs, so a kernel that handles
- * many small rows at once (issue 11) can call the same item function.
+ * The per-row math is fx_metrics_item (one row, given its chunk statistics) and each
+ * metric's per-item term is in fx_metrics_add (the block sums); the row loop
+ * metrics_rows only walks rows, so a kernel that handles many small rows at once
+ * (issue 11) can call the same two functions.
  */
 #ifndef FX_METRICS_H
 #define FX_METRICS_H
@@ -49,6 +51,7 @@ FN int64_t vhsum_i(VI v)
     return s;
 }
 
+/* Lanewise min and horizontal min of integer vectors (the first-index searches). */
 FN VI vimin(VI a, VI b) { VI m = a < b; return (m & a) | (~m & b); }
 FN int64_t vhmin_i(VI v)
 {
