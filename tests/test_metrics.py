@@ -331,6 +331,8 @@ def test_accumulator_rejects_mismatches(rng):
         a.update(np.zeros((2, 3), np.float32), [0, 3])
     with pytest.raises(TypeError, match="integer"):
         a.update(np.zeros((2, 3), np.float32), [0.0, 1.0])
+    with pytest.raises(TypeError, match="float32 or float64"):
+        metrics.evaluate(np.zeros((2, 3), np.float16), [0, 1])
 
 
 # ---------------------------------------------------------------------- the command line

@@ -189,6 +189,11 @@ def _rows(logits, target, axis, ignore_index: int, fname: str):
         raise ValueError(f"{fname}: target shape {t.shape} does not match logits shape "
                          f"{x.shape}: targets must have shape {item_shape} (logits without "
                          f"the class axis {ax})")
+    if x.dtype.type not in (np.float32, np.float64):
+        # the metrics kernel has float32 and float64 instances only: until it reads the
+        # half types (issue 14), they are refused here rather than misread
+        raise TypeError(f"{fname}: logits must be float32 or float64, got {x.dtype} (cast "
+                        "them: logits.astype(np.float32))")
     xk = kernel_ready(np.moveaxis(x, ax, -1) if ax != x.ndim - 1 else x).reshape(-1, C)
     labels = kernel_ready(t).reshape(-1)
     pos, bad, _ = _core.check_labels(labels, classes=C, ignore_index=ignore_index,
