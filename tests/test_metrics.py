@@ -422,3 +422,26 @@ def test_accumulators_from_python_threads_merge_to_the_same_bits(rng):
     for a in accs[:3]:
         total.merge(a)
     assert total.compute() == seq.compute()
+
+
+def test_exact_sums_do_not_depend_on_order():
+    """The accumulator's float sums are exact (math.fsum is the reference): any order and
+    grouping of adds and merges gives the correctly rounded total."""
+    rng = np.random.default_rng(7)
+    values = np.concatenate([rng.standard_normal(50) * 10.0 ** rng.integers(-20, 20, 50),
+                             [1e16, 1.0, -1e16, 3e-300]])
+    expected = math.fsum(values)
+    for _ in range(5):
+        order = rng.permutation(values.size)
+        a, b = metrics._ExactSum(), metrics._ExactSum()
+        for i in order[:30]:
+            a.add(values[i])
+        for i in order[30:]:
+            b.add(values[i])
+        b.merge(a)
+        assert float(b.value()) == expected
+    s = metrics._ExactSum((2,))
+    s.add([np.inf, 1.0])
+    s.add([1.0, np.nan])
+    v = s.value()
+    assert v[0] == np.inf and np.isnan(v[1])
