@@ -85,6 +85,10 @@ def require_sklearn():
     return _require("sklearn", "scikit-learn")
 
 
+def require_torchmetrics():
+    return _require("torchmetrics", "torchmetrics")
+
+
 def require_threadpoolctl():
     return _require("threadpoolctl", "threadpoolctl")
 

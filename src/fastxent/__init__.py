@@ -17,6 +17,7 @@ from ._losses import (
     kl_div,
     nll_loss,
 )
+from . import metrics  # evaluation metrics from logits (NumPy only, as the rest)
 
 __version__ = "0.1.0"
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import sys
@@ -76,10 +77,105 @@ def cmd_bench(argv: List[str], prog: str) -> int:
     return _bench.main(argv, prog=prog)
 
 
+def _load_eval_arrays(paths: List[str], logits_key: Optional[str], labels_key: Optional[str]):
+    """(logits, labels) from LOGITS.npy LABELS.npy (memory-mapped) or one .npz (its
+    members `logits_key` / `labels_key`, else 'logits' / 'labels', else its first two);
+    a .npz member is read whole when first sliced (zip members cannot be mapped)."""
+    import numpy as np
+
+    arrays = []
+    for path in paths:
+        if path.endswith(".npz"):
+            z = np.load(path)
+            names = list(z.files)
+            lk = logits_key or ("logits" if "logits" in names else names[0] if names else None)
+            yk = labels_key or ("labels" if "labels" in names else
+                                next((k for k in names if k != lk), None))
+            for key in (lk, yk):
+                if key is None or key not in names:
+                    raise ValueError(f"{path}: no member {key!r} (members: {names})")
+                arrays.append(z[key])
+        else:
+            arrays.append(np.load(path, mmap_mode="r", allow_pickle=False))
+    if len(arrays) != 2:
+        raise ValueError("give LOGITS.npy LABELS.npy, or one .npz holding both")
+    return arrays[0], arrays[1]
+
+
+def cmd_eval(argv: List[str], prog: str) -> int:
+    """Evaluation metrics of saved logits and labels (fastxent.metrics), streamed in blocks
+    of rows from memory-mapped .npy files, so the logits may be larger than memory."""
+    p = argparse.ArgumentParser(
+        prog=prog, description="Metrics of logits against class labels, from one pass: "
+        "cross-entropy, perplexity, log loss (scikit-learn's), top-k accuracy, calibration "
+        "errors (torchmetrics' binning). LOGITS (..., C), class axis last; LABELS (...) "
+        "integer class indices.")
+    p.add_argument("files", nargs="+", metavar="FILE",
+                   help="LOGITS.npy LABELS.npy, or DATA.npz holding both")
+    p.add_argument("--logits-key", help=".npz member of the logits (default: 'logits')")
+    p.add_argument("--labels-key", help=".npz member of the labels (default: 'labels')")
+    p.add_argument("--top-k", type=int, default=1, help="k of the top-k accuracy (default 1)")
+    p.add_argument("--n-bins", type=int, default=15, help="calibration bins (default 15)")
+    p.add_argument("--ignore-index", type=int, default=-100,
+                   help="label value to skip (default -100)")
+    p.add_argument("--block-rows", type=int, default=0,
+                   help="rows per block read (default: about 64 MiB of logits)")
+    p.add_argument("--threads", type=int, default=None, help="n_threads (default: OpenMP's)")
+    p.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    args = p.parse_args(argv)
+    from . import metrics
+
+    try:
+        x, y = _load_eval_arrays(args.files, args.logits_key, args.labels_key)
+        if x.ndim < 1 or x.shape[:-1] != y.shape:
+            raise ValueError(f"logits {x.shape} and labels {y.shape} do not match: labels "
+                             "must have the logits' shape without the last (class) axis")
+        C = x.shape[-1]
+        block = args.block_rows or max(1, (64 << 20) // max(1, C * x.dtype.itemsize))
+        if block < 1:
+            raise ValueError(f"--block-rows must be positive, got {block}")
+        acc = metrics.MetricsAccumulator(top_k=args.top_k, n_bins=args.n_bins,
+                                         ignore_index=args.ignore_index, n_threads=args.threads)
+        # blocks along the first axis (a slice of a memory map is a view: only the block
+        # is read, and copied only if the file's layout is not C order)
+        inner = max(1, math.prod(x.shape[1:-1])) if x.ndim > 1 else 1
+        step = max(1, block // inner)
+        if x.ndim == 1:
+            acc.update(x, y)
+        for start in range(0, x.shape[0] if x.ndim > 1 else 0, step):
+            xb, yb = x[start:start + step], y[start:start + step]
+            acc.update(xb.reshape(-1, C), yb.reshape(-1))
+        result = acc.compute()
+    except (ValueError, TypeError, IndexError, OSError) as e:
+        print(f"{prog}: {e}", file=sys.stderr)
+        return 2
+    if args.json:
+        # a mean over no item is NaN, which JSON has not: null
+        out = {k: (None if isinstance(v, float) and v != v else v)
+               for k, v in result.as_dict().items()}
+        print(json.dumps(out, indent=2, allow_nan=False))
+        return 0
+    r = result
+    rows = [("items", f"{r.n_kept} kept of {r.n_items}"),
+            ("cross_entropy", f"{r.cross_entropy:.6g}"),
+            ("perplexity", f"{r.perplexity:.6g}"),
+            ("log_loss", f"{r.log_loss:.6g}"),
+            (f"accuracy@{r.top_k}", f"{r.accuracy:.6g}"),
+            (f"ece ({r.n_bins} bins)", f"{r.ece:.6g}"),
+            ("rmsce", f"{r.rmsce:.6g}"),
+            ("mce", f"{r.mce:.6g}")]
+    width = max(len(k) for k, _ in rows)
+    for key, value in rows:
+        print(f"{key:<{width}}  {value}")
+    return 0
+
+
 COMMANDS: Dict[str, Tuple[Callable[[List[str], str], int], str]] = {
     "info": (cmd_info, "how this fastxent was built and what it will use (show_config)"),
     "bench": (cmd_bench, "time fastxent against NumPy, PyTorch, JAX and scikit-learn "
                          "(--quick: a short run; --help)"),
+    "eval": (cmd_eval, "metrics of saved logits and labels (.npy, memory-mapped, or .npz): "
+                       "log loss, perplexity, accuracy, calibration; --json"),
 }
 
 

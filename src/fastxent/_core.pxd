@@ -67,6 +67,27 @@ cdef extern from "fx_api.h" nogil:
     ctypedef void (*sigmoid_outputs_fn)(const void *x, void *out, int64_t i0, int64_t i1, fx_sigmoid_output what) noexcept nogil
     ctypedef void (*vecmath_fn)(const void *x, void *out, int64_t n, fx_vecmath_fn what) noexcept nogil
 
+    int FX_MS_BINS
+    int FX_MC_BINS
+    ctypedef struct fx_metrics_args:
+        const void *x
+        const void *labels
+        fx_label_type label_type
+        int64_t C
+        int64_t ignore_index
+        const double *class_weight
+        const double *sample_weight
+        int64_t top_k
+        double clip_lo
+        double clip_hi
+        int64_t n_bins
+        const float *edges
+        double *nll
+        double *conf
+        int64_t *argmax
+        int64_t *above
+    ctypedef void (*metrics_rows_fn)(const fx_metrics_args *a, int64_t r0, int64_t r1, fx_chunk *row_chunks, double *sums, int64_t *counts) noexcept nogil
+
     ctypedef struct fx_table:
         const char *isa
         int col_lanes
@@ -83,6 +104,7 @@ cdef extern from "fx_api.h" nogil:
         elementwise_range_fn elementwise_range
         sigmoid_outputs_fn sigmoid_outputs
         vecmath_fn vecmath
+        metrics_rows_fn metrics_rows
 
     const fx_table *fx_table_f32
     const fx_table *fx_table_f64

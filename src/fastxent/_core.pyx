@@ -418,3 +418,76 @@ def vecmath(cnp.ndarray x, cnp.ndarray out, fx_vecmath_fn what):
     (FX_MATH_LOG1P_UNIT = 1, for x in [0, 1]) or log (FX_MATH_LOG = 2) over a contiguous
     float array, so their error can be measured in ulps."""
     _table(x).vecmath(cnp.PyArray_DATA(x), cnp.PyArray_DATA(out), cnp.PyArray_SIZE(x), what)
+
+
+def metrics_rows(cnp.ndarray x, labels, *, int64_t ignore_index, class_weight,
+                 sample_weight, int64_t top_k, double clip_lo, double clip_hi,
+                 cnp.ndarray edges, nll=None, conf=None, argmax=None, above=None,
+                 n_threads):
+    """Evaluation metrics (kernels/fx_metrics.h) of x (rows, C), C-contiguous, against
+    labels (rows,) of any integer dtype (validated by the caller) or None: returns
+    (sums, counts), float64 (FX_MS_BINS + nb,) and int64 (FX_MC_BINS + 2 nb,) with
+    nb = edges.size (the layout in fx_api.h). The rows are cut into blocks fixed by C
+    alone and the block sums added in block order: the same bits for any thread count.
+    class_weight (C,), sample_weight (rows,): float64 or None; edges: float32 (n_bins + 1,).
+    nll, conf (float64), argmax, above (int64): per-row outputs (rows,), all or none."""
+    import numpy as np
+    cdef fx_metrics_args a
+    cdef int64_t C = x.shape[x.ndim - 1]
+    cdef int64_t rows = cnp.PyArray_SIZE(x) // C if C > 0 else 0
+    cdef int64_t nb = cnp.PyArray_SIZE(edges)
+    cdef int64_t ns = FX_MS_BINS + nb, nc = FX_MC_BINS + 2 * nb
+    a.x = cnp.PyArray_DATA(x)
+    a.labels = _ptr(labels)
+    a.label_type = _label_type(labels) if labels is not None else FX_I64
+    a.C = C
+    a.ignore_index = ignore_index
+    a.class_weight = <const double*>_ptr(class_weight)
+    a.sample_weight = <const double*>_ptr(sample_weight)
+    a.top_k = top_k
+    a.clip_lo = clip_lo
+    a.clip_hi = clip_hi
+    a.n_bins = nb - 1
+    a.edges = <const float*>cnp.PyArray_DATA(edges)
+    a.nll = <double*>_ptr(nll)
+    a.conf = <double*>_ptr(conf)
+    a.argmax = <int64_t*>_ptr(argmax)
+    a.above = <int64_t*>_ptr(above)
+    cdef const fx_table *tab = _table(x)
+    cdef int64_t per = BLOCK_ELEMS // C if C > 0 else 1
+    if per < 1:
+        per = 1
+    cdef int64_t nblocks = (rows + per - 1) // per if rows > 0 else 0
+    cdef int nt = _threads(n_threads, rows * C, nblocks)
+    cdef int64_t b, i
+    cdef int64_t chunk = FX_CHUNK_BYTES // cnp.PyArray_ITEMSIZE(x)
+    cdef int64_t nch = (C + chunk - 1) // chunk
+    cdef cnp.ndarray block_sums = np.zeros((max(nblocks, 1), ns), dtype=np.float64)
+    cdef cnp.ndarray block_counts = np.zeros((max(nblocks, 1), nc), dtype=np.int64)
+    cdef double *bs = <double*>cnp.PyArray_DATA(block_sums)
+    cdef int64_t *bc = <int64_t*>cnp.PyArray_DATA(block_counts)
+    cdef fx_chunk *tables = NULL
+    if nblocks == 0:
+        return block_sums[0], block_counts[0]
+    tables = _chunk_tables(nch, nt)
+    try:
+        with nogil:
+            if nt == 1:
+                for b in range(nblocks):
+                    tab.metrics_rows(&a, b * per, min(rows, (b + 1) * per), tables,
+                                     bs + b * ns, bc + b * nc)
+            else:
+                for b in prange(nblocks, schedule="static", num_threads=nt):
+                    tab.metrics_rows(&a, b * per, min(rows, (b + 1) * per),
+                                     tables + threadid() * nch if tables != NULL else NULL,
+                                     bs + b * ns, bc + b * nc)
+    finally:
+        free(tables)
+    # block sums in block order (cumsum adds them in sequence: a fixed order, the same
+    # bits for any thread count)
+    return np.cumsum(block_sums[:nblocks], axis=0)[nblocks - 1], block_counts.sum(axis=0)
+
+
+# the layout of metrics_rows' sums and counts (fx_api.h): the bins start here
+METRICS_SUMS_BINS = FX_MS_BINS
+METRICS_COUNTS_BINS = FX_MC_BINS

@@ -119,6 +119,35 @@ typedef struct {
     void *item_loss;        /* per-element loss out, input dtype; or NULL */
 } fx_elementwise_args;
 
+/* Evaluation metrics over rows of x (rows, C), class axis last (fx_metrics.h): per row
+   nll = log S + (M - x_t), conf = 1/S, argmax, and `above`, the classes ranked above the
+   target (negative FX_LABEL_* codes for an ignored or bad label), summed per block of
+   rows into sums[FX_MS_BINS + n_bins + 1] and counts[FX_MC_BINS + 2 (n_bins + 1)]:
+     sums:   sum w_t nll, sum w_t, sum s clip(nll), sum s [above < k], sum s, then per
+             calibration bin the sum of the float32 confidences
+     counts: kept items, items with above < k, then per bin the items, then per bin the
+             items whose argmax is the target
+   (w: class weights, s: sample weights, 1 when absent; ignored items add nothing). */
+enum { FX_MS_NLL, FX_MS_NLL_WEIGHT, FX_MS_CLIPPED, FX_MS_HITS, FX_MS_ITEM_WEIGHT, FX_MS_BINS };
+enum { FX_MC_KEPT, FX_MC_HITS, FX_MC_BINS };
+typedef struct {
+    const void *x;
+    const void *labels;     /* (rows,) class labels; NULL: no targets (every row ignored) */
+    fx_label_type label_type;
+    int64_t C;
+    int64_t ignore_index;
+    const double *class_weight;     /* (C,) or NULL */
+    const double *sample_weight;    /* (rows,) or NULL */
+    int64_t top_k;
+    double clip_lo, clip_hi;        /* the log loss's clipping of nll */
+    int64_t n_bins;
+    const float *edges;             /* (n_bins + 1,) calibration bin edges, float32 */
+    double *nll;                    /* per-row outputs (rows,), or all NULL */
+    double *conf;
+    int64_t *argmax;
+    int64_t *above;
+} fx_metrics_args;
+
 /* ------------------------------------------------------------------ kernels */
 
 /* Each returns its items' summed loss (float64) where it computes a loss. The kernels
@@ -150,6 +179,9 @@ typedef void (*sigmoid_outputs_fn)(const void *x, void *out, int64_t i0, int64_t
                                    fx_sigmoid_output what);
 /* test hook: a point function of fx_vecmath.h over n values */
 typedef void (*vecmath_fn)(const void *x, void *out, int64_t n, fx_vecmath_fn what);
+/* evaluation metrics over rows [r0, r1) (fx_metrics_args); row_chunks as softmax_rows */
+typedef void (*metrics_rows_fn)(const fx_metrics_args *a, int64_t r0, int64_t r1,
+                                fx_chunk *row_chunks, double *sums, int64_t *counts);
 
 /* One table per (precision, ISA), defined by fx_instance.h. */
 typedef struct {
@@ -168,6 +200,7 @@ typedef struct {
     elementwise_range_fn elementwise_range;
     sigmoid_outputs_fn sigmoid_outputs;
     vecmath_fn vecmath;
+    metrics_rows_fn metrics_rows;
 } fx_table;
 
 extern const fx_table fx_table_f32_baseline, fx_table_f64_baseline;

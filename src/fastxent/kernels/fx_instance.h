@@ -14,6 +14,7 @@
 #include "fx_softmax_cols.h"
 #include "fx_softmax_items.h"
 #include "fx_elementwise.h"
+#include "fx_metrics.h"
 
 /* Test hook: the raw point functions over an array, so that tests can bound their
    error in ulps against float64. */
@@ -57,6 +58,7 @@ const fx_table FX_CAT3(fx_table, FX_PREC, FX_ISA) = {
     .elementwise_range = elementwise_range,
     .sigmoid_outputs = sigmoid_outputs_range,
     .vecmath = vecmath_range,
+    .metrics_rows = metrics_rows,
 };
 
 #endif
