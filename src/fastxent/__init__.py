@@ -34,7 +34,6 @@ __all__ = [
     "sigmoid",
     "log_sigmoid",
     "show_config",
-    "partials",
 ]
 
 if hasattr(_os, "register_at_fork"):
