@@ -147,6 +147,48 @@ def test_elementwise_losses(client, dt):
         _check(grad, ref[1], dt, "grad " + name)
 
 
+@pytest.mark.parametrize("dt", [np.float32, np.float64])
+def test_any_class_axis_label_dtypes_and_ignore_index(client, dt):
+    rng = np.random.default_rng(6)
+    x = (rng.standard_normal((6, 700, 5)) * 3).astype(dt)          # (N, C, d) as PyTorch
+    t = rng.integers(0, 700, (6, 5)).astype(np.int32)
+    t[1, 2] = 7                                  # ignore_index=7 is a class: ignored anyway
+    y = rng.random(x.shape).astype(dt)
+    y /= y.sum(axis=1, keepdims=True)
+    w = (rng.random(700) + 0.5).astype(dt)
+    X = _chunked(x, ((2, 4), (300, 0, 400), (3, 2)))
+    xl = np.ascontiguousarray(np.moveaxis(x, 1, -1))              # (N, d, C): axis=-1
+    XL = _chunked(xl, ((4, 2), (5,), (1, 699)))
+    x1 = x[0, :, 0].copy()                                          # one unbatched row
+    X1 = _chunked(x1, ((350, 350),))
+    cases = []
+    for red in ("mean", "none"):
+        kw = dict(reduction=red, return_grad=True)
+        cases += [
+            ("ce axis 1 " + red, fxd.cross_entropy(X, t, w, ignore_index=7, n_threads=1, **kw),
+             fx.cross_entropy(x, t, w, ignore_index=7, **kw)),
+            ("ce soft axis 1 " + red, fxd.cross_entropy(X, y, label_smoothing=0.3, **kw),
+             fx.cross_entropy(x, y, label_smoothing=0.3, **kw)),
+            ("ce axis -1 uint16 " + red,
+             fxd.cross_entropy(XL, t.astype(np.uint16), axis=-1, label_smoothing=0.1, **kw),
+             fx.cross_entropy(xl, t.astype(np.uint16), axis=-1, label_smoothing=0.1, **kw)),
+            ("ce 1-D " + red, fxd.cross_entropy(X1, np.int64(5), **kw),
+             fx.cross_entropy(x1, np.int64(5), **kw)),
+            ("nll axis 1 " + red, fxd.nll_loss(X, t, w, ignore_index=7, **kw),
+             fx.nll_loss(x, t, w, ignore_index=7, **kw)),
+        ]
+    cases += [("out softmax axis 1", (fxd.softmax(X, axis=1), fxd.log_softmax(X, axis=1)),
+               (fx.softmax(x, axis=1), fx.log_softmax(x, axis=1))),
+              ("out logsumexp", (fxd.logsumexp(XL), fxd.logsumexp(X1)),
+               (fx.logsumexp(xl), fx.logsumexp(x1)))]
+    computed = dask.compute(*[c[1] for c in cases])
+    for (name, lazy, ref), (a, b) in zip(cases, computed):
+        assert lazy[1].chunks == (X1 if "1-D" in name else XL if "-1" in name else X).chunks \
+            or name.startswith("out"), name
+        _check(a, ref[0], dt, ("out " if name.startswith("out") else "loss ") + name)
+        _check(b, ref[1], dt, ("out " if name.startswith("out") else "grad ") + name)
+
+
 def test_losses_without_grad_and_determinism(client):
     x, t, y, w = _data(np.float64, seed=3)
     X = _chunked(x, (ROW_CHUNKS, CLASS_CHUNKS))
@@ -203,9 +245,11 @@ def test_bad_input_raises_as_numpy(client):
     # what only the Dask functions can meet
     with pytest.raises(ValueError):
         fxd.cross_entropy(X[X[:, 0] > 0], t[:3])              # unknown row chunk sizes
-    with pytest.raises(ValueError):
-        fxd.cross_entropy(X.reshape(6, 5, 10), t)             # the class axis must be last
-    with pytest.raises(ValueError):
-        fxd.cross_entropy(X, t, axis=0)
+    _raises_like(ValueError, lambda: fx.cross_entropy(x, t, axis=2),
+                 lambda: fxd.cross_entropy(X, t, axis=2))
+    _raises_like(ValueError, lambda: fx.cross_entropy(x, t, axis=0),     # target shape
+                 lambda: fxd.cross_entropy(X, t, axis=0))
+    _raises_like(ValueError, lambda: fx.cross_entropy(x[0, 0], t),
+                 lambda: fxd.cross_entropy(X[0, 0], t))
     with pytest.raises(ValueError):
         fxd.cross_entropy(X, t, split_every=1)

@@ -15,8 +15,9 @@ deterministic: for a given chunking and ``split_every`` the merges happen in a f
 order, so the same bits on any cluster. The elementwise losses (BCE, KL) are blockwise
 fastxent calls whose per-block sums are added in a tree.
 
-Inputs: ``input`` a Dask array (a NumPy array is wrapped in one chunk); the softmax
-family takes 2-D ``(N, C)`` logits, classes on the last axis (``axis=1``/``-1``);
+Inputs: ``input`` a Dask array (a NumPy array is wrapped in one chunk), shaped as for
+fastxent (the softmax family: ``(N, C)``, ``(C,)`` or ``(N, C, d1, ...)`` with any class
+axis; a class axis that is not last is moved there lazily, which copies each block);
 targets and weights Dask or NumPy arrays, rechunked to match ``input``. Labels are
 validated when the blocks run: an out-of-range label raises ``IndexError`` at
 ``compute()``, as :func:`fastxent.cross_entropy` raises at its call.
@@ -37,7 +38,7 @@ except ImportError as e:        # pragma: no cover - exercised without dask inst
 import fastxent as _fx
 
 from . import partials as _p
-from ._checks import check_reduction
+from ._checks import check_reduction, check_threads, normalize_axis
 from ._losses import _divide, _labels
 
 __all__ = [
@@ -72,15 +73,61 @@ def _float_input(input, name: str = "input"):
     return x
 
 
-def _logits_2d(input, axis: int, fname: str):
-    x = _float_input(input)
-    if x.ndim != 2:
-        raise ValueError(f"fastxent.dask.{fname}: input must be 2-D (N, C) with the classes on "
-                         f"the last axis, got shape {x.shape}")
-    if axis not in (1, -1):
-        raise ValueError(f"fastxent.dask.{fname}: the class axis must be the last one "
-                         f"(axis=1 or -1), got axis={axis!r}")
-    return x
+class _Rows:
+    """The input viewed as rows: (R, C) with the class axis last (moved there and the
+    other axes flattened, lazily), and the way back to the input's shapes."""
+
+    def __init__(self, input, axis, fname: str):
+        x = _float_input(input)
+        if x.ndim == 0:
+            raise ValueError(f"{fname}: input must have at least 1 dimension (the class axis), "
+                             f"got a scalar")
+        if x.ndim == 1:     # one unbatched row, as fastxent
+            if axis not in (0, -1, 1):
+                raise ValueError(f"{fname}: axis={axis!r} for a 1-D input, whose only axis is "
+                                 f"the class axis")
+            ax = 0
+        else:
+            ax = normalize_axis(axis, x.ndim)
+        self.x, self.ax = x, ax
+        self.moved = x if ax == x.ndim - 1 else da.moveaxis(x, ax, -1)
+        self.items = self.moved.shape[:-1]
+        self.C = x.shape[ax]
+        self.rows = self.moved if self.moved.ndim == 2 else self.moved.reshape(-1, self.C)
+
+    def target(self, target, allow_soft: bool, fname: str):
+        """The target as rows: (R,) labels chunked like the rows, or (R, C) probabilities
+        chunked like them."""
+        t = _as_dask(target, "target")
+        x, rows = self.x, self.rows
+        soft = t.dtype.kind == "f"
+        if t.dtype.kind not in "iuf" or (soft and not allow_soft):
+            kinds = ("integer class indices or float probabilities" if allow_soft
+                     else "integer class indices")
+            raise TypeError(f"{fname}: target must hold {kinds}, got dtype {t.dtype}")
+        if soft:
+            if t.shape != x.shape:
+                raise ValueError(f"target shape {t.shape} does not match input shape {x.shape}: "
+                                 f"probability targets must have the input's shape")
+            t = t if self.ax == x.ndim - 1 else da.moveaxis(t, self.ax, -1)
+            t = t if t.ndim == 2 else t.reshape(-1, self.C)
+            return t.rechunk(rows.chunks)
+        if t.shape != self.items:
+            raise ValueError(f"target shape {t.shape} does not match input shape {x.shape}: "
+                             f"class-index targets must have shape {self.items}")
+        return (t if t.ndim == 1 else t.reshape(-1)).rechunk((rows.chunks[0],))
+
+    def items_back(self, r):
+        """(R,) per row -> the input's item shape."""
+        return r if self.moved.ndim == 2 else r.reshape(self.items)
+
+    def back(self, g):
+        """(R, C) -> the input's shape and chunks."""
+        if self.moved.ndim != 2:
+            g = g.reshape(self.moved.shape)
+        if self.ax != self.x.ndim - 1:
+            g = da.moveaxis(g, -1, self.ax)
+        return g if g.chunks == self.x.chunks else g.rechunk(self.x.chunks)
 
 
 def _offsets(x):
@@ -108,24 +155,6 @@ def _check_ignore_index(ignore_index):
     return int(ignore_index)
 
 
-def _target(target, x, allow_soft: bool, fname: str):
-    """(target rechunked like x's rows (hard) or like x (soft), soft?)."""
-    t = _as_dask(target, "target")
-    soft = t.dtype.kind == "f"
-    if t.dtype.kind not in "iuf" or (soft and not allow_soft):
-        kinds = "integer class indices or float probabilities" if allow_soft else "integer class indices"
-        raise TypeError(f"{fname}: target must hold {kinds}, got dtype {t.dtype}")
-    if soft:
-        if t.shape != x.shape:
-            raise ValueError(f"target shape {t.shape} does not match input shape {x.shape}: "
-                             f"probability targets must have the input's shape")
-        return t.rechunk(x.chunks), True
-    if t.shape != x.shape[:1]:
-        raise ValueError(f"target shape {t.shape} does not match input shape {x.shape}: "
-                         f"class-index targets must have shape {x.shape[:1]}")
-    return t.rechunk((x.chunks[0],)), False
-
-
 def _split(split_every):
     if split_every is not None and (isinstance(split_every, bool)
                                     or not isinstance(split_every, (int, np.integer))
@@ -137,10 +166,10 @@ def _split(split_every):
 # ------------------------------------------------------------------ the partials graph
 # Block functions are module-level (a worker process unpickles them by name).
 
-def _block_partials(xb, tb, wb, ob, *, classes, ignore_index, smoothing):
+def _block_partials(xb, tb, wb, ob, *, classes, ignore_index, smoothing, n_threads):
     off = _offset(ob)
     p = _p.softmax_partials(xb, tb, wb, offset=off, classes=classes, ignore_index=ignore_index,
-                            label_smoothing=smoothing, n_threads=None)
+                            label_smoothing=smoothing, n_threads=n_threads)
     return p.reshape(-1, 1)
 
 
@@ -157,13 +186,13 @@ def _merge_columns(b, axis=None, keepdims=False):
     return acc.reshape(-1, 1) if keepdims else acc
 
 
-def _merged_partials(x, t, w, *, ignore_index, smoothing, split_every):
+def _merged_partials(x, t, w, *, ignore_index, smoothing, split_every, n_threads):
     """(N,) merged records, chunked like x's rows."""
     t_ind = None if t is None else ("ij" if t.ndim == 2 else "i")
     parts = da.blockwise(
         _block_partials, "ij", x, "ij", t, t_ind, w, None if w is None else "j",
         _offsets(x), "j", classes=x.shape[1], ignore_index=ignore_index, smoothing=smoothing,
-        dtype=_p.PARTIALS_DTYPE, adjust_chunks={"j": 1},
+        n_threads=n_threads, dtype=_p.PARTIALS_DTYPE, adjust_chunks={"j": 1},
         meta=np.empty((0, 0), dtype=_p.PARTIALS_DTYPE))
     return da.reduction(parts, _chunk_identity, _merge_columns, combine=_merge_columns, axis=1,
                         keepdims=False, dtype=_p.PARTIALS_DTYPE, split_every=split_every,
@@ -223,10 +252,10 @@ def _grad_scale(weights, reduction, split_every):
                         dtype=np.float64, meta=np.empty((), dtype=np.float64))
 
 
-def _block_grad(xb, mb, tb, wb, ob, scale, *, classes, ignore_index, smoothing):
+def _block_grad(xb, mb, tb, wb, ob, scale, *, classes, ignore_index, smoothing, n_threads):
     return _p.block_grad(xb, mb, tb, wb, offset=_offset(ob), classes=classes,
                          ignore_index=ignore_index, label_smoothing=smoothing,
-                         scale=float(scale))
+                         scale=float(scale), n_threads=n_threads)
 
 
 def _scale_arg(scale):
@@ -237,49 +266,63 @@ def _scale_arg(scale):
 
 def cross_entropy(input, target, weight=None, *, ignore_index: int = -100,
                   reduction: str = "mean", label_smoothing: float = 0.0, axis: int = 1,
-                  return_grad: bool = False, split_every: Optional[int] = None) -> Any:
-    """:func:`fastxent.cross_entropy` over a Dask array ``input`` ``(N, C)`` chunked in any
-    way along rows and classes. ``target``: ``(N,)`` integer class indices or ``(N, C)``
-    probabilities; ``weight``: ``(C,)`` class weights (Dask or NumPy, rechunked to match).
-    Same formulas and reductions (``"mean"``: PyTorch's weighted mean); returns a lazy
-    0-d Dask array (``"mean"``, ``"sum"``) or ``(N,)`` (``"none"``), and with
-    ``return_grad=True`` ``(loss, grad)``, ``grad`` chunked like ``input``. ``split_every``:
-    the fan-in of the merge and sum trees (Dask's default when None). Equal to the
-    single-machine result to float64 rounding (merge order differs), deterministic for a
-    given chunking."""
-    x = _logits_2d(input, axis, "cross_entropy")
+                  return_grad: bool = False, n_threads: Optional[int] = None,
+                  split_every: Optional[int] = None) -> Any:
+    """:func:`fastxent.cross_entropy` over a Dask array ``input`` chunked in any way,
+    along the items and along the classes.
+
+    Shapes as fastxent's: ``(N, C)``, ``(C,)`` or ``(N, C, d1, ...)`` with the class axis
+    ``axis`` (any axis; a class axis that is not last is moved there lazily, which copies
+    each block). ``target``: integer class indices shaped like ``input`` without the class
+    axis, or probabilities shaped like ``input``; ``weight``: ``(C,)`` class weights. Each
+    as a Dask or NumPy array, rechunked to match. Same formulas and reductions
+    (``"mean"``: PyTorch's weighted mean over all items). Returns a lazy 0-d Dask array
+    (``"mean"``, ``"sum"``) or one of the item shape (``"none"``); with
+    ``return_grad=True`` ``(loss, grad)``, ``grad`` lazy and chunked like ``input``.
+    ``n_threads``: fastxent's threads inside each task (OpenMP's default when None);
+    ``split_every``: the fan-in of the merge and sum trees (Dask's default when None).
+
+    Equal to ``fastxent.cross_entropy`` on the computed array up to the order of float64
+    additions; the same bits on every run for a given chunking and ``split_every``."""
+    rv = _Rows(input, axis, "cross_entropy")
     check_reduction(reduction)
     ii = _check_ignore_index(ignore_index)
     eps = float(label_smoothing)
     if not 0.0 <= eps <= 1.0:
         raise ValueError(f"label_smoothing must be in [0, 1], got {label_smoothing}")
+    n_threads = check_threads(n_threads)
     split_every = _split(split_every)
-    t, _soft = _target(target, x, True, "cross_entropy")
+    t = rv.target(target, True, "cross_entropy")
+    x = rv.rows
     w = _class_weight(weight, x)
     dt = np.dtype(x.dtype)
-    merged = _merged_partials(x, t, w, ignore_index=ii, smoothing=eps, split_every=split_every)
+    merged = _merged_partials(x, t, w, ignore_index=ii, smoothing=eps, split_every=split_every,
+                              n_threads=n_threads)
     losses = merged.map_blocks(_rows_loss, dtype=np.float64, meta=np.empty((0,), np.float64))
     weights = merged.map_blocks(_rows_weight, dtype=np.float64, meta=np.empty((0,), np.float64))
     loss = _reduce_rows(losses, weights, reduction, dt, split_every)
+    if reduction == "none":
+        loss = rv.items_back(loss)
     if not return_grad:
         return loss
     scale = _grad_scale(weights, reduction, split_every)
     grad = da.blockwise(
         _block_grad, "ij", x, "ij", merged, "i", t, "ij" if t.ndim == 2 else "i",
         w, None if w is None else "j", _offsets(x), "j", *_scale_arg(scale),
-        classes=x.shape[1], ignore_index=ii, smoothing=eps, dtype=dt,
+        classes=x.shape[1], ignore_index=ii, smoothing=eps, n_threads=n_threads, dtype=dt,
         meta=np.empty((0, 0), dtype=dt))
-    return loss, grad
+    return loss, rv.back(grad)
 
 
-def _nll_block(xb, tb, wb, ob, *, classes, ignore_index):
+def _nll_block(xb, tb, wb, ob, *, classes, ignore_index, n_threads):
     """Per row of one block: (loss, item weight) for the rows whose label lies in the
     block, 0 for the others, as (rows, 1, 2) float64."""
     off, width = _offset(ob), xb.shape[1]
     local, inside = _local_labels(tb, off, width, classes, ignore_index, xb.shape)
     out = np.zeros((xb.shape[0], 1, 2))
     if width:       # (fastxent.nll_loss leaves "none" unwritten for 0 classes)
-        out[:, 0, 0] = _fx.nll_loss(xb, local, wb, ignore_index=-1, reduction="none", axis=1)
+        out[:, 0, 0] = _fx.nll_loss(xb, local, wb, ignore_index=-1, reduction="none", axis=1,
+                                    n_threads=n_threads)
         wrow = np.ones(xb.shape[0]) if wb is None else np.asarray(wb, np.float64)[np.where(inside, local, 0)]
         out[:, 0, 1] = np.where(inside, wrow, 0.0)
     return out
@@ -295,11 +338,11 @@ def _local_labels(tb, off, width, classes, ignore_index, shape):
     return np.where(inside, t - off, -1), inside
 
 
-def _nll_grad_block(xb, tb, wb, ob, scale, *, classes, ignore_index):
+def _nll_grad_block(xb, tb, wb, ob, scale, *, classes, ignore_index, n_threads):
     off, width = _offset(ob), xb.shape[1]
     local, _ = _local_labels(tb, off, width, classes, ignore_index, xb.shape)
     _, g = _fx.nll_loss(xb, local, wb, ignore_index=-1, reduction="sum", axis=1,
-                        return_grad=True)
+                        return_grad=True, n_threads=n_threads)
     s = float(scale)
     if s != 1.0:
         g *= g.dtype.type(s)
@@ -307,76 +350,92 @@ def _nll_grad_block(xb, tb, wb, ob, scale, *, classes, ignore_index):
 
 
 def nll_loss(input, target, weight=None, *, ignore_index: int = -100, reduction: str = "mean",
-             axis: int = 1, return_grad: bool = False, split_every: Optional[int] = None) -> Any:
-    """:func:`fastxent.nll_loss` (``input`` holds log-probabilities ``(N, C)``, ``target``
-    ``(N,)`` class indices) over a Dask array chunked along rows and classes; the block
-    holding a row's label gives its loss ``-w_t x_t``. Returns as :func:`cross_entropy`."""
-    x = _logits_2d(input, axis, "nll_loss")
+             axis: int = 1, return_grad: bool = False, n_threads: Optional[int] = None,
+             split_every: Optional[int] = None) -> Any:
+    """:func:`fastxent.nll_loss` (``input`` holds log-probabilities, ``target`` class
+    indices; shapes and axes as :func:`cross_entropy`) over a Dask array chunked along
+    items and classes: the block holding an item's label gives its loss ``-w_t x_t``, the
+    others exact zeros. Returns as :func:`cross_entropy`."""
+    rv = _Rows(input, axis, "nll_loss")
     check_reduction(reduction)
     ii = _check_ignore_index(ignore_index)
+    n_threads = check_threads(n_threads)
     split_every = _split(split_every)
-    t, _ = _target(target, x, False, "nll_loss")
+    t = rv.target(target, False, "nll_loss")
+    x = rv.rows
     w = _class_weight(weight, x)
     dt = np.dtype(x.dtype)
     per_block = da.blockwise(
         _nll_block, "ijk", x, "ij", t, "i", w, None if w is None else "j", _offsets(x), "j",
         new_axes={"k": 2}, adjust_chunks={"j": 1}, classes=x.shape[1], ignore_index=ii,
-        dtype=np.float64, meta=np.empty((0, 0, 0), np.float64))
+        n_threads=n_threads, dtype=np.float64, meta=np.empty((0, 0, 0), np.float64))
     # one block per row holds its label, the others give exact zeros: the sum is exact
     rows = per_block.sum(axis=1, split_every=split_every)
     losses, weights = rows[:, 0], rows[:, 1]
     loss = _reduce_rows(losses, weights, reduction, dt, split_every)
+    if reduction == "none":
+        loss = rv.items_back(loss)
     if not return_grad:
         return loss
     scale = _grad_scale(weights, reduction, split_every)
     grad = da.blockwise(
         _nll_grad_block, "ij", x, "ij", t, "i", w, None if w is None else "j", _offsets(x), "j",
-        *_scale_arg(scale), classes=x.shape[1], ignore_index=ii, dtype=dt,
+        *_scale_arg(scale), classes=x.shape[1], ignore_index=ii, n_threads=n_threads, dtype=dt,
         meta=np.empty((0, 0), dtype=dt))
-    return loss, grad
+    return loss, rv.back(grad)
 
 
 # ------------------------------------------------------------------ building blocks
 
-def _no_target_merged(x, split_every):
+def _no_target_merged(x, split_every, n_threads):
     return _merged_partials(x, None, None, ignore_index=-100, smoothing=0.0,
-                            split_every=split_every)
+                            split_every=split_every, n_threads=n_threads)
 
 
-def logsumexp(x, axis: int = -1, *, split_every: Optional[int] = None) -> Any:
-    """``log(sum(exp(x), axis=-1))`` of a 2-D Dask array ``(N, C)`` chunked in any way:
-    ``M + log S`` from the merged records, ``(N,)`` in x's dtype. (fastxent.logsumexp's
-    log1p refinement of rows dominated by one logit near 0 is not applied.)"""
-    xd = _logits_2d(x, axis, "logsumexp")
-    m = _no_target_merged(xd, _split(split_every))
-    return m.map_blocks(_call_with_dtype, fn=_lse_rows, out_dtype=np.dtype(xd.dtype),
-                        dtype=xd.dtype, meta=np.empty((0,), xd.dtype))
+def logsumexp(x, axis: int = -1, *, n_threads: Optional[int] = None,
+              split_every: Optional[int] = None) -> Any:
+    """``log(sum(exp(x), axis))`` of a Dask array chunked in any way (also along ``axis``):
+    ``M + log S`` from each row's merged records, in x's dtype, shaped like ``x`` without
+    ``axis``. (fastxent.logsumexp's second pass for rows dominated by one logit near 0,
+    ``logsumexp([0, -40]) = 4.25e-18``, is not made: here that is 0.)"""
+    rv = _Rows(x, axis, "logsumexp")
+    dt = np.dtype(rv.rows.dtype)
+    m = _no_target_merged(rv.rows, _split(split_every), check_threads(n_threads))
+    lse = m.map_blocks(_call_with_dtype, fn=_lse_rows, out_dtype=dt, dtype=dt,
+                       meta=np.empty((0,), dt))
+    return rv.items_back(lse)
 
 
 def _lse_rows(mb, *, dtype):
     return _p.logsumexp(mb).astype(dtype)
 
 
-def _block_softmax(xb, mb, *, log):
-    return _p.block_softmax(xb, mb, log=log)
+def _block_softmax(xb, mb, *, log, n_threads):
+    return _p.block_softmax(xb, mb, log=log, n_threads=n_threads)
 
 
-def _softmax(x, axis, split_every, log, name):
-    xd = _logits_2d(x, axis, name)
-    m = _no_target_merged(xd, _split(split_every))
-    return da.blockwise(_block_softmax, "ij", xd, "ij", m, "i", log=log, dtype=xd.dtype,
-                        meta=np.empty((0, 0), xd.dtype))
+def _softmax(x, axis, split_every, n_threads, log, name):
+    rv = _Rows(x, axis, name)
+    n_threads = check_threads(n_threads)
+    xd = rv.rows
+    m = _no_target_merged(xd, _split(split_every), n_threads)
+    out = da.blockwise(_block_softmax, "ij", xd, "ij", m, "i", log=log, n_threads=n_threads,
+                       dtype=xd.dtype, meta=np.empty((0, 0), xd.dtype))
+    return rv.back(out)
 
 
-def softmax(x, axis: int = -1, *, split_every: Optional[int] = None) -> Any:
-    """softmax over the classes of a 2-D Dask array ``(N, C)`` chunked in any way; chunked
-    like ``x``: ``exp(x_j - M) / S`` from each row's merged record."""
-    return _softmax(x, axis, split_every, False, "softmax")
+def softmax(x, axis: int = -1, *, n_threads: Optional[int] = None,
+            split_every: Optional[int] = None) -> Any:
+    """softmax along ``axis`` of a Dask array chunked in any way, chunked like ``x``:
+    ``exp(x_j - M) / S`` from each row's merged records."""
+    return _softmax(x, axis, split_every, n_threads, False, "softmax")
 
 
-def log_softmax(x, axis: int = -1, *, split_every: Optional[int] = None) -> Any:
-    """log_softmax over the classes of a 2-D Dask array ``(N, C)``: ``(x_j - M) - log S``."""
-    return _softmax(x, axis, split_every, True, "log_softmax")
+def log_softmax(x, axis: int = -1, *, n_threads: Optional[int] = None,
+                split_every: Optional[int] = None) -> Any:
+    """log_softmax along ``axis`` of a Dask array chunked in any way:
+    ``(x_j - M) - log S``."""
+    return _softmax(x, axis, split_every, n_threads, True, "log_softmax")
 
 
 # ------------------------------------------------------------------ elementwise losses
@@ -410,26 +469,27 @@ def _ew_call(kind, xb, tb, wb, pb, **kw):
     return _fx.kl_div(xb, tb, log_target=kind == "kl_log", **kw)
 
 
-def _ew_sum_block(xb, tb, wb, pb, *, kind):
-    s = _ew_call(kind, xb, tb, wb, pb, reduction="sum")
+def _ew_sum_block(xb, tb, wb, pb, *, kind, n_threads):
+    s = _ew_call(kind, xb, tb, wb, pb, reduction="sum", n_threads=n_threads)
     return np.full((1,) * xb.ndim, float(s))
 
 
-def _ew_none_block(xb, tb, wb, pb, *, kind):
-    return _ew_call(kind, xb, tb, wb, pb, reduction="none")
+def _ew_none_block(xb, tb, wb, pb, *, kind, n_threads):
+    return _ew_call(kind, xb, tb, wb, pb, reduction="none", n_threads=n_threads)
 
 
-def _ew_grad_block(xb, tb, wb, pb, *, kind, scale):
-    _, g = _ew_call(kind, xb, tb, wb, pb, reduction="sum", return_grad=True)
+def _ew_grad_block(xb, tb, wb, pb, *, kind, scale, n_threads):
+    _, g = _ew_call(kind, xb, tb, wb, pb, reduction="sum", return_grad=True, n_threads=n_threads)
     if scale != 1.0:
         g *= g.dtype.type(scale)
     return g
 
 
 def _elementwise(kind, input, target, weight, pos_weight, reduction, return_grad,
-                 split_every, allowed=("none", "mean", "sum")):
+                 n_threads, split_every, allowed=("none", "mean", "sum")):
     x = _float_input(input)
     check_reduction(reduction, allowed)
+    n_threads = check_threads(n_threads)
     split_every = _split(split_every)
     t = _float_input(target, "target") if kind.startswith("kl") else _as_dask(target, "target")
     if not kind.startswith("kl") and t.dtype.kind not in "fbiu":
@@ -448,12 +508,13 @@ def _elementwise(kind, input, target, weight, pos_weight, reduction, return_grad
     n = x.size
     denom = float(x.shape[0] if x.ndim else 1) if reduction == "batchmean" else float(n)
     if reduction == "none":
-        loss = da.blockwise(_ew_none_block, ind, *args, kind=kind, dtype=dt,
+        loss = da.blockwise(_ew_none_block, ind, *args, kind=kind, n_threads=n_threads, dtype=dt,
                             meta=np.empty((0,) * x.ndim, dt))
         if scalar_input:
             loss = loss.reshape(())
     else:
-        sums = da.blockwise(_ew_sum_block, ind, *args, kind=kind, dtype=np.float64,
+        sums = da.blockwise(_ew_sum_block, ind, *args, kind=kind, n_threads=n_threads,
+                            dtype=np.float64,
                             adjust_chunks={c: 1 for c in ind},
                             meta=np.empty((0,) * x.ndim, np.float64))
         total = sums.sum(split_every=split_every)
@@ -466,7 +527,8 @@ def _elementwise(kind, input, target, weight, pos_weight, reduction, return_grad
     scale = 1.0
     if reduction in ("mean", "batchmean"):
         scale = 1.0 / denom if denom else math.inf
-    grad = da.blockwise(_ew_grad_block, ind, *args, kind=kind, scale=scale, dtype=dt,
+    grad = da.blockwise(_ew_grad_block, ind, *args, kind=kind, scale=scale,
+                        n_threads=n_threads, dtype=dt,
                         meta=np.empty((0,) * x.ndim, dt))
     if scalar_input:
         grad = grad.reshape(())
@@ -479,28 +541,31 @@ def _const(v):
 
 def binary_cross_entropy_with_logits(input, target, weight=None, *, pos_weight=None,
                                      reduction: str = "mean", return_grad: bool = False,
+                                     n_threads: Optional[int] = None,
                                      split_every: Optional[int] = None) -> Any:
     """:func:`fastxent.binary_cross_entropy_with_logits` over Dask arrays of any shape and
     chunking (``weight``/``pos_weight`` broadcast to the input, as there); the per-block
     sums are added in a tree. The gradient is a second blockwise pass (scaled by
     1/N for ``"mean"``)."""
     return _elementwise("bce_logits", input, target, weight, pos_weight, reduction,
-                        return_grad, split_every)
+                        return_grad, n_threads, split_every)
 
 
 def binary_cross_entropy(input, target, weight=None, *, reduction: str = "mean",
-                         return_grad: bool = False, split_every: Optional[int] = None) -> Any:
+                         return_grad: bool = False, n_threads: Optional[int] = None,
+                         split_every: Optional[int] = None) -> Any:
     """:func:`fastxent.binary_cross_entropy` (probabilities in [0, 1]; ValueError at
     ``compute()`` otherwise) over Dask arrays; as
     :func:`binary_cross_entropy_with_logits`."""
     return _elementwise("bce", input, target, weight, None, reduction, return_grad,
-                        split_every)
+                        n_threads, split_every)
 
 
 def kl_div(input, target, *, reduction: str = "mean", log_target: bool = False,
-           return_grad: bool = False, split_every: Optional[int] = None) -> Any:
+           return_grad: bool = False, n_threads: Optional[int] = None,
+           split_every: Optional[int] = None) -> Any:
     """:func:`fastxent.kl_div` over Dask arrays (reductions ``"none"``, ``"sum"``,
     ``"mean"``, ``"batchmean"``)."""
     return _elementwise("kl_log" if log_target else "kl", input, target, None, None,
-                        reduction, return_grad, split_every,
+                        reduction, return_grad, n_threads, split_every,
                         allowed=("none", "mean", "sum", "batchmean"))
