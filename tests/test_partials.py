@@ -166,3 +166,20 @@ def test_bad_arguments():
         P.block_grad(x, p[:2], t, classes=8)
     with pytest.raises(ValueError):
         P.merge_all([])
+
+
+def test_same_bits_for_any_thread_count():
+    rng = np.random.default_rng(11)
+    x, t = _case(rng, np.float32, 300, 3000, "hard")       # 900K elements: parallel
+    w = (rng.random(1000) + 0.5).astype(np.float32)
+    blk = np.ascontiguousarray(x[:, 1000:2000])
+    one = P.softmax_partials(blk, t, w, offset=1000, classes=3000, label_smoothing=0.1,
+                             n_threads=1)
+    two = P.softmax_partials(blk, t, w, offset=1000, classes=3000, label_smoothing=0.1,
+                             n_threads=2)
+    assert one.tobytes() == two.tobytes()
+    g1 = P.block_grad(blk, one, t, w, offset=1000, classes=3000, label_smoothing=0.1,
+                      n_threads=1)
+    g2 = P.block_grad(blk, one, t, w, offset=1000, classes=3000, label_smoothing=0.1,
+                      n_threads=2)
+    assert g1.tobytes() == g2.tobytes()
