@@ -130,8 +130,8 @@ def main(argv=None):
     print(f"logits {args.rows} x {args.classes} {dt} = {format_bytes(nbytes)} in chunks of "
           f"{args.row_chunk} x {args.class_chunk} "
           f"({format_bytes(args.row_chunk * args.class_chunk * dt.itemsize)}); memory limit "
-          f"{args.memory_limit} per worker ({nbytes / parse_bytes(args.memory_limit):.1f}x the "
-          f"logits); fastxent {fastxent.__version__}, dask {dask.__version__}, "
+          f"{args.memory_limit} per worker (the logits are {nbytes / parse_bytes(args.memory_limit):.1f}x "
+          f"it); fastxent {fastxent.__version__}, dask {dask.__version__}, "
           f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
 
     def fx_build():
