@@ -12,8 +12,10 @@ class blocks are merged by a tree reduction (``split_every``) into one record pe
 which gives the row's loss; the gradient is one more blockwise pass over the logits that
 reads each row's merged record. No shuffle, no row ever on one worker, and the result is
 deterministic: for a given chunking and ``split_every`` the merges happen in a fixed
-order, so the same bits on any cluster. The elementwise losses (BCE, KL) are blockwise
-fastxent calls whose per-block sums are added in a tree.
+order, so the same bits whatever the number of workers and where each task runs (on
+workers whose kernels use the same ISA, ``fastxent.show_config()['isa']``). The
+elementwise losses (BCE, KL) are blockwise fastxent calls whose per-block sums are added
+in a tree.
 
 Inputs: ``input`` a Dask array (a NumPy array is wrapped in one chunk), shaped as for
 fastxent (the softmax family: ``(N, C)``, ``(C,)`` or ``(N, C, d1, ...)`` with any class
