@@ -56,6 +56,28 @@ def plain_dask_cross_entropy(x, target):
     return (lse - xt).mean()
 
 
+def plain_dask_cross_entropy_grad_sum(x, target):
+    """The same loss and its gradient, softmax(x) - onehot(target), over N, with Dask's
+    own operations; returns loss + sum of |grad| (one number, so that the client receives
+    no array)."""
+    import dask.array as da
+    m = x.max(axis=1)
+    s = da.exp(x - m[:, None]).sum(axis=1, dtype=np.float64)
+    lse = m.astype(np.float64) + da.log(s)
+    xt = x.vindex[np.arange(x.shape[0]), target].astype(np.float64)
+    loss = (lse - xt).mean()
+    classes = da.arange(x.shape[1], chunks=(x.chunks[1],))
+    onehot = classes[None, :] == da.from_array(target, chunks=(x.chunks[0],))[:, None]
+    grad = (da.exp(x - lse[:, None].astype(x.dtype)) - onehot) / x.shape[0]
+    return loss + abs(grad).sum(dtype=np.float64)
+
+
+def fastxent_cross_entropy_grad_sum(x, target):
+    import fastxent.dask as fxd
+    loss, grad = fxd.cross_entropy(x, target, return_grad=True)
+    return loss + abs(grad).sum(dtype=np.float64)
+
+
 # ---- per-worker peak RSS (runs inside the worker processes through client.run)
 
 def _start_sampler(dask_worker):
@@ -115,6 +137,9 @@ def main(argv=None):
     ap.add_argument("--memory-limit", default="1GiB", help="per worker (LocalCluster memory_limit)")
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--repeat", type=int, default=1)
+    ap.add_argument("--grad", action="store_true",
+                    help="the loss and its gradient (reduced to loss + sum |grad| on the "
+                         "workers) instead of the loss alone")
     args = ap.parse_args(argv)
 
     os.environ["OMP_NUM_THREADS"] = "1"         # inherited by the worker processes
@@ -127,7 +152,8 @@ def main(argv=None):
     dt = np.dtype(args.dtype)
     nbytes = args.rows * args.classes * dt.itemsize
     target = np.random.default_rng(1).integers(0, args.classes, args.rows)
-    print(f"logits {args.rows} x {args.classes} {dt} = {format_bytes(nbytes)} in chunks of "
+    print(("loss and gradient (loss + sum |grad|); " if args.grad else "loss; ")
+          + f"logits {args.rows} x {args.classes} {dt} = {format_bytes(nbytes)} in chunks of "
           f"{args.row_chunk} x {args.class_chunk} "
           f"({format_bytes(args.row_chunk * args.class_chunk * dt.itemsize)}); memory limit "
           f"{args.memory_limit} per worker (the logits are {nbytes / parse_bytes(args.memory_limit):.1f}x "
@@ -136,10 +162,14 @@ def main(argv=None):
 
     def fx_build():
         x = logits(args.rows, args.classes, args.row_chunk, args.class_chunk, dt)
+        if args.grad:
+            return fastxent_cross_entropy_grad_sum(x, target)
         return fxd.cross_entropy(x, target)
 
     def plain_build():
         x = logits(args.rows, args.classes, args.row_chunk, args.class_chunk, dt)
+        if args.grad:
+            return plain_dask_cross_entropy_grad_sum(x, target)
         return plain_dask_cross_entropy(x, target)
 
     rows = []

@@ -205,10 +205,6 @@ def _rows_loss(mb):
     return _p.row_losses(mb)
 
 
-def _rows_weight(mb):
-    return np.ascontiguousarray(mb["weight"])
-
-
 def _mean(total, denom, *, dtype):
     return np.asarray(dtype.type(_divide(float(total), float(denom))))
 
@@ -222,15 +218,44 @@ def _inverse(denom):
     return np.asarray(1.0 / d if d != 0 else math.inf)
 
 
-def _reduce_rows(losses, weights, reduction, dt, split_every):
-    """A loss over rows from per-row float64 losses and item weights (the mean's)."""
+def _reduce_rows(losses, denom, reduction, dt, split_every):
+    """A loss over rows from per-row float64 losses and the mean's denominator (0-d)."""
     if reduction == "none":
         return losses.astype(dt)
     total = losses.sum(split_every=split_every)
     if reduction == "sum":
         return _scalar(_as_dtype, total, dtype=dt)
-    denom = weights.sum(split_every=split_every)
     return _scalar(_mean, total, denom, dtype=dt)
+
+
+def _label_weights(tb, wb, *, classes, ignore_index, dtype):
+    """Each item's weight in the mean, w_t (float64 of the weight in the input dtype, as
+    fastxent sums it), 0 for an ignored item; a bad label raises IndexError."""
+    tb = np.asarray(tb)
+    labels, _ = _labels(tb, tb.shape, tb.shape + (classes,), classes, ignore_index, None)
+    kept = labels != ignore_index
+    if wb is None:
+        return kept.astype(np.float64)
+    w64 = np.asarray(wb).astype(dtype).astype(np.float64)
+    return np.where(kept, w64[np.where(kept, labels, 0).astype(np.intp)], 0.0)
+
+
+def _denominator(t, w, soft, *, classes, ignore_index, dtype, split_every):
+    """The mean's denominator from the targets alone (never from the logits, so that the
+    gradient of a row band waits for that band's records only, not for every row): the
+    number of rows (probability targets) or the summed w_t of the kept labels."""
+    if soft:
+        return _const(float(t.shape[0]))
+    w1 = None if w is None else w.rechunk(-1)       # (C,): one block, read by every task
+    per_row = da.blockwise(_label_weights_call, "i", t, "i", w1, None if w is None else "j",
+                           classes=classes, ignore_index=ignore_index,
+                           out_dtype=np.dtype(dtype), concatenate=True, dtype=np.float64,
+                           meta=np.empty((0,), np.float64))
+    return per_row.sum(split_every=split_every)
+
+
+def _label_weights_call(tb, wb, *, classes, ignore_index, out_dtype):
+    return _label_weights(tb, wb, classes=classes, ignore_index=ignore_index, dtype=out_dtype)
 
 
 def _scalar(func, *args, dtype):
@@ -246,12 +271,12 @@ def _call_with_dtype(*args, fn, out_dtype):
     return fn(*args, dtype=out_dtype)
 
 
-def _grad_scale(weights, reduction, split_every):
+def _grad_scale(denom, reduction):
     """1/denominator (0-d, lazy) for "mean", else the number 1.0."""
     if reduction != "mean":
         return 1.0
-    return da.blockwise(_inverse, "", weights.sum(split_every=split_every), "",
-                        dtype=np.float64, meta=np.empty((), dtype=np.float64))
+    return da.blockwise(_inverse, "", denom, "", dtype=np.float64,
+                        meta=np.empty((), dtype=np.float64))
 
 
 def _block_grad(xb, mb, tb, wb, ob, scale, *, classes, ignore_index, smoothing, n_threads):
@@ -301,13 +326,14 @@ def cross_entropy(input, target, weight=None, *, ignore_index: int = -100,
     merged = _merged_partials(x, t, w, ignore_index=ii, smoothing=eps, split_every=split_every,
                               n_threads=n_threads)
     losses = merged.map_blocks(_rows_loss, dtype=np.float64, meta=np.empty((0,), np.float64))
-    weights = merged.map_blocks(_rows_weight, dtype=np.float64, meta=np.empty((0,), np.float64))
-    loss = _reduce_rows(losses, weights, reduction, dt, split_every)
+    denom = _denominator(t, w, t.ndim == 2, classes=x.shape[1], ignore_index=ii, dtype=dt,
+                         split_every=split_every)
+    loss = _reduce_rows(losses, denom, reduction, dt, split_every)
     if reduction == "none":
         loss = rv.items_back(loss)
     if not return_grad:
         return loss
-    scale = _grad_scale(weights, reduction, split_every)
+    scale = _grad_scale(denom, reduction)
     grad = da.blockwise(
         _block_grad, "ij", x, "ij", merged, "i", t, "ij" if t.ndim == 2 else "i",
         w, None if w is None else "j", _offsets(x), "j", *_scale_arg(scale),
@@ -317,16 +343,14 @@ def cross_entropy(input, target, weight=None, *, ignore_index: int = -100,
 
 
 def _nll_block(xb, tb, wb, ob, *, classes, ignore_index, n_threads):
-    """Per row of one block: (loss, item weight) for the rows whose label lies in the
-    block, 0 for the others, as (rows, 1, 2) float64."""
+    """Per row of one block, (rows, 1) float64: the loss -w_t x_t of the rows whose label
+    lies in the block, 0 for the others."""
     off, width = _offset(ob), xb.shape[1]
-    local, inside = _local_labels(tb, off, width, classes, ignore_index, xb.shape)
-    out = np.zeros((xb.shape[0], 1, 2))
+    local, _ = _local_labels(tb, off, width, classes, ignore_index, xb.shape)
+    out = np.zeros((xb.shape[0], 1))
     if width:       # (fastxent.nll_loss leaves "none" unwritten for 0 classes)
-        out[:, 0, 0] = _fx.nll_loss(xb, local, wb, ignore_index=-1, reduction="none", axis=1,
-                                    n_threads=n_threads)
-        wrow = np.ones(xb.shape[0]) if wb is None else np.asarray(wb, np.float64)[np.where(inside, local, 0)]
-        out[:, 0, 1] = np.where(inside, wrow, 0.0)
+        out[:, 0] = _fx.nll_loss(xb, local, wb, ignore_index=-1, reduction="none", axis=1,
+                                 n_threads=n_threads)
     return out
 
 
@@ -368,18 +392,19 @@ def nll_loss(input, target, weight=None, *, ignore_index: int = -100, reduction:
     w = _class_weight(weight, x)
     dt = np.dtype(x.dtype)
     per_block = da.blockwise(
-        _nll_block, "ijk", x, "ij", t, "i", w, None if w is None else "j", _offsets(x), "j",
-        new_axes={"k": 2}, adjust_chunks={"j": 1}, classes=x.shape[1], ignore_index=ii,
-        n_threads=n_threads, dtype=np.float64, meta=np.empty((0, 0, 0), np.float64))
+        _nll_block, "ij", x, "ij", t, "i", w, None if w is None else "j", _offsets(x), "j",
+        adjust_chunks={"j": 1}, classes=x.shape[1], ignore_index=ii,
+        n_threads=n_threads, dtype=np.float64, meta=np.empty((0, 0), np.float64))
     # one block per row holds its label, the others give exact zeros: the sum is exact
     rows = per_block.sum(axis=1, split_every=split_every)
-    losses, weights = rows[:, 0], rows[:, 1]
-    loss = _reduce_rows(losses, weights, reduction, dt, split_every)
+    denom = _denominator(t, w, False, classes=x.shape[1], ignore_index=ii, dtype=dt,
+                         split_every=split_every)
+    loss = _reduce_rows(rows, denom, reduction, dt, split_every)
     if reduction == "none":
         loss = rv.items_back(loss)
     if not return_grad:
         return loss
-    scale = _grad_scale(weights, reduction, split_every)
+    scale = _grad_scale(denom, reduction)
     grad = da.blockwise(
         _nll_grad_block, "ij", x, "ij", t, "i", w, None if w is None else "j", _offsets(x), "j",
         *_scale_arg(scale), classes=x.shape[1], ignore_index=ii, n_threads=n_threads, dtype=dt,
