@@ -104,10 +104,12 @@ def _stop_sampler(dask_worker):
 
 
 def _spilled(dask_worker):
-    try:
-        return int(dask_worker.data.spilled_total.disk_write_bytes)
-    except AttributeError:
+    """Bytes this worker has written to its spill directory so far (cumulative)."""
+    metrics = getattr(dask_worker.data, "cumulative_metrics", None)
+    if metrics is None:
         return -1
+    return int(sum(v for (label, unit), v in metrics.items()
+                   if label == "disk-write" and unit == "bytes"))
 
 
 def run_one(client, build, repeat):
