@@ -79,12 +79,11 @@ KERNEL void softmax_block_partials(const fx_partials_args *P, int64_t r0, int64_
         for (int64_t c = 0; c < nch; c++) {
             int64_t j0 = c * CHUNK, n = W - j0 < CHUNK ? W - j0 : CHUNK;
             const R *wc = wv ? wv + j0 : NULL, *yc = y ? y + j0 : NULL;
-            switch (aux * 2 + weighted) {   /* each declared combination its own loop */
-            case FX_AUX_NONE * 2:   chunk_stats(x + j0, NULL, n, FX_AUX_NONE, 0, NULL, NULL, c1, c0, st + c); break;
-            case FX_AUX_SMOOTH * 2: chunk_stats(x + j0, NULL, n, FX_AUX_SMOOTH, 0, NULL, NULL, c1, c0, st + c); break;
-            case FX_AUX_SMOOTH * 2 + 1: chunk_stats(x + j0, NULL, n, FX_AUX_SMOOTH, 1, wc, NULL, c1, c0, st + c); break;
-            case FX_AUX_SOFT * 2:   chunk_stats(x + j0, NULL, n, FX_AUX_SOFT, 0, NULL, yc, c1, c0, st + c); break;
-            default:                chunk_stats(x + j0, NULL, n, FX_AUX_SOFT, 1, wc, yc, c1, c0, st + c); break;
+            switch (aux * 2 + weighted) {   /* each declared variant its own loop */
+#define FX_CASE(name, AUX, W)                                                              \
+            case AUX * 2 + W: chunk_stats(x + j0, NULL, n, AUX, W, wc, yc, c1, c0, st + c); break;
+            FX_SOFTMAX_VARIANTS(FX_CASE)
+#undef FX_CASE
             }
         }
         if (nch == 0) {             /* a block of no classes adds nothing */
@@ -198,11 +197,12 @@ KERNEL void softmax_block_apply(const fx_partials_args *P, int64_t r0, int64_t r
             exp_pass(x + j0, o + j0, n, (R)p->m, FX_AUX_NONE, 0, NULL, NULL, c1, c0, &tmp);
             const R *wc = wv ? wv + j0 : NULL, *yc = y ? y + j0 : NULL;
             switch (aux * 2 + weighted) {
-            case FX_AUX_NONE * 2:   grad_pass(o + j0, n, (R)st.alpha, (R)P->grad_scale, FX_AUX_NONE, 0, NULL, NULL, c1, c0); break;
-            case FX_AUX_SMOOTH * 2: grad_pass(o + j0, n, (R)st.alpha, (R)P->grad_scale, FX_AUX_SMOOTH, 0, NULL, NULL, c1, c0); break;
-            case FX_AUX_SMOOTH * 2 + 1: grad_pass(o + j0, n, (R)st.alpha, (R)P->grad_scale, FX_AUX_SMOOTH, 1, wc, NULL, c1, c0); break;
-            case FX_AUX_SOFT * 2:   grad_pass(o + j0, n, (R)st.alpha, (R)P->grad_scale, FX_AUX_SOFT, 0, NULL, yc, c1, c0); break;
-            default:                grad_pass(o + j0, n, (R)st.alpha, (R)P->grad_scale, FX_AUX_SOFT, 1, wc, yc, c1, c0); break;
+#define FX_CASE(name, AUX, W)                                                              \
+            case AUX * 2 + W:                                                              \
+                grad_pass(o + j0, n, (R)st.alpha, (R)P->grad_scale, AUX, W, wc, yc, c1, c0);  \
+                break;
+            FX_SOFTMAX_VARIANTS(FX_CASE)
+#undef FX_CASE
             }
         }
         if (grad && hard && label >= P->offset && label < P->offset + W) {
