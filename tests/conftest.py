@@ -97,6 +97,12 @@ def require_scipy():
     return _require("scipy.optimize", "scipy")   # the scipy package, scipy.optimize loaded
 
 
+def require_dask():
+    """Import dask.array and distributed (fastxent.dask's optional dependencies)."""
+    _require("dask.array", "dask[array]")
+    return _require("distributed", "distributed")
+
+
 def close_ieee(actual, expected, dtype, what="", unit=0.0, *, scale=None, rtol=None):
     """The one IEEE-aware comparison: `actual` agrees with the float64 `expected`.
 

@@ -9,6 +9,7 @@ import os as _os
 from typing import Any as _Any, Dict as _Dict
 
 from . import _core
+from . import partials   # the engine-neutral softmax partials (NumPy only)
 from ._blocks import entropy, log_sigmoid, log_softmax, logsumexp, sigmoid, softmax
 from ._losses import (
     binary_cross_entropy,

@@ -87,6 +87,38 @@ cdef extern from "fx_api.h" nogil:
         int64_t *argmax
         int64_t *above
     ctypedef void (*metrics_rows_fn)(const fx_metrics_args *a, int64_t r0, int64_t r1, fx_chunk *row_chunks, double *sums, int64_t *counts) noexcept nogil
+    ctypedef struct fx_partial:
+        double m
+        double s
+        double a
+        double bd
+        double w
+        double kept
+
+    cpdef enum fx_partials_output:
+        FX_PART_GRAD, FX_PART_SOFTMAX, FX_PART_LOG_SOFTMAX
+
+    ctypedef struct fx_partials_args:
+        const void *x
+        void *out
+        const void *labels
+        fx_label_type label_type
+        const void *soft
+        const void *weight
+        int64_t width
+        int64_t offset
+        int64_t classes
+        int64_t ignore_index
+        double smoothing
+        double grad_scale
+        fx_partial *parts
+        const fx_partial *merged
+        fx_partials_output what
+
+    ctypedef void (*softmax_block_partials_fn)(const fx_partials_args *p, int64_t r0, int64_t r1, fx_chunk *row_chunks) noexcept nogil
+    ctypedef void (*softmax_partials_merge_fn)(const fx_partial *a, const fx_partial *b, fx_partial *out, int64_t n) noexcept nogil
+    ctypedef void (*softmax_partials_loss_fn)(const fx_partial *p, double *loss, int64_t n) noexcept nogil
+    ctypedef void (*softmax_block_apply_fn)(const fx_partials_args *p, int64_t r0, int64_t r1) noexcept nogil
 
     ctypedef struct fx_table:
         const char *isa
@@ -105,6 +137,10 @@ cdef extern from "fx_api.h" nogil:
         sigmoid_outputs_fn sigmoid_outputs
         vecmath_fn vecmath
         metrics_rows_fn metrics_rows
+        softmax_block_partials_fn softmax_block_partials
+        softmax_partials_merge_fn softmax_partials_merge
+        softmax_partials_loss_fn softmax_partials_loss
+        softmax_block_apply_fn softmax_block_apply
 
     const fx_table *fx_table_f32
     const fx_table *fx_table_f64

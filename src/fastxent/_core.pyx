@@ -491,3 +491,106 @@ def metrics_rows(cnp.ndarray x, labels, *, int64_t ignore_index, class_weight,
 # the layout of metrics_rows' sums and counts (fx_api.h): the bins start here
 METRICS_SUMS_BINS = FX_MS_BINS
 METRICS_COUNTS_BINS = FX_MC_BINS
+# ---------------------------------------------------------------- softmax partials
+# (kernels/fx_partials.h; the Python API is fastxent.partials, which checks everything)
+
+def partials_itemsize():
+    """sizeof(fx_partial), for the check of fastxent.partials.PARTIALS_DTYPE."""
+    return sizeof(fx_partial)
+
+
+cdef void _partials_args(fx_partials_args *p, cnp.ndarray x, labels, soft, weight,
+                         int64_t offset, int64_t classes, int64_t ignore_index,
+                         double smoothing) except *:
+    p.x = cnp.PyArray_DATA(x)
+    p.out = NULL
+    p.labels = _ptr(labels)
+    p.label_type = _label_type(labels) if labels is not None else FX_I64
+    p.soft = _ptr(soft)
+    p.weight = _ptr(weight)
+    p.width = x.shape[1]
+    p.offset = offset
+    p.classes = classes
+    p.ignore_index = ignore_index
+    p.smoothing = smoothing
+    p.grad_scale = 1.0
+    p.parts = NULL
+    p.merged = NULL
+    p.what = FX_PART_GRAD
+
+
+def softmax_block_partials(cnp.ndarray x, cnp.ndarray parts, *, labels, soft, weight,
+                           int64_t offset, int64_t classes, int64_t ignore_index,
+                           double smoothing, n_threads):
+    """Per row of the block x (rows, width), C-contiguous, holding classes [offset,
+    offset + width) of `classes`: its fx_partial into parts (rows,). labels (rows,) any
+    integer dtype (validated), soft (rows, width) in x's dtype, weight (width,) in x's
+    dtype: each or None. Rows are independent: the result does not depend on threads."""
+    cdef fx_partials_args p
+    _partials_args(&p, x, labels, soft, weight, offset, classes, ignore_index, smoothing)
+    p.parts = <fx_partial*>cnp.PyArray_DATA(parts)
+    cdef const fx_table *tab = _table(x)
+    cdef int64_t rows = x.shape[0], W = p.width
+    cdef int64_t per = BLOCK_ELEMS // W if 0 < W < BLOCK_ELEMS else 1
+    cdef int64_t nblocks = (rows + per - 1) // per
+    cdef int64_t chunk = FX_CHUNK_BYTES // cnp.PyArray_ITEMSIZE(x)
+    cdef int64_t nch = (W + chunk - 1) // chunk
+    cdef int nt = _threads(n_threads, rows * W, nblocks)
+    cdef int64_t b
+    cdef fx_chunk *tables = _chunk_tables(nch, nt)
+    try:
+        with nogil:
+            if nt == 1:
+                tab.softmax_block_partials(&p, 0, rows, tables)
+            else:
+                for b in prange(nblocks, schedule="static", num_threads=nt):
+                    tab.softmax_block_partials(&p, b * per, min(rows, (b + 1) * per),
+                                               tables + threadid() * nch if tables != NULL else NULL)
+    finally:
+        free(tables)
+
+
+def softmax_partials_merge(cnp.ndarray a, cnp.ndarray b, cnp.ndarray out):
+    """out = a merged with b, row by row (fx_partial arrays of one length; out may be a)."""
+    cdef const fx_partial *pa = <const fx_partial*>cnp.PyArray_DATA(a)
+    cdef const fx_partial *pb = <const fx_partial*>cnp.PyArray_DATA(b)
+    cdef fx_partial *po = <fx_partial*>cnp.PyArray_DATA(out)
+    cdef int64_t n = cnp.PyArray_SIZE(a)
+    with nogil:
+        fx_table_f64.softmax_partials_merge(pa, pb, po, n)
+
+
+def softmax_partials_loss(cnp.ndarray parts, cnp.ndarray loss):
+    """loss[i] (float64) = the loss of the merged partial parts[i]."""
+    cdef const fx_partial *pp = <const fx_partial*>cnp.PyArray_DATA(parts)
+    cdef double *lp = <double*>cnp.PyArray_DATA(loss)
+    cdef int64_t n = cnp.PyArray_SIZE(parts)
+    with nogil:
+        fx_table_f64.softmax_partials_loss(pp, lp, n)
+
+
+def softmax_block_apply(cnp.ndarray x, cnp.ndarray merged, cnp.ndarray out, *,
+                        fx_partials_output output, labels, soft, weight, int64_t offset,
+                        int64_t classes, int64_t ignore_index, double smoothing,
+                        double grad_scale, n_threads):
+    """From the rows' merged partials (rows,): the block's gradient (FX_PART_GRAD),
+    softmax or log_softmax into out (x's shape and dtype). Arguments as for
+    softmax_block_partials."""
+    cdef fx_partials_args p
+    _partials_args(&p, x, labels, soft, weight, offset, classes, ignore_index, smoothing)
+    p.out = cnp.PyArray_DATA(out)
+    p.merged = <const fx_partial*>cnp.PyArray_DATA(merged)
+    p.grad_scale = grad_scale
+    p.what = output
+    cdef const fx_table *tab = _table(x)
+    cdef int64_t rows = x.shape[0], W = p.width
+    cdef int64_t per = BLOCK_ELEMS // W if 0 < W < BLOCK_ELEMS else 1
+    cdef int64_t nblocks = (rows + per - 1) // per
+    cdef int nt = _threads(n_threads, rows * W, nblocks)
+    cdef int64_t b
+    with nogil:
+        if nt == 1:
+            tab.softmax_block_apply(&p, 0, rows)
+        else:
+            for b in prange(nblocks, schedule="static", num_threads=nt):
+                tab.softmax_block_apply(&p, b * per, min(rows, (b + 1) * per))

@@ -183,6 +183,46 @@ typedef void (*vecmath_fn)(const void *x, void *out, int64_t n, fx_vecmath_fn wh
 typedef void (*metrics_rows_fn)(const fx_metrics_args *a, int64_t r0, int64_t r1,
                                 fx_chunk *row_chunks, double *sums, int64_t *counts);
 
+/* ------------------------------------------------------------------ softmax partials */
+
+/* The softmax family over rows whose classes are split into blocks (fx_partials.h): one
+   row's partial, float64 whatever the input dtype. Field order is the NumPy dtype
+   fastxent.partials.PARTIALS_DTYPE. */
+typedef struct {
+    double m;       /* max of the row's logits seen so far (NaN if one is NaN) */
+    double s;       /* sum_j exp(x_j - sh), sh = m (0 when m == -inf) */
+    double a;       /* sum_j b_j: the target mass (fx_softmax_item.h's notation) */
+    double bd;      /* sum_j b_j (sh - x_j) */
+    double w;       /* the item's weight in the mean: w_t (hard label), 1 (soft target) */
+    double kept;    /* 1, 0 for an ignored item, NaN for a label that no longer validates */
+} fx_partial;
+
+/* What softmax_block_apply writes per element. */
+typedef enum fx_partials_output { FX_PART_GRAD, FX_PART_SOFTMAX, FX_PART_LOG_SOFTMAX } fx_partials_output;
+
+/* One block (rows, width) of logits holding classes [offset, offset + width) of `classes`. */
+typedef struct {
+    const void *x;          /* (rows, width) logits, C-contiguous */
+    void *out;              /* softmax_block_apply: (rows, width), x's dtype */
+    const void *labels;     /* (rows,) hard labels (global class indices), or NULL */
+    fx_label_type label_type;
+    const void *soft;       /* (rows, width) the block's target probabilities, or NULL */
+    const void *weight;     /* (width,) the block's class weights, x's dtype, or NULL */
+    int64_t width, offset, classes, ignore_index;
+    double smoothing;
+    double grad_scale;      /* FX_PART_GRAD: 1/denominator for "mean", else 1 */
+    fx_partial *parts;      /* softmax_block_partials: (rows,) out */
+    const fx_partial *merged;   /* softmax_block_apply: (rows,) the rows' merged partials */
+    fx_partials_output what;
+} fx_partials_args;
+
+typedef void (*softmax_block_partials_fn)(const fx_partials_args *p, int64_t r0, int64_t r1,
+                                          fx_chunk *row_chunks);
+typedef void (*softmax_partials_merge_fn)(const fx_partial *a, const fx_partial *b,
+                                          fx_partial *out, int64_t n);
+typedef void (*softmax_partials_loss_fn)(const fx_partial *p, double *loss, int64_t n);
+typedef void (*softmax_block_apply_fn)(const fx_partials_args *p, int64_t r0, int64_t r1);
+
 /* One table per (precision, ISA), defined by fx_instance.h. */
 typedef struct {
     const char *isa;
@@ -201,6 +241,11 @@ typedef struct {
     sigmoid_outputs_fn sigmoid_outputs;
     vecmath_fn vecmath;
     metrics_rows_fn metrics_rows;
+    /* softmax partials (fx_partials.h) */
+    softmax_block_partials_fn softmax_block_partials;
+    softmax_partials_merge_fn softmax_partials_merge;
+    softmax_partials_loss_fn softmax_partials_loss;
+    softmax_block_apply_fn softmax_block_apply;
 } fx_table;
 
 extern const fx_table fx_table_f32_baseline, fx_table_f64_baseline;

@@ -15,6 +15,7 @@
 #include "fx_softmax_items.h"
 #include "fx_elementwise.h"
 #include "fx_metrics.h"
+#include "fx_partials.h"
 
 /* Test hook: the raw point functions over an array, so that tests can bound their
    error in ulps against float64. */
@@ -59,6 +60,10 @@ const fx_table FX_CAT3(fx_table, FX_PREC, FX_ISA) = {
     .sigmoid_outputs = sigmoid_outputs_range,
     .vecmath = vecmath_range,
     .metrics_rows = metrics_rows,
+    .softmax_block_partials = softmax_block_partials,
+    .softmax_partials_merge = softmax_partials_merge,
+    .softmax_partials_loss = softmax_partials_loss,
+    .softmax_block_apply = softmax_block_apply,
 };
 
 #endif
