@@ -21,7 +21,7 @@
 #include "fx_softmax_rows.h"
 
 /* A partial read as a chunk (fx_chunk's fields), and back. */
-static inline fx_chunk fx_partial_chunk(const fx_partial *p)
+FN fx_chunk fx_partial_chunk(const fx_partial *p)
 {
     fx_chunk c = {0};
     c.m = p->m;
@@ -35,7 +35,7 @@ static inline fx_chunk fx_partial_chunk(const fx_partial *p)
 /* Chunks of a row (all from one block or partials) merged into the partial's m, s, a, bd
    (bd about sh(M), as a chunk's). A row of -inf only keeps sh = 0, where every chunk's
    bd already is. */
-static inline void fx_partial_from_chunks(const fx_chunk *st, int64_t nch, fx_partial *out)
+FN void fx_partial_from_chunks(const fx_chunk *st, int64_t nch, fx_partial *out)
 {
     fx_merged mg = fx_merge_chunks(st, nch);
     out->m = mg.M;
