@@ -79,6 +79,7 @@ class Case:
     dtype: str = "float32"
     target: str = "index"  # "index" | "float" | "bool"
     axis: int = 1
+    group: str = "main"  # "items": the "many items, few classes" section (per ISA)
 
     @property
     def nbytes(self) -> int:
@@ -92,7 +93,7 @@ class Case:
             if self.dtype != "float32":
                 s += f" {self.dtype}"
             if len(self.shape) > 2:
-                s += f" axis={self.axis}"
+                s += f" axis={self.axis - len(self.shape) if self.axis == len(self.shape) - 1 else self.axis}"
         else:
             s = f"BCE {s} {self.target}"
         return s
@@ -113,6 +114,22 @@ CASES = [
     Case("bce:1024x32768", "bce", (1024, 32768), target="float"),
     Case("bce:1024x32768:bool", "bce", (1024, 32768), target="bool"),
 ]
+# Many items, few classes (issue 11): rows of 2 to 1000 classes, class-axis-1 maps of 2 to
+# 150 classes, a (batch, time, classes) layout; fastxent timed on every ISA variant the CPU
+# runs, side by side, against the floors of exp-ing and of reading the logits.
+ITEM_CASES = [
+    Case("items:600000x2", "ce", (600000, 2), group="items"),
+    Case("items:200000x10", "ce", (200000, 10), group="items"),
+    Case("items:100000x37", "ce", (100000, 37), group="items"),
+    Case("items:40000x100", "ce", (40000, 100), group="items"),
+    Case("items:10000x1000", "ce", (10000, 1000), group="items"),
+    Case("items:16x2x128x128", "ce", (16, 2, 128, 128), axis=1, group="items"),
+    Case("items:12x3x160x160", "ce", (12, 3, 160, 160), axis=1, group="items"),
+    Case("items:4x21x128x128", "ce", (4, 21, 128, 128), axis=1, group="items"),
+    Case("items:2x150x64x64", "ce", (2, 150, 64, 64), axis=1, group="items"),
+    Case("items:64x50x20", "ce", (64, 50, 20), axis=2, group="items"),
+]
+CASES = CASES + ITEM_CASES
 CASE_BY_KEY = {c.key: c for c in CASES}
 
 # shapes whose peak memory is measured (each lib in a fresh subprocess)
@@ -251,11 +268,40 @@ def cells_fastxent(case, x, y, T, inplace=False):
             lambda: f(x, y, return_grad=True, grad_out=g, **kw), _np_extract
         ),
     }
+    if case.group == "items":
+        for isa in item_isas():
+            for mode, call in (("fwd", lambda: f(x, y, **kw)),
+                               ("fwd+bwd", lambda: f(x, y, return_grad=True, grad_out=g, **kw))):
+                cells[(f"fastxent@{isa}", mode)] = Cell(_on_isa(isa, call), _np_extract)
     if inplace:  # only for the memory subprocess: this overwrites x
         cells[("fastxent/inplace", "fwd+bwd")] = Cell(
             lambda: f(x, y, return_grad=True, grad_out=x, **kw), _np_extract
         )
     return cells
+
+
+def item_isas():
+    """The kernel variants the items section times: each one this CPU runs, but the
+    portable baseline where a wider one runs (the issue's goals are AVX2's and AVX-512's)."""
+    from fastxent import _core
+
+    isas = list(_core.isa_available())
+    return [i for i in isas if i != "baseline"] or isas
+
+
+def _on_isa(isa, call):
+    """call() with fastxent's kernels switched to `isa` (select_isa costs well under a
+    microsecond, nothing beside the calls timed here)."""
+    from fastxent import _core
+
+    def run():
+        prev = _core.select_isa(isa)
+        try:
+            return call()
+        finally:
+            _core.select_isa(prev)
+
+    return run
 
 
 def cells_torch(case, x, y, T):
@@ -267,14 +313,16 @@ def cells_torch(case, x, y, T):
     xt = torch.from_numpy(x).requires_grad_()
     if case.loss == "ce":
         yt = torch.from_numpy(y)  # int64 class indices
+        # torch's class axis is 1: another one is moved there as a view
+        cls = (lambda v: v) if case.axis == 1 else (lambda v: v.movedim(case.axis, 1))
 
         def fwd():
             with torch.no_grad():
-                return F.cross_entropy(xt0, yt)
+                return F.cross_entropy(cls(xt0), yt)
 
         def fb():
             xt.grad = None
-            loss = F.cross_entropy(xt, yt)
+            loss = F.cross_entropy(cls(xt), yt)
             loss.backward()
             return loss.detach(), xt.grad
 
@@ -411,7 +459,7 @@ def cells_sklearn(case, x, y, T):
     return {("sklearn", "fwd"): Cell(fwd, ex), ("sklearn", "fwd+bwd"): Cell(fb, ex)}
 
 
-def cells_floors(x, T, pool, target=None):
+def cells_floors(x, T, pool, target=None, exp_floor=False):
     """Memory floors: read the logits once; read them and write a copy once. With an
     elementwise target (BCE): also read the logits and the target once and write one
     array (``np.subtract(x, t, out=)``), the traffic of BCE's forward+backward."""
@@ -436,7 +484,29 @@ def cells_floors(x, T, pool, target=None):
         return new
 
     none = lambda r: (float("nan"), None)  # noqa: E731
-    cells = {
+    cells = {}
+    if exp_floor:
+        # the time of exp-ing every logit (fastxent's own vector exp, kernels/fx_vecmath.h,
+        # over -|x|, written to an array that stays in cache): no softmax loss can take
+        # less, whatever its layout
+        from fastxent import _core
+
+        neg = -np.abs(flat)
+        part_n = [p.size for p in np.array_split(neg, T)]
+        chunk = 4096
+        scratch = [np.empty(chunk, dtype=flat.dtype) for _ in range(T)]
+
+        def exp_part(i):
+            lo = sum(part_n[:i])
+            src, out = neg[lo:lo + part_n[i]], scratch[i]
+            for j in range(0, src.size, chunk):
+                k = min(chunk, src.size - j)
+                _core.vecmath(src[j:j + k], out[:k], _core.fx_vecmath_fn.FX_MATH_EXP_NONPOS)
+
+        cells[("exp", "vexp 1t")] = Cell(lambda: [exp_part(i) for i in range(T)], none)
+        if T > 1:
+            cells[("exp", f"vexp {T}t")] = Cell(lambda: list(pool.map(exp_part, range(T))), none)
+    cells |= {
         ("read", "max 1t"): Cell(lambda: np.max(flat), none),
         ("read", "sum 1t"): Cell(lambda: flat.sum(), none),
         ("copy", "copyto 1t"): Cell(copy_1, none),
@@ -589,7 +659,7 @@ class Checker:
         self.log = log
 
     def see(self, name, cell, result):
-        if name[0] in FLOORS + ["x-t"]:
+        if name[0] in FLOORS + ["x-t", "exp"]:
             return
         loss, grad = cell.extract(result)
         if name == self.REF:
@@ -865,6 +935,30 @@ def bce_floor_rows(results):
     return head, rows
 
 
+def items_rows(results):
+    """The "many items, few classes" table: per shape and ISA variant, fastxent's time per
+    item, PyTorch's and JAX's time over it (same run, same threads), and fastxent's forward
+    over its floor: the larger of exp-ing every logit and reading them once."""
+    head = ["shape", "ISA", "fwd ns/item", "fwd vs torch", "f+b ns/item", "f+b vs torch",
+            "f+b vs jax", "floor ns/item", "fwd / floor"]
+    rows = []
+    for case, timed in results:
+        if case.group != "items":
+            continue
+        n = int(np.prod(case.shape)) // case.shape[case.axis]
+        floors = [f for f in (floor_of(timed, "exp")[0], floor_of(timed, "read")[0]) if f]
+        floor = max(floors) if floors else None
+        isas = sorted({k[0].split("@", 1)[1] for k in timed if k[0].startswith("fastxent@")})
+        for isa in isas:
+            fwd, fb = med(timed, (f"fastxent@{isa}", "fwd")), med(timed, (f"fastxent@{isa}", "fwd+bwd"))
+            per = lambda t: f"{t / n * 1e9:.1f}" if t else "—"  # noqa: E731
+            rows.append([case.label, isa, per(fwd), fmt_x(ratio(med(timed, ("torch", "fwd")), fwd)),
+                         per(fb), fmt_x(ratio(med(timed, ("torch", "fwd+bwd")), fb)),
+                         fmt_x(ratio(med(timed, ("jax", "fwd+bwd")), fb)), per(floor),
+                         fmt_x(ratio(fwd, floor))])
+    return head, rows
+
+
 def text_table(head, rows, left=2):
     """A plain-text table: the first ``left`` columns left-aligned, the others right-aligned."""
     w = [max(len(str(r[i])) for r in [head] + rows) for i in range(len(head))]
@@ -1019,6 +1113,16 @@ def write_markdown(path, ctx):
           "is the most any implementation could be faster than PyTorch here: where it is "
           "below 10, 10x PyTorch is out of reach on this machine.\n")
         a(md_table(*ctx["bce_floor"]))
+        a("")
+    if ctx["items"][1]:
+        a("## Many items, few classes, on each ISA variant\n")
+        a("fastxent timed on every kernel variant this CPU runs (`_core.select_isa`), beside "
+          "PyTorch and JAX in the same run and threads (they use their own best ISA). Per item "
+          "(a row, or a position of a class-axis-1 map); forward+backward into a preallocated "
+          "`grad_out`. The floor is the larger of two lower bounds: fastxent's own vector exp "
+          "over every logit (into a cache-resident scratch array) and NumPy reading the logits "
+          "once, each the faster of 1 thread and the threaded halves.\n")
+        a(md_table(*ctx["items"]))
         a("")
     a("## Cores used (process CPU time / wall time, summed over the timed samples)\n")
     a(md_table(*ctx["cores"]))
@@ -1434,7 +1538,8 @@ def main(argv=None, prog=None, checkout=None):
                 pass  # the report's tables show it as missing
             except Exception as e:
                 say(f"    ! {lib}: setup failed: {type(e).__name__}: {str(e)[:200]}")
-        cells.update(cells_floors(x, T, pool, y if case.loss == "bce" else None))
+        cells.update(cells_floors(x, T, pool, y if case.loss == "bce" else None,
+                                  exp_floor=case.group == "items"))
         checker = Checker(case, log=say)
         meter.start()
         timed, rounds = time_case(cells, budget, min_rounds, max_rounds, checker=checker,
@@ -1522,6 +1627,12 @@ def main(argv=None, prog=None, checkout=None):
     say(f"\nForward (the loss only), ms ({STAT}); / floor: fastxent's time / NumPy reading "
         "the logits once")
     say(text_table(*compact_rows(results, "fwd", libs), left=1))
+    ihead, irows = items_rows(results)
+    if irows:
+        say(f"\nMany items, few classes: fastxent on each ISA variant ({STAT}; f+b into a "
+            "preallocated grad_out),\nvs X: X's time / fastxent's; floor: the larger of "
+            "exp-ing every logit and reading them once")
+        say(text_table(ihead, irows, left=1))
     if mem_short:
         say("\nPeak extra memory of forward+backward, in sizes of the logits (1.00x: the "
             "returned gradient)\nfx/out: into a preallocated grad_out; in place: grad_out=logits")
@@ -1574,6 +1685,7 @@ def main(argv=None, prog=None, checkout=None):
         "times": (thead, trows),
         "ratios": (rhead, rrows),
         "bce_floor": bce_floor_rows(results),
+        "items": (ihead, irows),
         "cores": cores_table(results),
         "memory": (mem_head, mem_rows),
         "chart": chart_rel,
