@@ -109,7 +109,7 @@ def test_list_of_ints_is_told_asarray():
 
 def test_ragged_list_names_its_type():
     msg = _message(TypeError, fx.sigmoid, [[1.0, 2.0], [3.0]])
-    assert "x must be an array of float32 or float64, got list" in msg
+    assert "x must be an array of float32, float64, float16 or bfloat16, got list" in msg
 
 
 def test_real_torch_tensors():
