@@ -3,7 +3,8 @@ import json
 import subprocess
 import sys
 
-OPTIONAL = ("torch", "scipy", "jax", "sklearn", "threadpoolctl", "matplotlib", "pandas")
+OPTIONAL = ("torch", "scipy", "jax", "sklearn", "threadpoolctl", "matplotlib", "pandas",
+            "ml_dtypes")
 
 
 def test_import_pulls_in_no_optional_package():
