@@ -225,7 +225,9 @@ def cross_entropy(input: ArrayLike, target: ArrayLike, weight: Optional[ArrayLik
     With ``return_grad=True`` returns ``(loss, grad)``, ``grad`` being d loss / d input
     (for ``"none"``: of ``loss.sum()``), computed in the same pass as the loss. ``grad_out``
     receives it (``grad_out=input`` overwrites the logits). The loss is a NumPy scalar of
-    the input dtype (an array for ``"none"``), accumulated in float64.
+    the input dtype (an array for ``"none"``), accumulated in float64; float32 for a
+    float16 or bfloat16 input, whose gradient is in the input dtype (or float32 into a
+    float32 ``grad_out``: see ``fastxent``'s module docstring on float16's range).
 
     NaN and inf follow IEEE arithmetic: a NaN logit makes its item's loss and gradient NaN;
     a ``-inf`` logit on a non-target class is a masked class (finite loss, zero gradient).
