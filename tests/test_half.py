@@ -230,3 +230,36 @@ def test_at_least_as_accurate_as_pytorch(half, shape, rng):
     e_fx = np.abs(grad.astype(np.float64) - ref_grad).max()
     e_torch = np.abs(gt - ref_grad).max()
     assert e_fx <= e_torch * 1.001, (e_fx, e_torch)
+
+
+def test_every_half_value_round_trips(isa, half):
+    """logsumexp of a one-class row is the value itself: every bit pattern of the half
+    dtype widened and rounded back unchanged (NaN stays NaN), through the vector and the
+    partial-vector paths (65536 rows of one class: a tail of every width)."""
+    hd = HALF[half]
+    x = np.arange(65536, dtype=np.uint16).view(hd).reshape(-1, 1)
+    out = fx.logsumexp(x)
+    nan = np.isnan(x[:, 0].astype(np.float32))
+    # (-0.0 + log(1) is +0.0: the one value that is not its own logsumexp)
+    keep = ~nan & (x[:, 0].view(np.uint16) != 0x8000)
+    assert np.array_equal(out.view(np.uint16)[keep], x[:, 0].view(np.uint16)[keep])
+    assert np.isnan(out[nan].astype(np.float32)).all()
+    # elementwise: every value through sigmoid, the float32 result rounded once
+    assert_same_bits(fx.sigmoid(x[:, 0]), fx.sigmoid(x[:, 0].astype(np.float32)).astype(hd))
+
+
+def test_rounding_into_subnormals_and_overflow(isa, half):
+    """softmax and log_softmax of rows [0, -d] for d over the dtype's range: results from
+    1 down through the subnormals to 0, and beyond the largest finite value (float16:
+    -inf), each the float32 result rounded to nearest even."""
+    hd = HALF[half]
+    top = 65504.0 if half == "float16" else 3e38
+    d = np.geomspace(1e-3, top, 3001)
+    x = np.stack([np.zeros_like(d), -d], axis=1).astype(hd)
+    x32 = x.astype(np.float32)
+    for fn in (fx.softmax, fx.log_softmax):
+        assert_same_bits(fn(x), fn(x32).astype(hd), fn.__name__)
+    if half == "float16":
+        assert (fx.softmax(x)[:, 1].astype(np.float32) == 0).any()
+        sub = fx.softmax(x)[:, 1].astype(np.float32)
+        assert ((sub > 0) & (sub < 6.1e-5)).any()           # subnormal results met

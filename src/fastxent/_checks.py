@@ -75,7 +75,8 @@ def is_torch_tensor(x) -> bool:
 
 def torch_advice(x, name: str, to_float: bool = False) -> str:
     """What the torch tensor ``x``, passed as ``name``, is, and the expression that makes it
-    a NumPy array fastxent takes (``to_float``: a float32/float64 one)."""
+    a NumPy array fastxent takes (``to_float``: a float32/float64/float16 one; a bfloat16
+    tensor's numpy() fails in torch, so it is told float())."""
     steps, traits = [], []
     requires_grad = bool(getattr(x, "requires_grad", False))
     if requires_grad:
@@ -86,7 +87,7 @@ def torch_advice(x, name: str, to_float: bool = False) -> str:
         steps.append("cpu()")
         traits.append(f"on {device}")
     dtype = str(getattr(x, "dtype", ""))
-    if to_float and dtype not in ("torch.float32", "torch.float64"):
+    if to_float and dtype not in ("torch.float32", "torch.float64", "torch.float16"):
         steps.append("float()")
         traits.append(f"of dtype {dtype}")
     steps.append("numpy()")

@@ -517,9 +517,15 @@ FN VR vload_t(const T *p)
 #elif FX_VBYTES == 32
     return (VR)_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
 #else
-    VR v;
-    for (int i = 0; i < VL; i++) v[i] = half_to_r(p[i]);
-    return v;
+    /* half_to_r without branches: exponent and mantissa moved into float32's place and
+       scaled by 2^112 (127 - 15; exact, subnormals included), inf and NaN set apart */
+    VT h;
+    memcpy(&h, p, sizeof h);
+    VU u = __builtin_convertvector(h, VU);
+    VU em = u & 0x7fffu, sign = (u & 0x8000u) << 16;
+    VR f = (VR)(em << 13) * vsplat(0x1p112f);
+    VR special = (VR)((em << 13) | 0x7f800000u);
+    return (VR)((VU)vselect((VI)(em >= 0x7c00u), special, f) | sign);
 #endif
 }
 
@@ -539,7 +545,19 @@ FN void vstore_t(T *p, VR v)
 #elif FX_VBYTES == 32
     _mm_storeu_si128((__m128i *)p, _mm256_cvtps_ph((__m256)v, _MM_FROUND_TO_NEAREST_INT));
 #else
-    for (int i = 0; i < VL; i++) p[i] = r_to_half(v[i]);
+    /* r_to_half without branches: every case formed, the right one selected */
+    VU u = (VU)v, sign = (u >> 16) & 0x8000u, a = u & 0x7fffffffu;
+    VU nan = 0x7e00u | ((a >> 13) & 0x3ffu);
+    VU normal = a - 0x38000000u;
+    normal = (normal + 0xfffu + ((normal >> 13) & 1u)) >> 13;
+    /* below 2^-14: adding 2^-1 (exponent 126) rounds the value to a multiple of 2^-24
+       (to nearest even, the FPU's rounding) in the low mantissa bits */
+    VU sub = (VU)((VR)a + vsplat(0.5f)) - 0x3f000000u;
+    VU r = (VU)vselect((VI)(a < 0x38800000u), (VR)sub, (VR)normal);
+    r = (VU)vselect((VI)(a >= 0x477ff000u), (VR)((VU){0} + 0x7c00u), (VR)r);
+    r = (VU)vselect((VI)(a > 0x7f800000u), (VR)nan, (VR)r);
+    VT h = __builtin_convertvector(r | sign, VT);
+    memcpy(p, &h, sizeof h);
 #endif
 }
 
