@@ -46,6 +46,7 @@ FN void panel_store(panel_shape S, int q, R *p, VR v)
     else vstore_part(p, v, S.nlast);
 }
 /* the same for x, y and g, which hold T (fx_simd.h) */
+#if FX_HALF
 FN VR panel_load_t(panel_shape S, int q, const T *p, R pad)
 {
     return panel_full(S, q) ? vload_t(p) : vload_t_part(p, S.nlast, pad);
@@ -55,6 +56,10 @@ FN void panel_store_t(panel_shape S, int q, T *p, VR v)
     if (panel_full(S, q)) vstore_t(p, v);
     else vstore_t_part(p, v, S.nlast);
 }
+#else
+#define panel_load_t panel_load     /* T = R: the same code as before T existed */
+#define panel_store_t panel_store
+#endif
 FN int lane_kept(const VI *keep, int64_t l) { return keep[l / VL][l % VL] != 0; }
 
 /* The panel's lanes: live (within the n items) and keep (live, and a class label where
@@ -87,7 +92,7 @@ FN double panel_nll(const fx_softmax_args *A, panel_shape S, const VI *keep,
 {
     double xt[NV * VL], total = 0.0;               /* read before g (maybe x) is zeroed */
     for (int64_t l = 0; l < n; l++)
-        xt[l] = lane_kept(keep, l) ? (double)load_t(x + label[l] * inner + l) : 0.0;
+        xt[l] = lane_kept(keep, l) ? (double)load_t(x + (label[l] * inner + l)) : 0.0;
     if (g)
         for (int64_t c = 0; c < A->C; c++)
             for (int q = 0; q < S.nv; q++) panel_store_t(S, q, g + c * inner + q * VL, (VR){0});
@@ -96,7 +101,7 @@ FN double panel_nll(const fx_softmax_args *A, panel_shape S, const VI *keep,
         if (lane_kept(keep, l)) {
             double wt = class_weight((const R *)A->weight, label[l]);
             loss = fx_nll_loss(wt, xt[l]);
-            if (g) store_t(g + label[l] * inner + l, (R)fx_nll_grad(A, wt));
+            if (g) store_t(g + (label[l] * inner + l), (R)fx_nll_grad(A, wt));
         }
         if (A->item_loss) ((R *)A->item_loss)[item0 + l] = (R)loss;
         total += loss;

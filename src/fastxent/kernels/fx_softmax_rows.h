@@ -194,7 +194,7 @@ FN void chunk_stats_to(const fx_softmax_args *A, int variant, int64_t row, int64
         return;
     }
     if (!A->soft && label >= j0 && label < j0 + n)
-        st->xt = (double)load_t(x + label - j0);                 /* before g overwrites x */
+        st->xt = (double)load_t(x + (label - j0));                 /* before g overwrites x */
     switch (variant) {
 #define FX_CASE(name, AUX, W)                                                           \
     case FX_SOFTMAX_##name:                                                             \
@@ -208,8 +208,11 @@ FN void chunk_stats_to(const fx_softmax_args *A, int variant, int64_t row, int64
 
 KERNEL void softmax_chunk_stats(const fx_softmax_args *A, int64_t row, int64_t c, fx_chunk *st)
 {
-    /* a half gradient cannot hold e_j unrounded: softmax_chunk_grad makes them again */
-    R *g = A->grad && !FX_HALF ? (R *)A->grad + row * A->C + c * CHUNK : NULL;
+#if FX_HALF
+    R *g = NULL;    /* a half gradient cannot hold e_j unrounded: softmax_chunk_grad makes them again */
+#else
+    R *g = A->grad ? (R *)A->grad + row * A->C + c * CHUNK : NULL;
+#endif
     chunk_stats_to(A, fx_softmax_variant(A), row, c, st, g);
 }
 
@@ -394,7 +397,7 @@ KERNEL void softmax_outputs_rows(const void *xv, void *outv, int64_t C, int64_t 
                 int has_nan = isnan(mg.S);
                 if (mg.M == INFINITY) {
                     has_nan = 0;
-                    for (int64_t j = 0; j < C; j++) has_nan |= isnan(load_t(x + j));
+                    for (int64_t j = 0; j < C; j++) has_nan |= load_t(x + j) != load_t(x + j);
                 }
                 lse = has_nan ? NAN : mg.M;
             }
