@@ -26,6 +26,8 @@ The map of tests/:
                      errors, modules, a training trajectory, torch.compile
   test_vecmath.py    the kernels' exp / log1p / log in ulps, per ISA
   test_logistic_regression.py  fits by fastxent reach scikit-learn's optima
+  test_half.py       float16 / bfloat16 input: the float32 kernels' result rounded once,
+                     float64 accuracy, PyTorch's half precision for comparison
   test_import.py     `import fastxent` pulls in no optional package
   test_build.py      a build without OpenMP
 Regression tests sit beside the function they cover.
@@ -75,6 +77,11 @@ def require_torch():
     """Import torch; fail on CI (CI=true) when missing, skip elsewhere."""
     torch = _require("torch", "torch")
     return torch
+
+
+def require_ml_dtypes():
+    """Import ml_dtypes (NumPy's bfloat16); fail on CI (CI=true) when missing, skip elsewhere."""
+    return _require("ml_dtypes", "ml_dtypes")
 
 
 def require_hypothesis():

@@ -4,7 +4,7 @@ import subprocess
 import sys
 
 OPTIONAL = ("torch", "scipy", "jax", "sklearn", "threadpoolctl", "matplotlib", "pandas",
-            "dask", "distributed")
+            "dask", "distributed", "ml_dtypes")
 
 
 def test_import_pulls_in_no_optional_package():

@@ -4,6 +4,13 @@ The loss functions take ``torch.nn.functional``'s names, arguments and semantics
 building blocks take NumPy's (``axis=-1``). Every loss accepts ``return_grad=True`` to get
 ``(loss, grad)`` from one pass over the logits, ``grad_out=`` (``grad_out=input`` writes
 the gradient over the logits) and ``n_threads=``.
+
+Inputs: float32, float64 (computed natively), float16 and ml_dtypes' bfloat16 (widened to
+float32 in registers; the loss a ``np.float32``, the gradient and the building blocks'
+outputs in the input's dtype, rounded once from float32, or unrounded into a float32
+``grad_out=`` / ``out=``; float16 turns a mean-reduced gradient below 6e-5 subnormal or 0:
+use ``reduction="sum"`` or a float32 ``grad_out`` there). See the README's
+"Half-precision logits".
 """
 import os as _os
 from typing import Any as _Any, Dict as _Dict

@@ -15,10 +15,12 @@ from ._checks import (
     check_threads,
     copy_back,
     float_input,
+    kernel_view,
     kernel_ready,
     normalize_axis,
     output_array,
     snapshot,
+    widened_for_float32_out,
     write_target,
 )
 from ._types import ArrayLike, FloatArray
@@ -37,6 +39,8 @@ def _softmax_outputs(x, axis, out, n_threads, what, name: str) -> FloatArray:
     out_user = out
     x, out = snapshot(x), snapshot(out)
     x = float_input(x, "x")
+    if widened_for_float32_out(x, out):    # the unrounded result of a half input
+        x = x.astype(np.float32)
     dt = np.dtype(x.dtype.type)  # native byte order: what the kernels write
     if x.ndim == 0:
         raise ValueError(f"{name}: x must have at least one dimension")
@@ -56,10 +60,10 @@ def _softmax_outputs(x, axis, out, n_threads, what, name: str) -> FloatArray:
         return copy_back(res, out, out_user)
     if moved and not reduces:
         buf = np.empty(xk.shape, dtype=dt)
-        _core.softmax_outputs(xk, buf, output=what, n_threads=n_threads)
+        _core.softmax_outputs(kernel_view(xk), kernel_view(buf), output=what, n_threads=n_threads)
         return copy_back(np.moveaxis(buf, -1, ax), out, out_user)
     buf, copy_to = write_target(out, shape, dt, x)
-    _core.softmax_outputs(xk, buf, output=what, n_threads=n_threads)
+    _core.softmax_outputs(kernel_view(xk), kernel_view(buf), output=what, n_threads=n_threads)
     return copy_back(buf, copy_to, out_user)
 
 
@@ -108,11 +112,13 @@ def _sigmoid_outputs(x, out, n_threads, what) -> FloatArray:
     out_user = out
     x, out = snapshot(x), snapshot(out)     # as in _softmax_outputs
     x = float_input(x, "x")
+    if widened_for_float32_out(x, out):    # the unrounded result of a half input
+        x = x.astype(np.float32)
     dt = np.dtype(x.dtype.type)  # native byte order: what the kernels write
     out = output_array(out, x.shape, dt, "out")
     xk = kernel_ready(x)
     buf, copy_to = write_target(out, x.shape, dt, x)
-    _core.sigmoid_outputs(xk, buf, output=what, n_threads=n_threads)
+    _core.sigmoid_outputs(kernel_view(xk), kernel_view(buf), output=what, n_threads=n_threads)
     return copy_back(buf, copy_to, out_user)
 
 

@@ -12,6 +12,53 @@ import numpy as np
 
 FLOAT_TYPES = (np.float32, np.float64)
 REDUCTIONS = ("none", "mean", "sum")
+INPUT_DTYPES = "float32, float64, float16 or bfloat16"
+
+
+def is_bfloat16(dt: np.dtype) -> bool:
+    """``dt`` is ml_dtypes' bfloat16 (the NumPy bfloat16 of JAX and ONNX), recognised by its
+    dtype object. ml_dtypes (optional) is imported only for a dtype NumPy does not define
+    itself (``isbuiltin == 2``), never by ``import fastxent``; the type number of such a
+    dtype is assigned at run time, so it is never compared."""
+    if dt.isbuiltin != 2:
+        return False
+    try:
+        import ml_dtypes
+    except ImportError:
+        return False
+    return dt == np.dtype(ml_dtypes.bfloat16)
+
+
+def is_half(dt: np.dtype) -> bool:
+    """float16 or bfloat16: read by the half-precision kernels (computed in float32)."""
+    return dt.type is np.float16 or is_bfloat16(dt)
+
+
+def is_float_dtype(dt: np.dtype) -> bool:
+    """A dtype the kernels take as input: float32, float64, float16 or bfloat16."""
+    return dt.type in FLOAT_TYPES or is_half(dt)
+
+
+def loss_dtype(dt: np.dtype) -> np.dtype:
+    """The dtype of a loss (and of the class / BCE weights the kernels read) for input
+    dtype ``dt``: float32 for a half input (computed in float32), else ``dt``."""
+    return np.dtype(np.float32) if is_half(dt) else dt
+
+
+def kernel_view(a):
+    """``a`` as the compiled core takes it: a bfloat16 array as a uint16 view of the same
+    memory (what _core recognises bfloat16 by), anything else unchanged."""
+    if isinstance(a, np.ndarray) and is_bfloat16(a.dtype):
+        return a.view(np.uint16)
+    return a
+
+
+def widened_for_float32_out(x: np.ndarray, out) -> bool:
+    """A half input whose caller gave a float32 output (``grad_out=`` / ``out=``): the
+    unrounded result, from the float32 kernels on the widened input (the values the half
+    kernels compute on: the same float32 arithmetic, without the final rounding)."""
+    return (is_half(x.dtype) and isinstance(out, np.ndarray)
+            and out.dtype.type is np.float32)
 
 
 def type_name(x) -> str:
@@ -28,7 +75,8 @@ def is_torch_tensor(x) -> bool:
 
 def torch_advice(x, name: str, to_float: bool = False) -> str:
     """What the torch tensor ``x``, passed as ``name``, is, and the expression that makes it
-    a NumPy array fastxent takes (``to_float``: a float32/float64 one)."""
+    a NumPy array fastxent takes (``to_float``: a float32/float64/float16 one; a bfloat16
+    tensor's numpy() fails in torch, so it is told float())."""
     steps, traits = [], []
     requires_grad = bool(getattr(x, "requires_grad", False))
     if requires_grad:
@@ -39,7 +87,7 @@ def torch_advice(x, name: str, to_float: bool = False) -> str:
         steps.append("cpu()")
         traits.append(f"on {device}")
     dtype = str(getattr(x, "dtype", ""))
-    if to_float and dtype not in ("torch.float32", "torch.float64"):
+    if to_float and dtype not in ("torch.float32", "torch.float64", "torch.float16"):
         steps.append("float()")
         traits.append(f"of dtype {dtype}")
     steps.append("numpy()")
@@ -84,11 +132,11 @@ def cast_hint(x: np.ndarray, original, name: str) -> str:
 
 
 def float_input(x, name: str = "input") -> np.ndarray:
-    """x as a float32/float64 ndarray (not yet contiguous); TypeError otherwise, naming
-    x's type and the fix for it."""
-    a = as_array(x, name, "float32 or float64", to_float=True)
-    if a.dtype.type not in FLOAT_TYPES:
-        raise TypeError(f"{name} must be float32 or float64, got dtype {a.dtype}"
+    """x as a float32/float64/float16/bfloat16 ndarray (not yet contiguous); TypeError
+    otherwise, naming x's type and the fix for it."""
+    a = as_array(x, name, INPUT_DTYPES, to_float=True)
+    if not is_float_dtype(a.dtype):
+        raise TypeError(f"{name} must be {INPUT_DTYPES}, got dtype {a.dtype}"
                         + cast_hint(a, x, name))
     return a
 

@@ -144,6 +144,8 @@ cdef extern from "fx_api.h" nogil:
 
     const fx_table *fx_table_f32
     const fx_table *fx_table_f64
+    const fx_table *fx_table_f16
+    const fx_table *fx_table_bf16
     const char *fx_isa_name(int i)
     int fx_isa_supported(const char *name)
     int fx_select_isa(const char *name)

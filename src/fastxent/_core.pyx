@@ -156,7 +156,30 @@ cdef inline void* _ptr(object a):
 
 
 cdef inline const fx_table* _table(cnp.ndarray x):
-    return fx_table_f32 if cnp.PyArray_TYPE(x) == cnp.NPY_FLOAT32 else fx_table_f64
+    """The kernels for x's dtype: float32, float64, float16, or bfloat16, which the Python
+    layer hands over as a uint16 view (_checks.kernel_view; its dtype's type number is
+    assigned at run time, so it is never tested here)."""
+    cdef int t = cnp.PyArray_TYPE(x)
+    if t == cnp.NPY_FLOAT32:
+        return fx_table_f32
+    if t == cnp.NPY_FLOAT16:
+        return fx_table_f16
+    if t == cnp.NPY_UINT16:
+        return fx_table_bf16
+    return fx_table_f64
+
+
+cdef inline int64_t _chunk_elems(cnp.ndarray x):
+    """Elements per row chunk, as the kernels count them (FX_CHUNK_BYTES of the compute
+    type: a half instance computes in float32)."""
+    cdef int64_t size = cnp.PyArray_ITEMSIZE(x)
+    return FX_CHUNK_BYTES // (4 if size < 4 else size)
+
+
+def col_buffer_fits(cnp.ndarray x, int64_t classes):
+    """Whether the class-axis kernel (softmax_cols) has its panel buffer for `classes`
+    classes of x's dtype, as a half instance needs (kernels/fx_softmax_cols.h)."""
+    return classes * _table(x).col_lanes * 4 <= 512 * 1024
 
 
 cdef fx_label_type _label_type(cnp.ndarray labels) except *:
@@ -282,7 +305,7 @@ def softmax_loss(cnp.ndarray x, *, int64_t classes, int64_t inner, labels, soft,
         nblocks = (rows + per - 1) // per
         return _sum_blocks(K_ITEMS, &a, tab, 1, rows, per,
                            _threads(n_threads, rows * C, nblocks))
-    cdef int64_t chunk = FX_CHUNK_BYTES // cnp.PyArray_ITEMSIZE(x)
+    cdef int64_t chunk = _chunk_elems(x)
     cdef int64_t nch = (C + chunk - 1) // chunk
     cdef int nt = _threads(n_threads, rows * C, nblocks * nch)
     # Few long rows (an LLM vocabulary): parallel over the chunks of the rows too.
@@ -344,7 +367,7 @@ def softmax_outputs(cnp.ndarray x, cnp.ndarray out, *, fx_softmax_output output,
     cdef int64_t nblocks = (rows + per - 1) // per
     cdef int nt = _threads(n_threads, rows * C, nblocks)
     cdef int64_t b
-    cdef int64_t nch = (C + FX_CHUNK_BYTES // cnp.PyArray_ITEMSIZE(x) - 1) // (FX_CHUNK_BYTES // cnp.PyArray_ITEMSIZE(x))
+    cdef int64_t nch = (C + _chunk_elems(x) - 1) // _chunk_elems(x)
     cdef fx_chunk *tables = _chunk_tables(nch, nt)
     try:
         with nogil:

@@ -8,7 +8,6 @@ import numpy as np
 
 from . import _core
 from ._checks import (
-    FLOAT_TYPES,
     as_array,
     check_int,
     check_reduction,
@@ -16,11 +15,17 @@ from ._checks import (
     class_weight,
     copy_back,
     float_input,
+    is_bfloat16,
+    is_float_dtype,
+    is_half,
     kernel_ready,
+    kernel_view,
+    loss_dtype,
     normalize_axis,
     output_array,
     real_param,
     snapshot,
+    widened_for_float32_out,
     write_target,
 )
 
@@ -95,9 +100,16 @@ def _softmax_loss(input, target, weight, ignore_index, reduction, label_smoothin
     x, t, g_user = x.view(), t.view(), snapshot(grad_out)
     if w is not None:
         w = w.view()
-    if x.dtype.type not in FLOAT_TYPES:         # changed by the caller's code meanwhile
+    if not is_float_dtype(x.dtype):             # changed by the caller's code meanwhile
         x = float_input(x)
     dt = np.dtype(x.dtype.type)  # native byte order: what the kernels write
+    if return_grad and widened_for_float32_out(x, g_user):
+        # the unrounded float32 gradient of a half input: the targets rounded to the
+        # input's dtype first, as the half kernels would read them
+        if t.dtype.kind == "f" or is_bfloat16(t.dtype):
+            t = kernel_ready(t, dt).astype(np.float32)
+        x, dt = x.astype(np.float32), np.dtype(np.float32)
+    ct = loss_dtype(dt)          # the loss's dtype (float32 for a half input)
     if x.ndim == 0:
         raise ValueError(f"{fname}: input must have at least 1 dimension (the class axis), got a scalar")
     # a 1-D input is one unbatched row: its only axis is the class axis (the default
@@ -111,12 +123,12 @@ def _softmax_loss(input, target, weight, ignore_index, reduction, label_smoothin
     C = x.shape[ax]
     item_shape = x.shape[:ax] + x.shape[ax + 1:]
 
-    soft = t.dtype.kind == "f"
-    if t.dtype.kind not in "iuf" or t.dtype.kind == "f" and logprob_input:
+    soft = t.dtype.kind == "f" or is_bfloat16(t.dtype)
+    if t.dtype.kind not in "iu" and not soft or soft and logprob_input:
         kinds = "integer class indices" if logprob_input else "integer class indices or float probabilities"
         raise TypeError(f"{fname}: target must hold {kinds}, got dtype {t.dtype}")
 
-    wk, w64, wtotal = class_weight(w, C, dt)
+    wk, w64, wtotal = class_weight(w, C, ct)
     # (outer, C, inner) view: the kernels read a class axis that is not last with
     # stride `inner`, so no transposing copy is made
     inner = math.prod(x.shape[ax + 1:])
@@ -144,15 +156,29 @@ def _softmax_loss(input, target, weight, ignore_index, reduction, label_smoothin
     scale = 1.0
     if reduction == "mean":
         scale = 1.0 / denom if denom != 0 else math.inf
-    per_item = np.empty(item_shape, dtype=dt) if reduction == "none" else None
+    per_item = np.empty(item_shape, dtype=ct) if reduction == "none" else None
     total = 0.0
+    gk_kernel = gk
+    if x.size and is_half(dt) and inner != 1 and not _core.col_buffer_fits(kernel_view(xk), C):
+        # a half input's class-axis kernel needs a float32 panel buffer that this many
+        # classes would not fit (kernels/fx_softmax_cols.h): the class axis moved last,
+        # a copy, and the row kernels; the items keep their order, so the labels too
+        xk = np.ascontiguousarray(np.moveaxis(xk, ax, -1))
+        if yk is not None:
+            yk = np.ascontiguousarray(np.moveaxis(yk, ax, -1))
+        if gk is not None:
+            gk_kernel = np.empty(xk.shape, dtype=dt)
+        inner = 1
     if x.size:  # an empty batch (or empty trailing dims) has nothing to compute
         total = _core.softmax_loss(
-            xk, classes=C, inner=inner, labels=labels, soft=yk, weight=wk, weight_total=wtotal,
-            ignore_index=ignore_index, smoothing=eps, grad_scale=scale, grad=gk,
-            item_loss=per_item, logprob_input=logprob_input, n_threads=n_threads)
+            kernel_view(xk), classes=C, inner=inner, labels=labels, soft=kernel_view(yk),
+            weight=wk, weight_total=wtotal, ignore_index=ignore_index, smoothing=eps,
+            grad_scale=scale, grad=kernel_view(gk_kernel), item_loss=per_item,
+            logprob_input=logprob_input, n_threads=n_threads)
+    if gk_kernel is not gk:
+        np.copyto(gk, np.moveaxis(gk_kernel, -1, ax))
     grad = copy_back(gk, copy_to, grad_out) if return_grad else None
-    return _finish(total, denom, reduction, per_item, dt, grad, return_grad)
+    return _finish(total, denom, reduction, per_item, ct, grad, return_grad)
 
 
 
@@ -199,7 +225,9 @@ def cross_entropy(input: ArrayLike, target: ArrayLike, weight: Optional[ArrayLik
     With ``return_grad=True`` returns ``(loss, grad)``, ``grad`` being d loss / d input
     (for ``"none"``: of ``loss.sum()``), computed in the same pass as the loss. ``grad_out``
     receives it (``grad_out=input`` overwrites the logits). The loss is a NumPy scalar of
-    the input dtype (an array for ``"none"``), accumulated in float64.
+    the input dtype (an array for ``"none"``), accumulated in float64; float32 for a
+    float16 or bfloat16 input, whose gradient is in the input dtype (or float32 into a
+    float32 ``grad_out``: see ``fastxent``'s module docstring on float16's range).
 
     NaN and inf follow IEEE arithmetic: a NaN logit makes its item's loss and gradient NaN;
     a ``-inf`` logit on a non-target class is a masked class (finite loss, zero gradient).
@@ -317,19 +345,30 @@ def _elementwise_loss(loss, input, target, weight, pos_weight, reduction: str,
     pos_weight = None if pos_weight is None else real_param(pos_weight, "pos_weight")
     x, t, g_user = x.view(), t.view(), snapshot(grad_out)
     weight, pos_weight = snapshot(weight), snapshot(pos_weight)
-    if x.dtype.type not in FLOAT_TYPES:         # changed by the caller's code meanwhile
+    if not is_float_dtype(x.dtype):             # changed by the caller's code meanwhile
         x = float_input(x)
     dt = np.dtype(x.dtype.type)  # native byte order: what the kernels write
     if kl:
         t = float_input(t, "target")
-    elif t.dtype.kind not in "fbiu":
+    elif t.dtype.kind not in "fbiu" and not is_bfloat16(t.dtype):
         raise TypeError(f"target must be float, bool or uint8, got dtype {t.dtype}")
+    if return_grad and widened_for_float32_out(x, g_user):
+        # the unrounded float32 gradient of a half input (see _softmax_loss)
+        if t.dtype != np.bool_ and t.dtype != np.uint8:
+            t = kernel_ready(t, dt).astype(np.float32)
+        x, dt = x.astype(np.float32), np.dtype(np.float32)
+    ct = loss_dtype(dt)          # the loss's and the weights' dtype
     if t.shape != x.shape:
         raise ValueError(f"target shape {t.shape} must match input shape {x.shape}")
     shape = x.shape if x.ndim else (1,)
     xk = kernel_ready(x).reshape(shape)
     if loss == _LOSS.FX_BCE_PROBS and x.size:
-        bad = _core.find_outside_unit(xk)
+        if is_half(dt):     # (the C check reads float32 and float64 only)
+            xf = xk.astype(np.float32).reshape(-1)
+            outside = np.flatnonzero(~((xf >= 0) & (xf <= 1)))
+            bad = int(outside[0]) if outside.size else -1
+        else:
+            bad = _core.find_outside_unit(xk)
         if bad >= 0:
             raise ValueError(
                 f"binary_cross_entropy: input must lie in [0, 1]; found {xk.reshape(-1)[bad]} "
@@ -339,8 +378,8 @@ def _elementwise_loss(loss, input, target, weight, pos_weight, reduction: str,
         tk = kernel_ready(t.view(np.uint8) if t.dtype == np.bool_ else t).reshape(shape)
     else:
         tk = kernel_ready(t, dt).reshape(shape)
-    wk, w_col = _broadcast_param(weight, shape, dt, "weight")
-    pk, p_col = _broadcast_param(pos_weight, shape, dt, "pos_weight")
+    wk, w_col = _broadcast_param(weight, shape, ct, "weight")
+    pk, p_col = _broadcast_param(pos_weight, shape, ct, "pos_weight")
     n = x.size
     denom = float(x.shape[0] if x.ndim else 1) if reduction == "batchmean" else float(n)
     if return_grad:
@@ -353,15 +392,15 @@ def _elementwise_loss(loss, input, target, weight, pos_weight, reduction: str,
     scale = 1.0
     if reduction in ("mean", "batchmean"):
         scale = 1.0 / denom if denom else math.inf
-    per_item = np.empty(x.shape, dtype=dt) if reduction == "none" else None
+    per_item = np.empty(x.shape, dtype=ct) if reduction == "none" else None
     total = _core.elementwise_loss(
-        xk, tk, loss=loss, weight=wk, weight_per_col=w_col, pos_weight=pk,
-        pos_weight_per_col=p_col, grad_scale=scale,
-        grad=None if gbuf is None else gbuf.reshape(shape),
+        kernel_view(xk), kernel_view(tk), loss=loss, weight=wk, weight_per_col=w_col,
+        pos_weight=pk, pos_weight_per_col=p_col, grad_scale=scale,
+        grad=None if gbuf is None else kernel_view(gbuf.reshape(shape)),
         item_loss=None if per_item is None else per_item.reshape(shape), n_threads=n_threads)
     grad = copy_back(gbuf, copy_to, grad_out) if return_grad else None
     red = "mean" if reduction == "batchmean" else reduction
-    return _finish(total, denom, red, per_item, dt, grad, return_grad)
+    return _finish(total, denom, red, per_item, ct, grad, return_grad)
 
 
 @overload

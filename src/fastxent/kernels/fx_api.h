@@ -253,12 +253,20 @@ extern const fx_table fx_table_f32_baseline, fx_table_f64_baseline;
 extern const fx_table fx_table_f32_avx2, fx_table_f64_avx2;
 extern const fx_table fx_table_f32_avx512, fx_table_f64_avx512;
 #endif
+/* The half-precision input instances (float16, bfloat16 in memory; float32 compute). */
+extern const fx_table fx_table_f16_baseline, fx_table_bf16_baseline;
+#if FX_HAVE_X86_DISPATCH
+extern const fx_table fx_table_f16_avx2, fx_table_bf16_avx2;
+extern const fx_table fx_table_f16_avx512, fx_table_bf16_avx512;
+#endif
 
 /* ------------------------------------------------------------------ fx_dispatch.c */
 
 /* The tables in use (set by fx_select_isa). */
 extern const fx_table *fx_table_f32;
 extern const fx_table *fx_table_f64;
+extern const fx_table *fx_table_f16;
+extern const fx_table *fx_table_bf16;
 /* The name of built instance i (widest first), NULL past the last. */
 const char *fx_isa_name(int i);
 /* Can this CPU run the named variant ("baseline", "avx2", "avx512")? */

@@ -16,15 +16,19 @@
 
 const fx_table *fx_table_f32 = &fx_table_f32_baseline;
 const fx_table *fx_table_f64 = &fx_table_f64_baseline;
+const fx_table *fx_table_f16 = &fx_table_f16_baseline;
+const fx_table *fx_table_bf16 = &fx_table_bf16_baseline;
 
-/* The instances, widest first: (name, float32 table, float64 table). */
-typedef struct { const char *name; const fx_table *f32, *f64; } fx_isa_entry;
+/* The instances, widest first: (name, float32, float64, float16, bfloat16 tables). */
+typedef struct { const char *name; const fx_table *f32, *f64, *f16, *bf16; } fx_isa_entry;
 static const fx_isa_entry fx_isas[] = {
 #if FX_HAVE_X86_DISPATCH
-    {"avx512", &fx_table_f32_avx512, &fx_table_f64_avx512},
-    {"avx2", &fx_table_f32_avx2, &fx_table_f64_avx2},
+    {"avx512", &fx_table_f32_avx512, &fx_table_f64_avx512, &fx_table_f16_avx512,
+     &fx_table_bf16_avx512},
+    {"avx2", &fx_table_f32_avx2, &fx_table_f64_avx2, &fx_table_f16_avx2, &fx_table_bf16_avx2},
 #endif
-    {"baseline", &fx_table_f32_baseline, &fx_table_f64_baseline},
+    {"baseline", &fx_table_f32_baseline, &fx_table_f64_baseline, &fx_table_f16_baseline,
+     &fx_table_bf16_baseline},
 };
 #define FX_N_ISAS (sizeof fx_isas / sizeof fx_isas[0])
 
@@ -38,6 +42,8 @@ int fx_isa_supported(const char *name)
     if (strcmp(name, "baseline") == 0) return 1;
 #if FX_HAVE_X86_DISPATCH
     __builtin_cpu_init();
+    /* (F16C, which the half instances' float16 conversions use, comes with every AVX2
+       CPU; GCC's __builtin_cpu_supports has no name for it) */
     int v3 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")
              && __builtin_cpu_supports("bmi2");
     if (strcmp(name, "avx2") == 0) return v3;
@@ -56,6 +62,8 @@ int fx_select_isa(const char *name)
         if (wanted && fx_isa_supported(e->name)) {
             fx_table_f32 = e->f32;
             fx_table_f64 = e->f64;
+            fx_table_f16 = e->f16;
+            fx_table_bf16 = e->bf16;
             return 0;
         }
         if (wanted && strcmp(name, "best") != 0) return -1;

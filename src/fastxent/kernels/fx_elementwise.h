@@ -87,14 +87,15 @@ FN void elementwise_terms(int kind, VR x, VR t, VR pw, int has_pw, VR *coef, VR 
 
 /* One vector of elements (n of them when !full): loss = coef x + rest and gradient,
    times the weight. */
-FN void elementwise_vec_terms(int kind, int u8, int has_w, int has_pw, const R *xp,
+FN void elementwise_vec_terms(int kind, int u8, int has_w, int has_pw, const T *xp,
                               const void *tp, const R *w, const R *pw, int full,
                               int64_t n, VR *x_out, VR *loss, VR *grad)
 {
 #define LOAD(p, pad) (full ? vload(p) : vload_part((p), n, (pad)))
-    VR x = LOAD(xp, (R)0.5);
+#define LOAD_T(p, pad) (full ? vload_t(p) : vload_t_part((p), n, (pad)))
+    VR x = LOAD_T(xp, (R)0.5);
     VR t = u8 ? (full ? vload_u8((const uint8_t *)tp) : vload_u8_part((const uint8_t *)tp, n))
-              : LOAD((const R *)tp, 0);
+              : LOAD_T((const T *)tp, 0);
     VR pwv = has_pw ? LOAD(pw, 0) : (VR){0};
     VR coef, rest, zero = {0};
     elementwise_terms(kind, x, t, pwv, has_pw, &coef, &rest, grad);
@@ -105,6 +106,7 @@ FN void elementwise_vec_terms(int kind, int u8, int has_w, int has_pw, const R *
         *grad = *grad * wv;
     }
 #undef LOAD
+#undef LOAD_T
     if (!full) *loss = vzero_unless(vlive(n), *loss);
     *x_out = x;
 }
@@ -113,7 +115,7 @@ FN void elementwise_vec_terms(int kind, int u8, int has_w, int has_pw, const R *
    precision. An element whose own loss overflows the dtype (coef x beyond it, e.g.
    2.3 * -3e38 in float32) is inf in "none", but the float64 sum must see its value. */
 static __attribute__((noinline, cold)) FX_TARGET_ATTR double
-elementwise_sum_wide(int kind, int u8, int has_w, int has_pw, const R *xp, const void *tp,
+elementwise_sum_wide(int kind, int u8, int has_w, int has_pw, const T *xp, const void *tp,
                      const R *w, const R *pw, int64_t n)
 {
     long double sum = 0;
@@ -122,8 +124,8 @@ elementwise_sum_wide(int kind, int u8, int has_w, int has_pw, const R *xp, const
            are finite where its loss overflowed, so recombine them wider */
         R xs[VL], ts[VL], pws[VL];
         for (int l = 0; l < VL; l++) { xs[l] = 0.5; ts[l] = 0; pws[l] = 1; }
-        xs[0] = xp[i];
-        ts[0] = u8 ? (R)((const uint8_t *)tp)[i] : ((const R *)tp)[i];
+        xs[0] = load_t(xp + i);
+        ts[0] = u8 ? (R)((const uint8_t *)tp)[i] : load_t((const T *)tp + i);
         if (has_pw) pws[0] = pw[i];
         VR coef, rest, grad;
         elementwise_terms(kind, vload(xs), vload(ts), vload(pws), has_pw, &coef, &rest, &grad);
@@ -142,8 +144,8 @@ elementwise_sum_wide(int kind, int u8, int has_w, int has_pw, const R *xp, const
    in the lanes. (Testing every vector unchecked too made BCE 25-30% slower: a call
    on the cold path costs the loop its vector constants in registers.) */
 FN void elementwise_vec(VR *part, acc64 *acc, int checked, int kind, int u8,
-                        int has_w, int has_pw, const R *xp, const void *tp, const R *w,
-                        const R *pw, R *gp, R *lp, R scale, int full, int64_t n)
+                        int has_w, int has_pw, const T *xp, const void *tp, const R *w,
+                        const R *pw, T *gp, R *lp, R scale, int full, int64_t n)
 {
     VR x, loss, grad;
     elementwise_vec_terms(kind, u8, has_w, has_pw, xp, tp, w, pw, full, n, &x, &loss, &grad);
@@ -158,8 +160,8 @@ FN void elementwise_vec(VR *part, acc64 *acc, int checked, int kind, int u8,
         else vstore_part(lp, loss, n);
     }
     if (gp) {   /* after the cold path, which may read xp again: gp may alias it */
-        if (full) vstore(gp, grad * scale);
-        else vstore_part(gp, grad * scale, n);
+        if (full) vstore_t(gp, grad * scale);
+        else vstore_t_part(gp, grad * scale, n);
     }
 }
 
@@ -179,10 +181,11 @@ FN double elementwise_loop(const fx_elementwise_args *A, int64_t i0, int64_t i1,
 {
     const int64_t cols = A->cols;
     const R scale = (R)A->grad_scale;
-    const R *X = (const R *)A->x;
-    const char *T = (const char *)A->target;
-    const size_t tsize = u8 ? 1 : sizeof(R);
-    R *G = (R *)A->grad, *L = (R *)A->item_loss;
+    const T *X = (const T *)A->x;
+    const char *TG = (const char *)A->target;
+    const size_t tsize = u8 ? 1 : sizeof(T);
+    T *G = (T *)A->grad;
+    R *L = (R *)A->item_loss;
     const int w_col = has_w && A->weight_per_col, pw_col = has_pw && A->pos_weight_per_col;
     double total = 0.0;
     int64_t i = i0;
@@ -197,7 +200,7 @@ FN double elementwise_loop(const fx_elementwise_args *A, int64_t i0, int64_t i1,
         int64_t k = 0, len = end - i, nv = 0;
         for (; k + VL <= len; k += VL) {
             elementwise_vec(&part, &acc, checked, kind, u8, has_w, has_pw, X + i + k,
-                            T + (i + k) * tsize, has_w ? w + k : NULL, has_pw ? pw + k : NULL,
+                            TG + (i + k) * tsize, has_w ? w + k : NULL, has_pw ? pw + k : NULL,
                             G ? G + i + k : NULL, L ? L + i + k : NULL, scale, 1, VL);
             if (++nv == FX_FOLD_ELEMS / VL) {
                 acc_f64(&acc, part);
@@ -207,12 +210,12 @@ FN double elementwise_loop(const fx_elementwise_args *A, int64_t i0, int64_t i1,
         }
         if (k < len)
             elementwise_vec(&part, &acc, checked, kind, u8, has_w, has_pw, X + i + k,
-                            T + (i + k) * tsize, has_w ? w + k : NULL, has_pw ? pw + k : NULL,
+                            TG + (i + k) * tsize, has_w ? w + k : NULL, has_pw ? pw + k : NULL,
                             G ? G + i + k : NULL, L ? L + i + k : NULL, scale, 0, len - k);
         acc_f64(&acc, part);
         double seg = acc_sum(&acc);
         if (!checked && __builtin_expect(!isfinite(seg), 0))
-            seg = elementwise_sum_wide(kind, u8, has_w, has_pw, X + i, T + i * tsize,
+            seg = elementwise_sum_wide(kind, u8, has_w, has_pw, X + i, TG + i * tsize,
                                        w, pw, len);
         total += seg;
         i = end;
@@ -244,13 +247,13 @@ KERNEL void sigmoid_outputs_range(const void *xv, void *outv, int64_t i0, int64_
     for (int64_t i = i0; i < i1; i += VL) {
         int full = i + VL <= i1;
         int64_t n = full ? VL : i1 - i;
-        VR x = full ? vload((const R *)xv + i) : vload_part((const R *)xv + i, n, 0);
+        VR x = full ? vload_t((const T *)xv + i) : vload_t_part((const T *)xv + i, n, 0);
         sig_parts P = sigmoid_parts(x);
         /* log sigmoid(x) = -(max(-x, 0) + l1p) */
         VR o = what == FX_OUT_SIGMOID ? vselect(P.neg, P.small, P.big)
                                       : -(vzero_unless(P.neg, -x) + P.l1p);
-        if (full) vstore((R *)outv + i, o);
-        else vstore_part((R *)outv + i, o, n);
+        if (full) vstore_t((T *)outv + i, o);
+        else vstore_t_part((T *)outv + i, o, n);
     }
 }
 

@@ -1,6 +1,7 @@
 /*
  * One (precision, ISA) instance of every kernel: included by fx_<prec>_<isa>.c, which
- * defines FX_F32 and FX_ISA_<ISA> first; defines that instance's table of kernels,
+ * defines FX_F32 and FX_ISA_<ISA> first (and FX_HALF_F16 or FX_HALF_BF16 for the half
+ * instances, whose storage type T is 16 bits and compute type R float32: fx_simd.h); defines that instance's table of kernels,
  * fx_table_<prec>_<isa> (fx_api.h). Each instance is its own translation unit, so a
  * build compiles them in parallel.
  */
@@ -37,7 +38,11 @@ KERNEL void vecmath_range(const void *xv, void *outv, int64_t n, fx_vecmath_fn w
 #define FX_CAT3(a, b, c) FX_CAT3_(a, b, c)
 #define FX_STR_(x) #x
 #define FX_STR(x) FX_STR_(x)
-#if FX_F32
+#if defined(FX_HALF_F16)
+#define FX_PREC f16
+#elif defined(FX_HALF_BF16)
+#define FX_PREC bf16
+#elif FX_F32
 #define FX_PREC f32
 #else
 #define FX_PREC f64

@@ -500,4 +500,180 @@ FN VR vneg_abs(VR x) { return (VR)((VI)x | vsignbits()); }
 /* v where mask is set, -v elsewhere */
 FN VR vneg_unless(VI mask, VR v) { return (VR)((VI)v ^ (~mask & vsignbits())); }
 
+/* ------------------------------------------------------------ storage type */
+
+/* T, the element type in memory of the input, its targets, the gradient and the
+   elementwise outputs; R is the type the kernels compute in. float32 and float64
+   instances: T = R. Half instances (fx_f16_<isa>.c defines FX_HALF_F16, fx_bf16_<isa>.c
+   FX_HALF_BF16, both with FX_F32 1): T is the 16-bit pattern (uint16_t), widened to
+   float32 exactly on load and rounded once to nearest even on store. Per-item losses and
+   class / BCE weights stay R in every instance (the Python layer passes them as float32
+   for a half input). Every access to a T array goes through these:
+     vload_t(p), vload_t_part(p, n, pad)  VL (or n < VL, the rest pad) elements as a VR
+     load_t(p)                            one element as an R
+     vstore_t(p, v), vstore_t_part(p, v, n), store_t(p, r)   rounded to T
+     stream_copy_t(dst, src, n)           n R values from a float32 buffer out to T
+   The kernels keep anything that is read back (the e_j of the softmax passes) in R, so
+   a half output is rounded once from the float32 value. */
+#if defined(FX_HALF_F16) || defined(FX_HALF_BF16)
+#define FX_HALF 1
+#if !FX_F32
+#error "a half instance computes in float32: define FX_F32 1"
+#endif
+#define T uint16_t
+typedef uint16_t VT __attribute__((vector_size(FX_VBYTES / 2)));   /* VL halves */
+
+#if defined(FX_HALF_BF16)
+/* bfloat16 is the top half of a float32: widening is a shift. Narrowing rounds the low
+   16 bits to nearest even by an integer add; a NaN is kept NaN (quiet bit set) rather
+   than letting the add carry it to inf. */
+FN R half_to_r(uint16_t h) { uint32_t u = (uint32_t)h << 16; R f; memcpy(&f, &u, 4); return f; }
+FN uint16_t r_to_half(R f)
+{
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    if (f != f) return (uint16_t)((u >> 16) | 0x40);
+    return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+}
+/* the rounded bit patterns in the low 16 bits of each 32-bit lane */
+FN VU vround_half_bits(VR v)
+{
+    VU u = (VU)v;
+    VU r = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+    VU q = (u >> 16) | 0x40u;
+    return (VU)vselect(v != v, (VR)q, (VR)r);
+}
+#else
+/* float16 (IEEE binary16), portable: the F16C paths below replace these in the vector
+   loads and stores of the x86 instances. */
+FN R half_to_r(uint16_t h)
+{
+    uint32_t sign = (uint32_t)(h & 0x8000u) << 16, e = (h >> 10) & 0x1fu, m = h & 0x3ffu, u;
+    if (e == 0) {                                /* zero or subnormal: m 2^-24, exact */
+        R f = (R)m * 5.9604644775390625e-8f;
+        return sign ? -f : f;
+    }
+    u = e == 0x1f ? sign | 0x7f800000u | (m << 13)           /* inf, NaN (payload kept) */
+                  : sign | ((e + 112u) << 23) | (m << 13);    /* rebias 15 -> 127 */
+    R f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+FN uint16_t r_to_half(R f)
+{
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    uint16_t sign = (uint16_t)((u >> 16) & 0x8000u);
+    uint32_t a = u & 0x7fffffffu;
+    if (a > 0x7f800000u) return (uint16_t)(sign | 0x7e00u | ((a >> 13) & 0x3ffu));  /* NaN */
+    if (a >= 0x477ff000u) return (uint16_t)(sign | 0x7c00u);   /* >= 65520: to inf (even) */
+    if (a < 0x38800000u) {                   /* below 2^-14: a subnormal (or 0) of 2^-24 */
+        R s;
+        memcpy(&s, &a, 4);
+        return (uint16_t)(sign | (uint16_t)rintf(s * 16777216.0f));   /* exact product */
+    }
+    uint32_t r = a - 0x38000000u;            /* rebias 127 -> 15, then 13 bits off, even */
+    r += 0xfffu + ((r >> 13) & 1u);
+    return (uint16_t)(sign | (r >> 13));
+}
+#endif
+
+FN R load_t(const T *p) { return half_to_r(*p); }
+FN void store_t(T *p, R r) { *p = r_to_half(r); }
+
+FN VR vload_t(const T *p)
+{
+#if defined(FX_HALF_BF16) && FX_VBYTES == 64
+    return (VR)_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)p)), 16);
+#elif defined(FX_HALF_BF16) && FX_VBYTES == 32
+    return (VR)_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)p)), 16);
+#elif defined(FX_HALF_BF16)
+    VT h;
+    memcpy(&h, p, sizeof h);
+    return (VR)(__builtin_convertvector(h, VU) << 16);
+#elif FX_VBYTES == 64
+    return (VR)_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p));      /* F16C */
+#elif FX_VBYTES == 32
+    return (VR)_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
+#else
+    /* half_to_r without branches: exponent and mantissa moved into float32's place and
+       scaled by 2^112 (127 - 15; exact, subnormals included), inf and NaN set apart */
+    VT h;
+    memcpy(&h, p, sizeof h);
+    VU u = __builtin_convertvector(h, VU);
+    VU em = u & 0x7fffu, sign = (u & 0x8000u) << 16;
+    VR f = (VR)(em << 13) * vsplat(0x1p112f);
+    VR special = (VR)((em << 13) | 0x7f800000u);
+    return (VR)((VU)vselect((VI)(em >= 0x7c00u), special, f) | sign);
+#endif
+}
+
+FN void vstore_t(T *p, VR v)
+{
+#if defined(FX_HALF_BF16) && FX_VBYTES == 64
+    _mm256_storeu_si256((__m256i *)p, _mm512_cvtepi32_epi16((__m512i)vround_half_bits(v)));
+#elif defined(FX_HALF_BF16) && FX_VBYTES == 32
+    __m256i r = (__m256i)vround_half_bits(v);      /* each lane <= 0xffff: packus is exact */
+    _mm_storeu_si128((__m128i *)p, _mm_packus_epi32(_mm256_castsi256_si128(r),
+                                                    _mm256_extracti128_si256(r, 1)));
+#elif defined(FX_HALF_BF16)
+    VT h = __builtin_convertvector(vround_half_bits(v), VT);
+    memcpy(p, &h, sizeof h);
+#elif FX_VBYTES == 64
+    _mm256_storeu_si256((__m256i *)p, _mm512_cvtps_ph((__m512)v, _MM_FROUND_TO_NEAREST_INT));
+#elif FX_VBYTES == 32
+    _mm_storeu_si128((__m128i *)p, _mm256_cvtps_ph((__m256)v, _MM_FROUND_TO_NEAREST_INT));
+#else
+    /* r_to_half without branches: every case formed, the right one selected */
+    VU u = (VU)v, sign = (u >> 16) & 0x8000u, a = u & 0x7fffffffu;
+    VU nan = 0x7e00u | ((a >> 13) & 0x3ffu);
+    VU normal = a - 0x38000000u;
+    normal = (normal + 0xfffu + ((normal >> 13) & 1u)) >> 13;
+    /* below 2^-14: adding 2^-1 (exponent 126) rounds the value to a multiple of 2^-24
+       (to nearest even, the FPU's rounding) in the low mantissa bits */
+    VU sub = (VU)((VR)a + vsplat(0.5f)) - 0x3f000000u;
+    VU r = (VU)vselect((VI)(a < 0x38800000u), (VR)sub, (VR)normal);
+    r = (VU)vselect((VI)(a >= 0x477ff000u), (VR)((VU){0} + 0x7c00u), (VR)r);
+    r = (VU)vselect((VI)(a > 0x7f800000u), (VR)nan, (VR)r);
+    VT h = __builtin_convertvector(r | sign, VT);
+    memcpy(p, &h, sizeof h);
+#endif
+}
+
+FN VR vload_t_part(const T *p, int64_t n, R pad)
+{
+    T b[VL] = {0};
+    memcpy(b, p, (size_t)n * sizeof(T));
+    return vselect(vlive(n), vload_t(b), vsplat(pad));
+}
+FN void vstore_t_part(T *p, VR v, int64_t n)
+{
+    T b[VL];
+    vstore_t(b, v);
+    memcpy(p, b, (size_t)n * sizeof(T));
+}
+
+/* No non-temporal stores for half outputs: a plain rounding copy. */
+FN void stream_copy_t(T *dst, const R *src, int64_t n)
+{
+    int64_t j = 0;
+    for (; j + VL <= n; j += VL) vstore_t(dst + j, vload(src + j));
+    if (j < n) vstore_t_part(dst + j, vload_part(src + j, n - j, 0), n - j);
+}
+
+#else   /* float32, float64: T = R, the accesses are the plain ones */
+/* (macros, not functions: the float32 and float64 instances then compile to the code
+   they had before T existed, which keeps even the NaN bits GCC's register allocation
+   picks between two NaN operands; bench/same_bits.py) */
+#define FX_HALF 0
+#define T R
+#define load_t(p) (*(p))
+#define store_t(p, r) ((void)(*(p) = (r)))
+#define vload_t(p) vload(p)
+#define vstore_t(p, v) vstore((p), (v))
+#define vload_t_part(p, n, pad) vload_part((p), (n), (pad))
+#define vstore_t_part(p, v, n) vstore_part((p), (v), (n))
+#define stream_copy_t(dst, src, n) stream_copy((dst), (src), (n))
+#endif
+
 #endif /* FX_SIMD_H */

@@ -45,6 +45,21 @@ FN void panel_store(panel_shape S, int q, R *p, VR v)
     if (panel_full(S, q)) vstore(p, v);
     else vstore_part(p, v, S.nlast);
 }
+/* the same for x, y and g, which hold T (fx_simd.h) */
+#if FX_HALF
+FN VR panel_load_t(panel_shape S, int q, const T *p, R pad)
+{
+    return panel_full(S, q) ? vload_t(p) : vload_t_part(p, S.nlast, pad);
+}
+FN void panel_store_t(panel_shape S, int q, T *p, VR v)
+{
+    if (panel_full(S, q)) vstore_t(p, v);
+    else vstore_t_part(p, v, S.nlast);
+}
+#else
+#define panel_load_t panel_load     /* T = R: the same code as before T existed */
+#define panel_store_t panel_store
+#endif
 FN int lane_kept(const VI *keep, int64_t l) { return keep[l / VL][l % VL] != 0; }
 
 /* The panel's lanes: live (within the n items) and keep (live, and a class label where
@@ -73,20 +88,20 @@ FN void panel_lanes(const fx_softmax_args *A, panel_shape S, int64_t item0, int6
 /* nll_loss over a panel (fx_nll_loss). */
 FN double panel_nll(const fx_softmax_args *A, panel_shape S, const VI *keep,
                     const int64_t *label, int64_t inner, int64_t item0, int64_t n,
-                    const R *x, R *g)
+                    const T *x, T *g)
 {
     double xt[NV * VL], total = 0.0;               /* read before g (maybe x) is zeroed */
     for (int64_t l = 0; l < n; l++)
-        xt[l] = lane_kept(keep, l) ? (double)x[label[l] * inner + l] : 0.0;
+        xt[l] = lane_kept(keep, l) ? (double)load_t(x + (label[l] * inner + l)) : 0.0;
     if (g)
         for (int64_t c = 0; c < A->C; c++)
-            for (int q = 0; q < S.nv; q++) panel_store(S, q, g + c * inner + q * VL, (VR){0});
+            for (int q = 0; q < S.nv; q++) panel_store_t(S, q, g + c * inner + q * VL, (VR){0});
     for (int64_t l = 0; l < n; l++) {
         double loss = fx_dropped_loss(label[l]);
         if (lane_kept(keep, l)) {
             double wt = class_weight((const R *)A->weight, label[l]);
             loss = fx_nll_loss(wt, xt[l]);
-            if (g) g[label[l] * inner + l] = (R)fx_nll_grad(A, wt);
+            if (g) store_t(g + (label[l] * inner + l), (R)fx_nll_grad(A, wt));
         }
         if (A->item_loss) ((R *)A->item_loss)[item0 + l] = (R)loss;
         total += loss;
@@ -96,10 +111,10 @@ FN double panel_nll(const fx_softmax_args *A, panel_shape S, const VI *keep,
 
 /* target_weights of class c for a panel vector: w the class weights (or NULL), y the
    panel's target probabilities (SOFT). */
-FN VR panel_target_weights(panel_shape S, int aux, const R *w, const R *y, int64_t c,
+FN VR panel_target_weights(panel_shape S, int aux, const R *w, const T *y, int64_t c,
                            int64_t inner, int q, R c1, R c0)
 {
-    VR yv = aux == FX_AUX_SOFT ? panel_load(S, q, y + c * inner + q * VL, 0) : (VR){0};
+    VR yv = aux == FX_AUX_SOFT ? panel_load_t(S, q, y + c * inner + q * VL, 0) : (VR){0};
     return target_weights(aux, vsplat(w ? w[c] : (R)1), yv, c1, c0);
 }
 
@@ -107,7 +122,7 @@ FN VR panel_target_weights(panel_shape S, int aux, const R *w, const R *y, int64
    first item; buf is the panel buffer or NULL; aux the call's per-class target weights,
    w its class weights (or NULL). Returns the panel's summed loss. */
 FN double softmax_panel(const fx_softmax_args *A, int aux, const R *w, int64_t inner,
-                        int64_t item0, int64_t n, const R *x, R *g, const R *y, R *buf)
+                        int64_t item0, int64_t n, const T *x, T *g, const T *y, R *buf)
 {
     const int64_t C = A->C;
     const int soft = A->soft != NULL;
@@ -123,8 +138,14 @@ FN double softmax_panel(const fx_softmax_args *A, int aux, const R *w, int64_t i
     if (A->logprob_input) return panel_nll(A, S, keep, label, inner, item0, n, x, g);
 
     /* where passes 2 and 3 read x and keep e, then the gradient: buf, or x and g */
+#if FX_HALF
+    /* half: e and the gradient need float32 room, so always buf (softmax_cols) */
+    const R *xs = buf;
+    R *ws = buf;
+#else
     const R *xs = buf ? buf : x;
     R *ws = buf ? buf : g;
+#endif
     const int64_t stride = buf ? NV * VL : inner;
 
     /* pass 1: the panel into buf (lanes past n hold -inf), max per lane (NaN, if any,
@@ -137,7 +158,7 @@ FN double softmax_panel(const fx_softmax_args *A, int aux, const R *w, int64_t i
                four panels ahead in each class row now (a prefetch never faults) */
             __builtin_prefetch(x + c * inner + (4 * NV + q) * VL, 0, 2);
             if (g && !A->stream_grad) __builtin_prefetch(g + c * inner + (4 * NV + q) * VL, 1, 2);
-            VR v = panel_load(S, q, x + c * inner + q * VL, -INFINITY);
+            VR v = panel_load_t(S, q, x + c * inner + q * VL, -INFINITY);
             if (buf) vstore(ws + c * stride + q * VL, v);
             m[q] = vmax_fast(m[q], v);
         }
@@ -226,11 +247,11 @@ FN double softmax_panel(const fx_softmax_args *A, int aux, const R *w, int64_t i
             *gt = (R)fx_target_grad(A, (double)*gt, class_weight(w, label[l]));
         }
     if (buf && A->stream_grad)      /* see stream_copy; softmax_cols fences */
-        for (int64_t c = 0; c < C; c++) stream_copy(g + c * inner, ws + c * stride, n);
+        for (int64_t c = 0; c < C; c++) stream_copy_t(g + c * inner, ws + c * stride, n);
     else if (buf)
         for (int64_t c = 0; c < C; c++)
             for (int q = 0; q < nv; q++)
-                panel_store(S, q, g + c * inner + q * VL, panel_load(S, q, ws + c * stride + q * VL, 0));
+                panel_store_t(S, q, g + c * inner + q * VL, panel_load(S, q, ws + c * stride + q * VL, 0));
     return total;
 }
 
@@ -253,12 +274,16 @@ KERNEL double softmax_cols(const fx_softmax_args *A, int64_t inner, int64_t k0, 
        read as the loop goes: specialising on them gains nothing) */
     const int aux = fx_softmax_aux(A);
     const R *w = (const R *)A->weight;
+    /* a half instance needs buf (see softmax_panel): the Python layer sends a C too big
+       for it through the row path (_core.col_buffer_fits), so NaN only if its allocation
+       failed */
+    if (FX_HALF && !buf) return NAN;
     for (int64_t k = k0; k < k1; k++) {
         int64_t o = k / ppo, i0 = (k % ppo) * width;
         int64_t n = inner - i0 < width ? inner - i0 : width;
         int64_t base = o * C * inner + i0;
-        const R *x = (const R *)A->x + base, *y = A->soft ? (const R *)A->soft + base : NULL;
-        R *g = A->grad ? (R *)A->grad + base : NULL;
+        const T *x = (const T *)A->x + base, *y = A->soft ? (const T *)A->soft + base : NULL;
+        T *g = A->grad ? (T *)A->grad + base : NULL;
         switch (aux) {
         case FX_AUX_SOFT:
             total += softmax_panel(A, FX_AUX_SOFT, w, inner, o * inner + i0, n, x, g, y, buf);

@@ -22,10 +22,11 @@
 /* The switch points: rows of C <= these take this file's kernels, longer rows the row
    path. Measured with bench/items_switch.py (both paths side by side, 1 thread, forward
    and forward+backward; the largest C where the items path was not slower at both), on
-   an AMD Zen 4; at most FX_ITEMS_MAX_C (the tile). */
-#define FX_ITEMS_SWITCH_LOSS   (FX_VBYTES == 64 ? (FX_F32 ? 40 : 24) \
+   an AMD Zen 4; at most FX_ITEMS_MAX_C (the tile). Half-precision inputs take the row
+   path (0: the gathers read 32-bit lanes; a 2-byte gather is not written yet). */
+#define FX_ITEMS_SWITCH_LOSS   (FX_HALF ? 0 : FX_VBYTES == 64 ? (FX_F32 ? 40 : 24) \
                               : FX_VBYTES == 32 ? (FX_F32 ? 32 : 24) : (FX_F32 ? 8 : 2))
-#define FX_ITEMS_SWITCH_BLOCKS (FX_VBYTES == 64 ? (FX_F32 ? 24 : 16) \
+#define FX_ITEMS_SWITCH_BLOCKS (FX_HALF ? 0 : FX_VBYTES == 64 ? (FX_F32 ? 24 : 16) \
                               : FX_VBYTES == 32 ? (FX_F32 ? 24 : 16) : (FX_F32 ? 8 : 2))
 _Static_assert(FX_ITEMS_SWITCH_LOSS <= FX_ITEMS_MAX_C && FX_ITEMS_SWITCH_BLOCKS <= FX_ITEMS_MAX_C,
                "the tile holds FX_ITEMS_MAX_C classes");

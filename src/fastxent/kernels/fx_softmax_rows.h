@@ -24,16 +24,16 @@
 /* ------------------------------------------------------------ passes over a chunk */
 
 /* max of a row (chunk); see vmax_fast for NaN. */
-FN R row_max(const R *x, int64_t C)
+FN R row_max(const T *x, int64_t C)
 {
     VR m0 = vsplat(-INFINITY), m1 = m0;
     int64_t j = 0;
     for (; j + 2 * VL <= C; j += 2 * VL) {
-        m0 = vmax_fast(m0, vload(x + j));
-        m1 = vmax_fast(m1, vload(x + j + VL));
+        m0 = vmax_fast(m0, vload_t(x + j));
+        m1 = vmax_fast(m1, vload_t(x + j + VL));
     }
     for (; j < C; j += VL) {
-        VR v = j + VL <= C ? vload(x + j) : vload_part(x + j, C - j, -INFINITY);
+        VR v = j + VL <= C ? vload_t(x + j) : vload_t_part(x + j, C - j, -INFINITY);
         m0 = vmax_fast(m0, v);
     }
     return vhmax_nan(vmax_nan(m0, m1));
@@ -41,23 +41,23 @@ FN R row_max(const R *x, int64_t C)
 
 /* target_weights for the classes [j, j + n) of a chunk, w and y already offset to the
    chunk; `weighted` (a constant of the variant) says whether w is read. */
-FN VR target_weights_at(int aux, int weighted, const R *w, const R *y, int64_t j, int full,
+FN VR target_weights_at(int aux, int weighted, const R *w, const T *y, int64_t j, int full,
                         int64_t n, R c1, R c0)
 {
     VR wv = weighted ? (full ? vload(w + j) : vload_part(w + j, n, 0)) : vsplat(1);
-    VR yv = aux == FX_AUX_SOFT ? (full ? vload(y + j) : vload_part(y + j, n, 0)) : (VR){0};
+    VR yv = aux == FX_AUX_SOFT ? (full ? vload_t(y + j) : vload_t_part(y + j, n, 0)) : (VR){0};
     return target_weights(aux, wv, yv, c1, c0);
 }
 
 /* k vectors of the exp pass from j, the last with n live lanes of VL (the others full):
    e = exp(x - sh) into s[u] (and g), the aux sums into bd[u], bsum[u]; see exp_pass. */
-FN void exp_step(const R *x, R *g, int64_t j, int k, int64_t n, R sh, int aux, int weighted,
-                 const R *w, const R *y, R c1, R c0, VR *s, VR *bd, VR *bsum, double *spill)
+FN void exp_step(const T *x, R *g, int64_t j, int k, int64_t n, R sh, int aux, int weighted,
+                 const R *w, const T *y, R c1, R c0, VR *s, VR *bd, VR *bsum, double *spill)
 {
     VR v[FX_EXP_MAX_K], e[FX_EXP_MAX_K];
     for (int u = 0; u < k; u++) {
         int full = u < k - 1 || n == VL;
-        v[u] = full ? vload(x + j + u * VL) : vload_part(x + j + u * VL, n, -INFINITY);
+        v[u] = full ? vload_t(x + j + u * VL) : vload_t_part(x + j + u * VL, n, -INFINITY);
         e[u] = v[u] - sh;
     }
     vexp_nonpos_k(e, k);
@@ -95,8 +95,8 @@ FN void exp_step(const R *x, R *g, int64_t j, int k, int64_t n, R sh, int aux, i
    (fx_variants.h), so each is its own loop with no per-element branches. The partial
    sums are folded into float64 every FX_FOLD_ELEMS elements, in an order fixed by C
    alone. */
-FN void exp_pass(const R *x, R *g, int64_t C, R sh, int aux, int weighted, const R *w,
-                 const R *y, R c1, R c0, fx_chunk *out)
+FN void exp_pass(const T *x, R *g, int64_t C, R sh, int aux, int weighted, const R *w,
+                 const T *y, R c1, R c0, fx_chunk *out)
 {
     enum { U = FX_EXP_MAX_K };
     _Static_assert(U == 4, "the folds below add four accumulators");
@@ -140,7 +140,7 @@ FN void exp_pass(const R *x, R *g, int64_t C, R sh, int aux, int weighted, const
    target_weights (no b term for NONE); alpha e_j unrounded where the ISA has FMA
    (vmul_sub), as in the class-axis kernel. */
 FN void grad_pass(R *g, int64_t C, R alpha, R beta, int aux, int weighted, const R *w,
-                  const R *y, R c1, R c0)
+                  const T *y, R c1, R c0)
 {
     for (int64_t j = 0; j < C; j += VL) {
         int full = j + VL <= C;
@@ -156,8 +156,8 @@ FN void grad_pass(R *g, int64_t C, R alpha, R beta, int aux, int weighted, const
 
 /* Statistics of one chunk: its max m, the shift sh it used (m, or 0 for a chunk of
    -inf only, whose e_j are then exactly 0), and exp_pass's sums. */
-FN void chunk_stats(const R *x, R *g, int64_t n, int aux, int weighted, const R *w,
-                    const R *y, R c1, R c0, fx_chunk *st)
+FN void chunk_stats(const T *x, R *g, int64_t n, int aux, int weighted, const R *w,
+                    const T *y, R c1, R c0, fx_chunk *st)
 {
     R m = row_max(x, n);
     R sh = m == -INFINITY ? 0 : m;
@@ -181,9 +181,9 @@ FN void chunk_stats_to(const fx_softmax_args *A, int variant, int64_t row, int64
 {
     const int64_t C = A->C, j0 = c * CHUNK;
     const int64_t n = C - j0 < CHUNK ? C - j0 : CHUNK;
-    const R *x = (const R *)A->x + row * C + j0;
+    const T *x = (const T *)A->x + row * C + j0;
     const R *w = A->weight ? (const R *)A->weight + j0 : NULL;
-    const R *y = A->soft ? (const R *)A->soft + row * C + j0 : NULL;
+    const T *y = A->soft ? (const T *)A->soft + row * C + j0 : NULL;
     const double eps = A->smoothing;
     const R c1 = (R)(1.0 - eps), c0 = (R)(eps / (double)C);
     int64_t label = row_label(A, row);
@@ -194,7 +194,7 @@ FN void chunk_stats_to(const fx_softmax_args *A, int variant, int64_t row, int64
         return;
     }
     if (!A->soft && label >= j0 && label < j0 + n)
-        st->xt = (double)x[label - j0];                 /* before g overwrites x */
+        st->xt = (double)load_t(x + (label - j0));                 /* before g overwrites x */
     switch (variant) {
 #define FX_CASE(name, AUX, W)                                                           \
     case FX_SOFTMAX_##name:                                                             \
@@ -208,7 +208,11 @@ FN void chunk_stats_to(const fx_softmax_args *A, int variant, int64_t row, int64
 
 KERNEL void softmax_chunk_stats(const fx_softmax_args *A, int64_t row, int64_t c, fx_chunk *st)
 {
+#if FX_HALF
+    R *g = NULL;    /* a half gradient cannot hold e_j unrounded: softmax_chunk_grad makes them again */
+#else
     R *g = A->grad ? (R *)A->grad + row * A->C + c * CHUNK : NULL;
+#endif
     chunk_stats_to(A, fx_softmax_variant(A), row, c, st, g);
 }
 
@@ -233,7 +237,7 @@ FN void chunk_grad_to(const fx_softmax_args *A, int variant, int64_t row, int64_
     const int64_t C = A->C, j0 = c * CHUNK;
     const int64_t n = C - j0 < CHUNK ? C - j0 : CHUNK;
     const R *w = A->weight ? (const R *)A->weight + j0 : NULL;
-    const R *y = A->soft ? (const R *)A->soft + row * C + j0 : NULL;
+    const T *y = A->soft ? (const T *)A->soft + row * C + j0 : NULL;
     const double eps = A->smoothing, scale = A->grad_scale;
     const R c1 = (R)(1.0 - eps), c0 = (R)(eps / (double)C);
     const R alpha = (R)st[c].alpha;
@@ -253,24 +257,37 @@ FN void chunk_grad_to(const fx_softmax_args *A, int variant, int64_t row, int64_
 
 KERNEL void softmax_chunk_grad(const fx_softmax_args *A, int64_t row, int64_t c, const fx_chunk *st)
 {
+#if FX_HALF
+    /* the chunk's e_j again (the same bits as in softmax_chunk_stats) into a float32
+       buffer, the gradient there, then rounded once into the half gradient; x's chunk
+       is read before the gradient's is written, so in place works */
+    R buf[CHUNK] __attribute__((aligned(64)));
+    fx_chunk again;
+    const int64_t j0 = c * CHUNK, n = A->C - j0 < CHUNK ? A->C - j0 : CHUNK;
+    const int variant = fx_softmax_variant(A);
+    chunk_stats_to(A, variant, row, c, &again, buf);
+    chunk_grad_to(A, variant, row, c, st, buf);
+    stream_copy_t((T *)A->grad + row * A->C + j0, buf, n);
+#else
     chunk_grad_to(A, fx_softmax_variant(A), row, c, st, (R *)A->grad + row * A->C + c * CHUNK);
+#endif
 }
 
 /* nll_loss on log-probabilities (fx_nll_loss): one row. */
 FN double nll_row(const fx_softmax_args *A, int64_t row)
 {
     const int64_t C = A->C;
-    const R *x = (const R *)A->x + row * C;
-    R *g = A->grad ? (R *)A->grad + row * C : NULL;
+    const T *x = (const T *)A->x + row * C;
+    T *g = A->grad ? (T *)A->grad + row * C : NULL;
     int64_t label = row_label(A, row);
     double loss = fx_dropped_loss(label), wt = 0.0;
     if (label >= 0) {
         wt = class_weight((const R *)A->weight, label);
-        loss = fx_nll_loss(wt, (double)x[label]);     /* read before g (maybe x) is zeroed */
+        loss = fx_nll_loss(wt, (double)load_t(x + label));     /* read before g (maybe x) is zeroed */
     }
     if (g) {
-        memset(g, 0, (size_t)C * sizeof(R));
-        if (label >= 0) g[label] = (R)fx_nll_grad(A, wt);
+        memset(g, 0, (size_t)C * sizeof(T));
+        if (label >= 0) store_t(g + label, (R)fx_nll_grad(A, wt));
     }
     if (A->item_loss) ((R *)A->item_loss)[row] = (R)loss;
     return loss;
@@ -279,8 +296,8 @@ FN double nll_row(const fx_softmax_args *A, int64_t row)
 /* Rows of one chunk (C <= CHUNK), the three phases of each row in one loop per declared
    variant (a constant `variant` folds chunk_stats_to's and chunk_grad_to's switches, and
    each loop keeps its own registers): short rows pay for the phases' calls and
-   dispatch otherwise. With `stream` (A->stream_grad), each row's gradient is made in
-   buf (in L1) and then streamed out with non-temporal stores. */
+   dispatch otherwise. With `stream` (A->stream_grad, or a half-precision gradient), each
+   row's gradient is made in buf (in L1) and then streamed out with non-temporal stores. */
 FN double rows_one_chunk(const fx_softmax_args *A, int variant, int stream, int64_t r0,
                          int64_t r1)
 {
@@ -293,7 +310,7 @@ FN double rows_one_chunk(const fx_softmax_args *A, int variant, int stream, int6
         total += softmax_row_finish(A, r, st);
         if (!g) continue;
         chunk_grad_to(A, variant, r, 0, st, g);
-        if (stream) stream_copy((R *)A->grad + r * A->C, buf, A->C);
+        if (stream) stream_copy_t((T *)A->grad + r * A->C, buf, A->C);
     }
     if (stream) stream_fence();
     return total;
@@ -302,7 +319,8 @@ FN double rows_one_chunk(const fx_softmax_args *A, int variant, int stream, int6
 static __attribute__((noinline)) FX_TARGET_ATTR double
 softmax_rows_one_chunk(const fx_softmax_args *A, int64_t r0, int64_t r1)
 {
-    int stream = A->stream_grad && A->grad;
+    /* (half: the gradient made in buf, as it must be, and rounded once on its way out) */
+    int stream = (A->stream_grad || FX_HALF) && A->grad;
     switch (fx_softmax_variant(A)) {
 #define FX_CASE(name, AUX, W)                                                           \
     case FX_SOFTMAX_##name:                                                             \
@@ -343,15 +361,15 @@ KERNEL void softmax_outputs_rows(const void *xv, void *outv, int64_t C, int64_t 
     fx_chunk local[FX_LOCAL_CHUNKS];
     fx_chunk *st = nch <= FX_LOCAL_CHUNKS ? local : row_chunks;   /* see fx_api.h */
     for (int64_t r = r0; r < r1; r++) {
-        const R *x = (const R *)xv + r * C;
-        R *o = (R *)outv + r * C;
-        int store = what == FX_OUT_SOFTMAX;
+        const T *x = (const T *)xv + r * C;
+        T *o = (T *)outv + r * C;
+        int store = what == FX_OUT_SOFTMAX && !FX_HALF;   /* half: e_j made again below */
         for (int64_t c = 0; c < nch; c++) {
             int64_t j0 = c * CHUNK, n = C - j0 < CHUNK ? C - j0 : CHUNK;
             if (what == FX_OUT_ENTROPY)
                 chunk_stats(x + j0, NULL, n, FX_AUX_ENTROPY, 0, NULL, NULL, 0, 0, st + c);
             else if (store)
-                chunk_stats(x + j0, o + j0, n, FX_AUX_NONE, 0, NULL, NULL, 0, 0, st + c);
+                chunk_stats(x + j0, (R *)o + j0, n, FX_AUX_NONE, 0, NULL, NULL, 0, 0, st + c);
             else
                 chunk_stats(x + j0, NULL, n, FX_AUX_NONE, 0, NULL, NULL, 0, 0, st + c);
         }
@@ -378,26 +396,34 @@ KERNEL void softmax_outputs_rows(const void *xv, void *outv, int64_t C, int64_t 
             int has_nan = isnan(mg.S);
             if (mg.M == INFINITY) {
                 has_nan = 0;
-                for (int64_t j = 0; j < C; j++) has_nan |= x[j] != x[j];
+                for (int64_t j = 0; j < C; j++) has_nan |= load_t(x + j) != load_t(x + j);
             }
-            ((R *)outv)[r] = (R)lse_finish(vdsplat(mg.M), vdsplat(mg.S), vdsplat(log(mg.S)),
-                                           vdsplat(log1p_rest), (VDI){0} - has_nan)[0];
+            store_t((T *)outv + r, (R)lse_finish(vdsplat(mg.M), vdsplat(mg.S), vdsplat(log(mg.S)),
+                                                 vdsplat(log1p_rest), (VDI){0} - has_nan)[0]);
         } else if (what == FX_OUT_ENTROPY) {
-            ((R *)outv)[r] = (R)(log(mg.S) + fx_entropy_term(st, nch, &mg));
+            store_t((T *)outv + r, (R)(log(mg.S) + fx_entropy_term(st, nch, &mg)));
         } else if (what == FX_OUT_SOFTMAX) {
             fx_set_alphas(st, nch, &mg, 1.0);
             for (int64_t c = 0; c < nch; c++) {
                 int64_t j0 = c * CHUNK, n = C - j0 < CHUNK ? C - j0 : CHUNK;
+#if FX_HALF
+                R buf[CHUNK] __attribute__((aligned(64)));
+                fx_chunk again;
+                chunk_stats(x + j0, buf, n, FX_AUX_NONE, 0, NULL, NULL, 0, 0, &again);
+                grad_pass(buf, n, (R)st[c].alpha, 0, FX_AUX_NONE, 0, NULL, NULL, 0, 0);
+                stream_copy_t(o + j0, buf, n);
+#else
                 grad_pass(o + j0, n, (R)st[c].alpha, 0, FX_AUX_NONE, 0, NULL, NULL, 0, 0);
+#endif
             }
         } else {                                    /* log_softmax: (x - M) - log S */
             R M = (R)mg.M, ls = (R)log(mg.S);       /* not M + log S: it would round */
             for (int64_t j = 0; j < C; j += VL) {
                 int full = j + VL <= C;
-                VR v = full ? vload(x + j) : vload_part(x + j, C - j, 0);
+                VR v = full ? vload_t(x + j) : vload_t_part(x + j, C - j, 0);
                 VR o_v = (v - M) - ls;
-                if (full) vstore(o + j, o_v);
-                else vstore_part(o + j, o_v, C - j);
+                if (full) vstore_t(o + j, o_v);
+                else vstore_t_part(o + j, o_v, C - j);
             }
         }
     }
