@@ -94,6 +94,11 @@ def _block_args(block, target, weight, offset, classes, ignore_index, label_smoo
     if x.ndim != 2:
         raise ValueError(f"{what}: block must be 2-D (rows, width), got shape {x.shape}")
     rows, width = x.shape
+    if x.dtype.type not in (np.float32, np.float64):
+        # the partials kernels read float32/float64 only (float16 and bfloat16, which the
+        # losses take since issue 14, would be misread): refused, not guessed
+        raise TypeError(f"{what}: block must be float32 or float64, got {x.dtype} (cast "
+                        f"half-precision logits with .astype(np.float32))")
     dt = np.dtype(x.dtype.type)
     offset = _index(offset, "offset")
     if classes is None:

@@ -63,6 +63,7 @@ KERNEL void softmax_block_partials(const fx_partials_args *P, int64_t r0, int64_
     const R *wv = (const R *)P->weight;
     fx_chunk local[FX_LOCAL_CHUNKS];
     fx_chunk *st = nch <= FX_LOCAL_CHUNKS ? local : row_chunks;   /* see fx_api.h */
+    /* (float32 / float64 only: partials.py refuses half inputs, whose T is not R) */
     for (int64_t r = r0; r < r1; r++) {
         fx_partial *o = P->parts + r;
         const R *x = (const R *)P->x + r * W;
@@ -81,7 +82,10 @@ KERNEL void softmax_block_partials(const fx_partials_args *P, int64_t r0, int64_
             const R *wc = wv ? wv + j0 : NULL, *yc = y ? y + j0 : NULL;
             switch (aux * 2 + weighted) {   /* each declared variant its own loop */
 #define FX_CASE(name, AUX, W)                                                              \
-            case AUX * 2 + W: chunk_stats(x + j0, NULL, n, AUX, W, wc, yc, c1, c0, st + c); break;
+            case AUX * 2 + W:                                                                  \
+                chunk_stats((const T *)(const void *)(x + j0), NULL, n, AUX, W, wc,            \
+                            (const T *)(const void *)yc, c1, c0, st + c);                      \
+                break;
             FX_SOFTMAX_VARIANTS(FX_CASE)
 #undef FX_CASE
             }
