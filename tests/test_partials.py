@@ -183,3 +183,11 @@ def test_same_bits_for_any_thread_count():
     g2 = P.block_grad(blk, one, t, w, offset=1000, classes=3000, label_smoothing=0.1,
                       n_threads=2)
     assert g1.tobytes() == g2.tobytes()
+
+
+def test_half_precision_blocks_are_refused_not_misread():
+    """The partials kernels read float32/float64; the losses take float16 (issue 14), and a
+    float16 block once came back as garbage partials."""
+    x = np.zeros((3, 4), dtype=np.float16)
+    with pytest.raises(TypeError, match="float32 or float64"):
+        fx.partials.softmax_partials(x, np.array([0, 1, 2]), offset=0, classes=4)
