@@ -20,6 +20,7 @@
 #include "fx_variants.h"
 
 #define CHUNK ((int64_t)(FX_CHUNK_BYTES / sizeof(R)))
+#define FX_STREAM_MIN_ROW_BYTES 2048
 
 /* ------------------------------------------------------------ passes over a chunk */
 
@@ -301,7 +302,7 @@ FN double nll_row(const fx_softmax_args *A, int64_t row)
 FN double rows_one_chunk(const fx_softmax_args *A, int variant, int stream, int64_t r0,
                          int64_t r1)
 {
-    R buf[stream ? CHUNK : 1] __attribute__((aligned(64)));
+    R buf[CHUNK] __attribute__((aligned(64)));      /* (used with stream only) */
     fx_chunk st[1];
     double total = 0.0;
     for (int64_t r = r0; r < r1; r++) {
@@ -320,7 +321,12 @@ static __attribute__((noinline)) FX_TARGET_ATTR double
 softmax_rows_one_chunk(const fx_softmax_args *A, int64_t r0, int64_t r1)
 {
     /* (half: the gradient made in buf, as it must be, and rounded once on its way out) */
-    int stream = (A->stream_grad || FX_HALF) && A->grad;
+    /* Non-temporal stores pay off for whole lines: a short row's start and end share
+       lines with its neighbours, written by the plain stores of stream_copy's head and
+       tail, and mixing the two on a line costs more than streaming saves (AVX2, 37
+       classes: 2x slower), so rows under FX_STREAM_MIN_ROW_BYTES are not streamed. */
+    int stream = ((A->stream_grad && A->C * (int64_t)sizeof(R) >= FX_STREAM_MIN_ROW_BYTES)
+                  || FX_HALF) && A->grad;
     switch (fx_softmax_variant(A)) {
 #define FX_CASE(name, AUX, W)                                                           \
     case FX_SOFTMAX_##name:                                                             \
