@@ -493,7 +493,7 @@ def cells_floors(x, T, pool, target=None, exp_floor=False):
 
         neg = -np.abs(flat)
         part_n = [p.size for p in np.array_split(neg, T)]
-        chunk = 4096
+        chunk = 1 << 16     # 256 KiB of float32 out: in L2, and few Python-level calls
         scratch = [np.empty(chunk, dtype=flat.dtype) for _ in range(T)]
 
         def exp_part(i):
