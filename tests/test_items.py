@@ -128,3 +128,14 @@ def test_switch_points_are_the_kernels(isa, rng):
             paths = _both_paths(lambda: fx.cross_entropy(x, t, reduction="none"))
             same = [m for m, v in paths.items() if np.array_equal(v.view(np.uint8), default.view(np.uint8))]
             assert same, f"C={C} {np.dtype(dtype).name}: neither path gives the default's bits"
+
+
+def test_the_hook_never_sends_half_inputs_to_the_items_path(isa, rng):
+    """The half instances have no items path (their switch is 0): forcing the items path
+    leaves them on the row path (it once ran the float32-reading kernels on 16-bit data)."""
+    x = rng.standard_normal((37, 5)).astype(np.float16)
+    t = rng.integers(0, 5, 37)
+    default = fx.cross_entropy(x, t, reduction="none")
+    forced = _both_paths(lambda: fx.cross_entropy(x, t, reduction="none"))
+    for mode, got in forced.items():
+        np.testing.assert_array_equal(got, default, err_msg=mode)

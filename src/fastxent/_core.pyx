@@ -118,7 +118,8 @@ def _set_items_max_c(int c):
 
 
 cdef inline int _items_switch(int measured) noexcept nogil:
-    return measured if _items_max_c < 0 else min(_items_max_c, FX_ITEMS_MAX_C)
+    # (a table without the items path, measured == 0: the half instances, stays without)
+    return measured if _items_max_c < 0 or measured == 0 else min(_items_max_c, FX_ITEMS_MAX_C)
 
 
 
