@@ -139,3 +139,13 @@ def test_the_hook_never_sends_half_inputs_to_the_items_path(isa, rng):
     forced = _both_paths(lambda: fx.cross_entropy(x, t, reduction="none"))
     for mode, got in forced.items():
         np.testing.assert_array_equal(got, default, err_msg=mode)
+
+
+def test_items_of_no_classes_have_loss_zero():
+    """(N, 0) logits: every item is ignored (no class exists) or a soft target over no
+    classes, so each loss is 0 (it was uninitialised memory)."""
+    for shape, tshape in (((3, 0), (3,)), ((3, 0, 4), (3, 4))):
+        x = np.zeros(shape, np.float32)
+        for t in (np.full(tshape, -100), np.zeros(shape, np.float32)):
+            np.testing.assert_array_equal(fx.cross_entropy(x, t, reduction="none"), 0.0)
+        np.testing.assert_array_equal(fx.nll_loss(x, np.full(tshape, -100), reduction="none"), 0.0)

@@ -156,7 +156,9 @@ def _softmax_loss(input, target, weight, ignore_index, reduction, label_smoothin
     scale = 1.0
     if reduction == "mean":
         scale = 1.0 / denom if denom != 0 else math.inf
-    per_item = np.empty(item_shape, dtype=ct) if reduction == "none" else None
+    # (zeros: with no classes the kernels have nothing to compute, and an item's loss is
+    # then 0: ignored, or a soft target's sum over no classes)
+    per_item = (np.empty if C else np.zeros)(item_shape, dtype=ct) if reduction == "none" else None
     total = 0.0
     gk_kernel = gk
     if x.size and is_half(dt) and inner != 1 and not _core.col_buffer_fits(kernel_view(xk), C):
