@@ -23,6 +23,7 @@
 #define FX_METRICS_H
 
 #include "fx_softmax_rows.h"
+#include "fx_softmax_items.h"
 
 /* One row's metrics (see the top of this file). above: FX_LABEL_IGNORED or
    FX_LABEL_BAD when the row has no class target (then nll is 0 or NaN); argmax and
@@ -135,7 +136,7 @@ FN fx_metrics_item_out fx_metrics_item(const R *x, int64_t C, int64_t t, const f
 {
     fx_metrics_item_out o;
     /* S == 0: every logit -inf, S NaN: a NaN (or inf - inf); no distribution */
-    o.conf = mg->S > 0.0 ? 1.0 / mg->S : NAN;
+    o.conf = one_chunk_alpha(vdsplat(1.0), vdsplat(mg->S))[0];   /* 1/S, NaN unless S > 0 */
     o.nll = t < 0 ? fx_dropped_loss(t)
                   : log(mg->S) + (mg->M - (double)x[t]);  /* fx_item_loss's a log S + b_t (M - x_t) */
     /* a row with a NaN has S NaN (the max pass may drop the NaN, vmax_fast, the exp pass
@@ -235,6 +236,192 @@ KERNEL void metrics_rows(const fx_metrics_args *a, int64_t r0, int64_t r1, fx_ch
             a->above[r] = o.above;
         }
     }
+}
+
+/* ------------------------------------------------------------ rows of few classes */
+
+/* The items variant (issue 11's items path, fx_softmax_items.h): rows of C <= the
+   table's items_max_c, a vector of VL rows at a time (lanes over rows, loops over the
+   classes of a tile gathered as items_group gathers it). Per lane the definitions of
+   fx_metrics_item: nll from items_finish (so it has the bits of cross_entropy's items
+   path), conf = one_chunk_alpha(1, S), argmax and above from one loop over the tile
+   (rank_pass's rules; always exact). Each metric's per-item term is fx_metrics_add's,
+   here over a vector of rows: summed in float64 lanes, the lanes added in order at the
+   block's end, so a block's sums depend on the block alone. (The float sums agree with
+   the row path's to rounding, the counts exactly.)
+
+   The calibration bins' sums of float32 confidences are exact here: the top-1
+   confidence of C <= FX_ITEMS_MAX_C classes is >= 1/C > 2^-7, so as a float32 a
+   multiple of 2^-30, added as the integer conf * 2^30 (held in the bin's slot of `sums`
+   until the block ends). The row path's float64 sums of the same values are exact too
+   (multiples of 2^-30 below 2^23), so both paths give the same bits for them. */
+_Static_assert(FX_ITEMS_MAX_C <= 64, "metrics_items: confidences of at least 2^-7");
+#define FX_CONF_FIXED 0x1p30
+
+FN VI viselect(VI mask, VI a, VI b) { return (mask & a) | (~mask & b); }
+
+/* float64 lanes [h VLD, (h + 1) VLD) of p[0, n), 0 past n; `absent` everywhere when p is
+   NULL. */
+FN VD vdload_part(const double *p, int h, int64_t n, double absent)
+{
+    VD v;
+    if (!p) return vdsplat(absent);
+    if (n == VL) { memcpy(&v, p + h * VLD, sizeof v); return v; }
+    for (int i = 0; i < VLD; i++) v[i] = h * VLD + i < n ? p[h * VLD + i] : 0.0;
+    return v;
+}
+
+/* A block's running sums FX_MS_NLL .. FX_MS_ITEM_WEIGHT in float64 lanes, and its
+   counts FX_MC_KEPT, FX_MC_HITS in integer lanes (set lanes of a mask are -1: they are
+   subtracted). */
+typedef struct { VD s[FX_MS_BINS][FX_HALVES]; VDI kept[FX_HALVES], hits[FX_HALVES]; } fx_metrics_lanes;
+
+/* The lanes' half h of an integer vector of VL lanes, as float64-lane integers. */
+FN VDI vdi_half(VI v, int h)
+{
+    VDI o;
+    for (int i = 0; i < VLD; i++) o[i] = v[h * VLD + i];
+    return o;
+}
+
+/* One group: rows [r, r + n), n <= VL. A is a's view as the loss's arguments (labels,
+   C, ignore_index; hard labels, no weights, no smoothing: item_finish's a = 1). */
+FN void metrics_group(const fx_metrics_args *a, const fx_softmax_args *A, int64_t r, int64_t n,
+                      fx_metrics_lanes *acc, double *sums, int64_t *counts, int *nan_conf)
+{
+    const int64_t C = a->C, nb = a->n_bins + 1;
+    const R *x = (const R *)a->x + r * C;
+    const VR zero = {0};
+    VR t[FX_ITEMS_MAX_C];
+    const VI lab = a->labels ? items_labels(A, r, n) : visplat(FX_LABEL_IGNORED);
+    const VI keep = lab >= 0;
+    {   /* see items_group */
+        const size_t span = (size_t)(VL * C) * sizeof(R), ahead = FX_ITEMS_AHEAD * span;
+        for (size_t b = 0; b < span; b += 64) __builtin_prefetch((const char *)x + ahead + b, 0, 3);
+        if (a->labels)
+            __builtin_prefetch((const char *)a->labels + (size_t)(r + FX_ITEMS_AHEAD * VL)
+                               * fx_label_bytes(a->label_type), 0, 3);
+    }
+
+    /* the tile, the max and the target logit per lane (items_group's pass 1) */
+    VR m = vsplat(-INFINITY), xt = zero;
+    for (int64_t j = 0; j < C; j++) {
+        VR v = vgather_part(x + j, C, n, -INFINITY);
+        t[j] = v;
+        m = vmax_fast(m, v);
+        xt = vselect(lab == visplat(j), v, xt);
+    }
+    const VR sh = vselect(m == vsplat(-INFINITY), zero, m);
+
+    /* the exps' sums (items_group's pass 2), and rank_pass for every lane at once: the
+       first max, the first NaN, and the classes above the target (m may have dropped a
+       NaN, vmax_fast, but then the first NaN is the argmax) */
+    VD s[FX_HALVES];
+    for (int h = 0; h < FX_HALVES; h++) s[h] = vdsplat(0);
+    const VI none = visplat(INT32_MAX), t_nan = xt != xt;
+    VI first_max = none, first_nan = none, cnt = {0};
+    for (int64_t j = 0; j < C; j++) {
+        VR v = t[j];
+        VR e = vexp_nonpos(v - sh);
+        for (int h = 0; h < FX_HALVES; h++) s[h] += vd_half(e, h);
+        VI jv = visplat(j), is_nan = v != v, is_max = v == m, after = jv > lab;
+        first_max = vimin(first_max, viselect(is_max, jv, none));
+        first_nan = vimin(first_nan, viselect(is_nan, jv, none));
+        cnt -= viselect(t_nan, is_nan & after, (v > xt) | is_nan | ((v == xt) & after));
+    }
+    const VI argmax = viselect(first_nan != none, first_nan,
+                               viselect(first_max != none, first_max, (VI){0}));
+    const VI above = viselect(keep, cnt, lab);      /* rank_pass: a dropped row's code */
+    const VI hit = keep & (above < visplat(a->top_k < INT32_MAX ? a->top_k : INT32_MAX));
+    const VI right = keep & (argmax == lab);
+
+    /* nll (items_finish with a = 1: cross_entropy's loss) and conf = 1 / S */
+    VD nll[FX_HALVES], conf[FX_HALVES], none_d[FX_HALVES];
+    for (int h = 0; h < FX_HALVES; h++) none_d[h] = vdsplat(0);
+    (void)items_finish(A, lab, m, sh, xt, vzero_unless(keep, vsplat(1)), s, none_d, none_d, nll);
+    for (int h = 0; h < FX_HALVES; h++) conf[h] = one_chunk_alpha(vdsplat(1.0), s[h]);
+
+    /* the sums (fx_metrics_add's terms, per lane) */
+    double cw[VL];
+    for (int i = 0; i < VL; i++)
+        cw[i] = lab[i] < 0 ? 0.0 : a->class_weight ? a->class_weight[lab[i]] : 1.0;
+    const double *sw = a->sample_weight ? a->sample_weight + r : NULL;
+    for (int h = 0; h < FX_HALVES; h++) {
+        VDI kp = vdi_half(keep, h) != 0, ht = vdi_half(hit, h) != 0;
+        VD w, sv = vdzero_unless(kp, vdload_part(sw, h, n, 1.0)), l = nll[h];
+        memcpy(&w, cw + h * VLD, sizeof w);
+        acc->s[FX_MS_NLL][h] += vdzero_unless(w != 0.0, w * l);    /* 0 * inf: dropped */
+        acc->s[FX_MS_NLL_WEIGHT][h] += w;
+        VD c = vdselect(l < a->clip_lo, vdsplat(a->clip_lo),
+                        vdselect(l > a->clip_hi, vdsplat(a->clip_hi), l));
+        acc->s[FX_MS_CLIPPED][h] += vdzero_unless(kp, sv * c);
+        acc->s[FX_MS_HITS][h] += vdzero_unless(ht, sv);
+        acc->s[FX_MS_ITEM_WEIGHT][h] += sv;
+        acc->kept[h] += kp;
+        acc->hits[h] += ht;
+    }
+
+    /* the calibration bins, per kept lane (fx_conf_bin; the sum in fixed point) */
+    double cf[VL];
+    for (int h = 0; h < FX_HALVES; h++) memcpy(cf + h * VLD, &conf[h], sizeof conf[h]);
+    for (int i = 0; i < n; i++) {
+        if (lab[i] < 0) continue;
+        const float c = (float)cf[i];
+        const int64_t bin = fx_conf_bin(cf[i], a->edges, nb);
+        counts[FX_MC_BINS + bin]++;
+        counts[FX_MC_BINS + nb + bin] -= right[i];
+        if (c != c) { *nan_conf = 1; continue; }
+        int64_t q;
+        memcpy(&q, sums + FX_MS_BINS + bin, sizeof q);
+        q += (int64_t)((double)c * FX_CONF_FIXED);
+        memcpy(sums + FX_MS_BINS + bin, &q, sizeof q);
+    }
+
+    if (a->nll)
+        for (int i = 0; i < n; i++) {
+            a->nll[r + i] = nll[i / VLD][i % VLD];
+            a->conf[r + i] = cf[i];
+            a->argmax[r + i] = argmax[i];
+            a->above[r + i] = above[i];
+        }
+}
+
+/* Rows [r0, r1) of a->x, C <= FX_ITEMS_MAX_C: metrics_rows's signature and results. */
+KERNEL void metrics_items(const fx_metrics_args *a, int64_t r0, int64_t r1, fx_chunk *row_chunks,
+                          double *sums, int64_t *counts)
+{
+    (void)row_chunks;
+    const int64_t nb = a->n_bins + 1;
+    fx_softmax_args A;
+    memset(&A, 0, sizeof A);
+    A.x = a->x;
+    A.labels = a->labels;
+    A.label_type = a->label_type;
+    A.C = a->C;
+    A.ignore_index = a->ignore_index;
+    A.weight_total = (double)a->C;
+    A.grad_scale = 1.0;
+    fx_metrics_lanes acc;
+    memset(&acc, 0, sizeof acc);
+    int nan_conf = 0;
+    for (int64_t i = 0; i < FX_MS_BINS + nb; i++) sums[i] = 0.0;      /* also integer 0 */
+    for (int64_t i = 0; i < FX_MC_BINS + 2 * nb; i++) counts[i] = 0;
+    for (int64_t r = r0; r < r1; r += VL)
+        metrics_group(a, &A, r, r1 - r < VL ? r1 - r : VL, &acc, sums, counts, &nan_conf);
+    for (int k = 0; k < FX_MS_BINS; k++)
+        for (int h = 0; h < FX_HALVES; h++)
+            for (int i = 0; i < VLD; i++) sums[k] += acc.s[k][h][i];
+    for (int h = 0; h < FX_HALVES; h++)
+        for (int i = 0; i < VLD; i++) {
+            counts[FX_MC_KEPT] -= acc.kept[h][i];
+            counts[FX_MC_HITS] -= acc.hits[h][i];
+        }
+    for (int64_t b = 0; b < nb; b++) {
+        int64_t q;
+        memcpy(&q, sums + FX_MS_BINS + b, sizeof q);
+        sums[FX_MS_BINS + b] = (double)q / FX_CONF_FIXED;
+    }
+    if (nan_conf) sums[FX_MS_BINS + nb - 1] = NAN;      /* where fx_conf_bin puts a NaN */
 }
 
 #endif /* FX_METRICS_H */
