@@ -164,18 +164,18 @@ FN fx_metrics_item_out fx_metrics_item(const R *x, int64_t C, int64_t t, const f
 /* The calibration bin of a top-1 confidence: torchmetrics' bucketize(conf, edges,
    right=True) - 1 over the nb = n_bins + 1 float32 edges (0 = edges[0] <= conf <= 1),
    conf rounded to float32 first as torchmetrics holds it; a NaN goes to the last bin
-   (where NumPy's searchsorted puts it). A branch-free binary search. */
+   (where NumPy's searchsorted puts it). The edges are torch.linspace(0, 1, nb), so
+   conf * n_bins is the bin but for rounding: guessed from it, then walked to the last
+   edge <= conf (exact for any sorted edges; a step or none for these). */
 static inline int64_t fx_conf_bin(double conf, const float *edges, int64_t nb)
 {
     float c = (float)conf;
-    if (c != c) return nb - 1;
-    int64_t lo = 0, n = nb;                       /* the last edge <= c lies in [lo, lo + n) */
-    while (n > 1) {
-        int64_t half = n / 2;
-        lo = edges[lo + half] <= c ? lo + half : lo;
-        n -= half;
-    }
-    return lo;
+    if (!(c >= 0.0f)) return c != c ? nb - 1 : 0;
+    int64_t b = c >= 1.0f ? nb - 1 : (int64_t)(c * (float)(nb - 1));
+    b = b > nb - 1 ? nb - 1 : b;
+    while (b > 0 && edges[b] > c) b--;
+    while (b + 1 < nb && edges[b + 1] <= c) b++;
+    return b;
 }
 
 /* One row's metrics added to the block's sums (layout: FX_MS_* in fx_api.h): the one
@@ -368,8 +368,7 @@ FN void metrics_group(const fx_metrics_args *a, const fx_softmax_args *A, int64_
         if (lab[i] < 0) continue;
         const float c = (float)cf[i];
         const int64_t bin = fx_conf_bin(cf[i], a->edges, nb);
-        counts[FX_MC_BINS + bin]++;
-        counts[FX_MC_BINS + nb + bin] -= right[i];
+        counts[FX_MC_BINS + bin] += 1 + ((int64_t)(right[i] & 1) << 32);  /* both counts, unpacked below */
         if (c != c) { *nan_conf = 1; continue; }
         int64_t q;
         memcpy(&q, sums + FX_MS_BINS + bin, sizeof q);
@@ -416,6 +415,11 @@ KERNEL void metrics_items(const fx_metrics_args *a, int64_t r0, int64_t r1, fx_c
             counts[FX_MC_KEPT] -= acc.kept[h][i];
             counts[FX_MC_HITS] -= acc.hits[h][i];
         }
+    for (int64_t b = 0; b < nb; b++) {     /* each bin's count, right ones << 32 */
+        const int64_t packed = counts[FX_MC_BINS + b];
+        counts[FX_MC_BINS + b] = packed & 0xffffffff;
+        counts[FX_MC_BINS + nb + b] = packed >> 32;
+    }
     for (int64_t b = 0; b < nb; b++) {
         int64_t q;
         memcpy(&q, sums + FX_MS_BINS + b, sizeof q);
