@@ -167,15 +167,25 @@ FN fx_metrics_item_out fx_metrics_item(const R *x, int64_t C, int64_t t, const f
    (where NumPy's searchsorted puts it). The edges are torch.linspace(0, 1, nb), so
    conf * n_bins is the bin but for rounding: guessed from it, then walked to the last
    edge <= conf (exact for any sorted edges; a step or none for these). */
+static inline int64_t fx_conf_bin_guess(float c, int64_t nb)
+{
+    int64_t b = c >= 1.0f ? nb - 1 : (int64_t)(c * (float)(nb - 1));
+    return b > nb - 1 ? nb - 1 : b;
+}
+
+/* The bin from a guess b in [0, nb): walked to the last edge <= c (c >= 0, not NaN). */
+static inline int64_t fx_conf_bin_walk(float c, int64_t b, const float *edges, int64_t nb)
+{
+    while (b > 0 && edges[b] > c) b--;
+    while (b + 1 < nb && edges[b + 1] <= c) b++;
+    return b;
+}
+
 static inline int64_t fx_conf_bin(double conf, const float *edges, int64_t nb)
 {
     float c = (float)conf;
     if (!(c >= 0.0f)) return c != c ? nb - 1 : 0;
-    int64_t b = c >= 1.0f ? nb - 1 : (int64_t)(c * (float)(nb - 1));
-    b = b > nb - 1 ? nb - 1 : b;
-    while (b > 0 && edges[b] > c) b--;
-    while (b + 1 < nb && edges[b + 1] <= c) b++;
-    return b;
+    return fx_conf_bin_walk(c, fx_conf_bin_guess(c, nb), edges, nb);
 }
 
 /* One row's metrics added to the block's sums (layout: FX_MS_* in fx_api.h): the one
@@ -252,8 +262,7 @@ KERNEL void metrics_rows(const fx_metrics_args *a, int64_t r0, int64_t r1, fx_ch
 
    The calibration bins' sums of float32 confidences are exact here: the top-1
    confidence of C <= FX_ITEMS_MAX_C classes is >= 1/C > 2^-7, so as a float32 a
-   multiple of 2^-30, added as the integer conf * 2^30 (held in the bin's slot of `sums`
-   until the block ends). The row path's float64 sums of the same values are exact too
+   multiple of 2^-30, added as the integer conf * 2^30. The row path's float64 sums of the same values are exact too
    (multiples of 2^-30 below 2^23), so both paths give the same bits for them. */
 _Static_assert(FX_ITEMS_MAX_C <= 64, "metrics_items: confidences of at least 2^-7");
 #define FX_CONF_FIXED 0x1p30
@@ -287,7 +296,7 @@ FN VDI vdi_half(VI v, int h)
 /* One group: rows [r, r + n), n <= VL. A is a's view as the loss's arguments (labels,
    C, ignore_index; hard labels, no weights, no smoothing: item_finish's a = 1). */
 FN void metrics_group(const fx_metrics_args *a, const fx_softmax_args *A, int64_t r, int64_t n,
-                      fx_metrics_lanes *acc, double *sums, int64_t *counts, int *nan_conf)
+                      fx_metrics_lanes *acc, int64_t *hist, int copies, int *nan_conf)
 {
     const int64_t C = a->C, nb = a->n_bins + 1;
     const R *x = (const R *)a->x + r * C;
@@ -361,19 +370,31 @@ FN void metrics_group(const fx_metrics_args *a, const fx_softmax_args *A, int64_
         acc->hits[h] += ht;
     }
 
-    /* the calibration bins, per kept lane (fx_conf_bin; the sum in fixed point) */
+    /* the calibration bins (fx_conf_bin), per kept lane: the bin's count and, << 32, its
+       count of right argmaxes in one int64 of hist, and its sum of conf * 2^30 in the
+       next nb; lane i adds to copy i % copies (hist + copy * 2 nb), so that rows falling
+       in one bin do not wait on each other's adds */
     double cf[VL];
+    float c32[VL];
+    int64_t guess[VL], q[VL];
     for (int h = 0; h < FX_HALVES; h++) memcpy(cf + h * VLD, &conf[h], sizeof conf[h]);
+    for (int i = 0; i < VL; i++) {
+        const float c = (float)cf[i], c0 = c >= 0.0f ? c : 0.0f;      /* NaN: 0 here */
+        c32[i] = c;
+        guess[i] = fx_conf_bin_guess(c0, nb);
+        q[i] = (int64_t)((double)c0 * FX_CONF_FIXED);
+    }
     for (int i = 0; i < n; i++) {
         if (lab[i] < 0) continue;
-        const float c = (float)cf[i];
-        const int64_t bin = fx_conf_bin(cf[i], a->edges, nb);
-        counts[FX_MC_BINS + bin] += 1 + ((int64_t)(right[i] & 1) << 32);  /* both counts, unpacked below */
-        if (c != c) { *nan_conf = 1; continue; }
-        int64_t q;
-        memcpy(&q, sums + FX_MS_BINS + bin, sizeof q);
-        q += (int64_t)((double)c * FX_CONF_FIXED);
-        memcpy(sums + FX_MS_BINS + bin, &q, sizeof q);
+        int64_t *hc = hist + (i & (copies - 1)) * 2 * nb, bin;
+        if (c32[i] != c32[i]) {
+            bin = nb - 1;
+            *nan_conf = 1;
+        } else {
+            bin = fx_conf_bin_walk(c32[i], guess[i], a->edges, nb);
+            hc[nb + bin] += q[i];
+        }
+        hc[bin] += 1 + ((int64_t)(right[i] & 1) << 32);
     }
 
     if (a->nll)
@@ -384,6 +405,11 @@ FN void metrics_group(const fx_metrics_args *a, const fx_softmax_args *A, int64_
             a->above[r + i] = above[i];
         }
 }
+
+/* Calibration bins up to this many keep FX_BIN_COPIES copies of their counts on the
+   stack (metrics_group); more bins, one copy in `counts` itself. */
+#define FX_LOCAL_BINS 64
+#define FX_BIN_COPIES 4
 
 /* Rows [r0, r1) of a->x, C <= FX_ITEMS_MAX_C: metrics_rows's signature and results. */
 KERNEL void metrics_items(const fx_metrics_args *a, int64_t r0, int64_t r1, fx_chunk *row_chunks,
@@ -403,10 +429,14 @@ KERNEL void metrics_items(const fx_metrics_args *a, int64_t r0, int64_t r1, fx_c
     fx_metrics_lanes acc;
     memset(&acc, 0, sizeof acc);
     int nan_conf = 0;
-    for (int64_t i = 0; i < FX_MS_BINS + nb; i++) sums[i] = 0.0;      /* also integer 0 */
+    int64_t local[FX_BIN_COPIES * 2 * FX_LOCAL_BINS];
+    const int copies = nb <= FX_LOCAL_BINS ? FX_BIN_COPIES : 1;
+    int64_t *hist = nb <= FX_LOCAL_BINS ? local : counts + FX_MC_BINS;
+    for (int64_t i = 0; i < FX_MS_BINS + nb; i++) sums[i] = 0.0;
     for (int64_t i = 0; i < FX_MC_BINS + 2 * nb; i++) counts[i] = 0;
+    for (int64_t i = 0; i < copies * 2 * nb; i++) hist[i] = 0;
     for (int64_t r = r0; r < r1; r += VL)
-        metrics_group(a, &A, r, r1 - r < VL ? r1 - r : VL, &acc, sums, counts, &nan_conf);
+        metrics_group(a, &A, r, r1 - r < VL ? r1 - r : VL, &acc, hist, copies, &nan_conf);
     for (int k = 0; k < FX_MS_BINS; k++)
         for (int h = 0; h < FX_HALVES; h++)
             for (int i = 0; i < VLD; i++) sums[k] += acc.s[k][h][i];
@@ -415,15 +445,15 @@ KERNEL void metrics_items(const fx_metrics_args *a, int64_t r0, int64_t r1, fx_c
             counts[FX_MC_KEPT] -= acc.kept[h][i];
             counts[FX_MC_HITS] -= acc.hits[h][i];
         }
-    for (int64_t b = 0; b < nb; b++) {     /* each bin's count, right ones << 32 */
-        const int64_t packed = counts[FX_MC_BINS + b];
+    for (int64_t b = 0; b < nb; b++) {      /* the copies added (integers: in any order) */
+        int64_t packed = 0, qsum = 0;
+        for (int k = 0; k < copies; k++) {
+            packed += hist[k * 2 * nb + b];
+            qsum += hist[k * 2 * nb + nb + b];
+        }
         counts[FX_MC_BINS + b] = packed & 0xffffffff;
         counts[FX_MC_BINS + nb + b] = packed >> 32;
-    }
-    for (int64_t b = 0; b < nb; b++) {
-        int64_t q;
-        memcpy(&q, sums + FX_MS_BINS + b, sizeof q);
-        sums[FX_MS_BINS + b] = (double)q / FX_CONF_FIXED;
+        sums[FX_MS_BINS + b] = (double)qsum / FX_CONF_FIXED;
     }
     if (nan_conf) sums[FX_MS_BINS + nb - 1] = NAN;      /* where fx_conf_bin puts a NaN */
 }
