@@ -322,24 +322,45 @@ FN void metrics_group(const fx_metrics_args *a, const fx_softmax_args *A, int64_
     }
     const VR sh = vselect(m == vsplat(-INFINITY), zero, m);
 
-    /* the exps' sums (items_group's pass 2), and rank_pass for every lane at once: the
-       first max, the first NaN, and the classes above the target (m may have dropped a
-       NaN, vmax_fast, but then the first NaN is the argmax) */
+    /* the exps' sums (items_group's pass 2) */
     VD s[FX_HALVES];
     for (int h = 0; h < FX_HALVES; h++) s[h] = vdsplat(0);
-    const VI none = visplat(INT32_MAX), t_nan = xt != xt;
-    VI first_max = none, first_nan = none, cnt = {0};
     for (int64_t j = 0; j < C; j++) {
-        VR v = t[j];
-        VR e = vexp_nonpos(v - sh);
+        VR e = vexp_nonpos(t[j] - sh);
         for (int h = 0; h < FX_HALVES; h++) s[h] += vd_half(e, h);
-        VI jv = visplat(j), is_nan = v != v, is_max = v == m, after = jv > lab;
-        first_max = vimin(first_max, viselect(is_max, jv, none));
-        first_nan = vimin(first_nan, viselect(is_nan, jv, none));
-        cnt -= viselect(t_nan, is_nan & after, (v > xt) | is_nan | ((v == xt) & after));
     }
-    const VI argmax = viselect(first_nan != none, first_nan,
-                               viselect(first_max != none, first_max, (VI){0}));
+
+    /* rank_pass for every lane at once: the first max, the classes above the target; a
+       group with a NaN (S NaN: a NaN, or inf - inf; m may have dropped the NaN,
+       vmax_fast) takes the pass with the NaN terms, as rank_pass's may_nan */
+    int may_nan = 0;
+    {
+        VDI nan_d = {0};
+        for (int h = 0; h < FX_HALVES; h++) nan_d |= s[h] != s[h];
+        for (int i = 0; i < VLD; i++) may_nan |= nan_d[i] != 0;
+    }
+    VI argmax, cnt = {0};
+    if (__builtin_expect(!may_nan, 1)) {
+        argmax = (VI){0};
+        for (int64_t j = C - 1; j >= 0; j--) {      /* downwards: the last write is the first max */
+            VR v = t[j];
+            VI jv = visplat(j);
+            argmax = viselect(v == m, jv, argmax);
+            cnt -= (v > xt) | ((v == xt) & (jv > lab));      /* set lanes are -1 */
+        }
+    } else {
+        const VI none = visplat(INT32_MAX), t_nan = xt != xt;
+        VI first_max = none, first_nan = none;
+        for (int64_t j = 0; j < C; j++) {
+            VR v = t[j];
+            VI jv = visplat(j), is_nan = v != v, after = jv > lab;
+            first_max = vimin(first_max, viselect(v == m, jv, none));
+            first_nan = vimin(first_nan, viselect(is_nan, jv, none));
+            cnt -= viselect(t_nan, is_nan & after, (v > xt) | is_nan | ((v == xt) & after));
+        }
+        argmax = viselect(first_nan != none, first_nan,
+                          viselect(first_max != none, first_max, (VI){0}));
+    }
     const VI above = viselect(keep, cnt, lab);      /* rank_pass: a dropped row's code */
     const VI hit = keep & (above < visplat(a->top_k < INT32_MAX ? a->top_k : INT32_MAX));
     const VI right = keep & (argmax == lab);
