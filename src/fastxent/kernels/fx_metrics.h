@@ -288,9 +288,15 @@ typedef struct { VD s[FX_MS_BINS][FX_HALVES]; VDI kept[FX_HALVES], hits[FX_HALVE
 /* The lanes' half h of an integer vector of VL lanes, as float64-lane integers. */
 FN VDI vdi_half(VI v, int h)
 {
-    VDI o;
-    for (int i = 0; i < VLD; i++) o[i] = v[h * VLD + i];
-    return o;
+#if FX_F32
+    typedef int32_t VIh __attribute__((vector_size(FX_VBYTES / 2)));
+    VIh part;
+    memcpy(&part, (const char *)&v + h * sizeof part, sizeof part);
+    return __builtin_convertvector(part, VDI);
+#else
+    (void)h;
+    return (VDI)v;
+#endif
 }
 
 /* One group: rows [r, r + n), n <= VL. A is a's view as the loss's arguments (labels,
@@ -372,14 +378,14 @@ FN void metrics_group(const fx_metrics_args *a, const fx_softmax_args *A, int64_
     for (int h = 0; h < FX_HALVES; h++) conf[h] = one_chunk_alpha(vdsplat(1.0), s[h]);
 
     /* the sums (fx_metrics_add's terms, per lane) */
-    double cw[VL];
-    for (int i = 0; i < VL; i++)
-        cw[i] = lab[i] < 0 ? 0.0 : a->class_weight ? a->class_weight[lab[i]] : 1.0;
     const double *sw = a->sample_weight ? a->sample_weight + r : NULL;
     for (int h = 0; h < FX_HALVES; h++) {
         VDI kp = vdi_half(keep, h) != 0, ht = vdi_half(hit, h) != 0;
-        VD w, sv = vdzero_unless(kp, vdload_part(sw, h, n, 1.0)), l = nll[h];
-        memcpy(&w, cw + h * VLD, sizeof w);
+        VD w = vdzero_unless(kp, vdsplat(1.0)), l = nll[h];   /* the class weight, 0 if dropped */
+        VD sv = vdzero_unless(kp, vdload_part(sw, h, n, 1.0));
+        if (a->class_weight)
+            for (int i = 0; i < VLD; i++)
+                w[i] = lab[h * VLD + i] < 0 ? 0.0 : a->class_weight[lab[h * VLD + i]];
         acc->s[FX_MS_NLL][h] += vdzero_unless(w != 0.0, w * l);    /* 0 * inf: dropped */
         acc->s[FX_MS_NLL_WEIGHT][h] += w;
         VD c = vdselect(l < a->clip_lo, vdsplat(a->clip_lo),
@@ -395,25 +401,22 @@ FN void metrics_group(const fx_metrics_args *a, const fx_softmax_args *A, int64_
        count of right argmaxes in one int64 of hist, and its sum of conf * 2^30 in the
        next nb; lane i adds to copy i % copies (hist + copy * 2 nb), so that rows falling
        in one bin do not wait on each other's adds */
-    double cf[VL];
     float c32[VL];
-    int64_t guess[VL], q[VL];
-    for (int h = 0; h < FX_HALVES; h++) memcpy(cf + h * VLD, &conf[h], sizeof conf[h]);
-    for (int i = 0; i < VL; i++) {
-        const float c = (float)cf[i], c0 = c >= 0.0f ? c : 0.0f;      /* NaN: 0 here */
-        c32[i] = c;
-        guess[i] = fx_conf_bin_guess(c0, nb);
-        q[i] = (int64_t)((double)c0 * FX_CONF_FIXED);
+    {
+        typedef float VF __attribute__((vector_size(VL * sizeof(float))));
+        VF c = __builtin_convertvector(vr_of_halves(conf), VF);   /* torchmetrics' float32 */
+        memcpy(c32, &c, sizeof c);
     }
     for (int i = 0; i < n; i++) {
         if (lab[i] < 0) continue;
         int64_t *hc = hist + (i & (copies - 1)) * 2 * nb, bin;
-        if (c32[i] != c32[i]) {
+        const float c = c32[i];
+        if (c != c) {
             bin = nb - 1;
             *nan_conf = 1;
         } else {
-            bin = fx_conf_bin_walk(c32[i], guess[i], a->edges, nb);
-            hc[nb + bin] += q[i];
+            bin = fx_conf_bin_walk(c, fx_conf_bin_guess(c, nb), a->edges, nb);
+            hc[nb + bin] += (int64_t)(c * (float)FX_CONF_FIXED);     /* exact, <= 2^30 */
         }
         hc[bin] += 1 + ((int64_t)(right[i] & 1) << 32);
     }
@@ -421,7 +424,7 @@ FN void metrics_group(const fx_metrics_args *a, const fx_softmax_args *A, int64_
     if (a->nll)
         for (int i = 0; i < n; i++) {
             a->nll[r + i] = nll[i / VLD][i % VLD];
-            a->conf[r + i] = cf[i];
+            a->conf[r + i] = conf[i / VLD][i % VLD];
             a->argmax[r + i] = argmax[i];
             a->above[r + i] = above[i];
         }
