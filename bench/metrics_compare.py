@@ -1,6 +1,6 @@
 """fastxent.metrics against scikit-learn and torchmetrics, side by side in one run.
 
-    PYTHONPATH=src python bench/metrics_compare.py [--repeat 5] [--quick] [--threads N]
+    PYTHONPATH=src python bench/metrics_compare.py [--repeat 5] [--quick] [--threads N] [--isa avx2]
 
 For each shape (1,000,000 x 10 and 100,000 x 1000, float32 logits, int64 labels) and two
 kinds of data, "random" (labels independent of the logits: the target is rarely the
@@ -43,6 +43,7 @@ def main(argv=None):
     p.add_argument("--repeat", type=int, default=5)
     p.add_argument("--quick", action="store_true", help="a tenth of the rows, no torchmetrics")
     p.add_argument("--threads", type=int, default=None, help="n_threads for fastxent")
+    p.add_argument("--isa", default=None, help="fastxent's kernel variant (_core.select_isa)")
     p.add_argument("--no-sklearn", action="store_true")
     p.add_argument("--no-torchmetrics", action="store_true")
     args = p.parse_args(argv)
@@ -50,6 +51,8 @@ def main(argv=None):
     import fastxent as fx
     from fastxent import _core, metrics
 
+    if args.isa:
+        _core.select_isa(args.isa)
     rng = np.random.default_rng(0)
     shapes = [(1_000_000, 10), (100_000, 1000)]
     if args.quick:

@@ -169,6 +169,17 @@ def test_kernel_rows_against_numpy(rng, dtype, isa, c):
     y = rng.integers(0, c, n)
     y[1] = c // 2                                   # a NaN target
     y[6] = -100
+    # each path: the measured switch, the row path forced (0), the items path forced (64)
+    for items_max_c in (-1, 0, 64):
+        prev = _core._set_items_max_c(items_max_c)
+        try:
+            check_kernel_rows(x, y, dtype)
+        finally:
+            _core._set_items_max_c(prev)
+
+
+def check_kernel_rows(x, y, dtype):
+    n, c = x.shape
     nll, conf = np.empty(n), np.empty(n)
     am, above = np.empty(n, np.int64), np.empty(n, np.int64)
     _core.metrics_rows(x, y, ignore_index=-100, class_weight=None, sample_weight=None, top_k=1,
@@ -189,7 +200,8 @@ def test_kernel_rows_against_numpy(rng, dtype, isa, c):
     np.testing.assert_allclose(nll[finite][keep], ref_nll[keep], rtol=tol(dtype), atol=tol(dtype))
     np.testing.assert_allclose(conf[finite], 1 / s, rtol=tol(dtype))
     assert np.isnan(conf[1]) and np.isnan(conf[4])
-    # the nll of a kept row is cross_entropy's, bit for bit (the same formula and passes)
+    # the nll of a kept row is cross_entropy's, bit for bit (the same formula and passes,
+    # on the path the switch gives both)
     ce = fx.cross_entropy(x[finite], y[finite], reduction="none", axis=-1)
     assert_same_bits(nll[finite][keep].astype(dtype), ce[keep])
 

@@ -141,6 +141,7 @@ cdef extern from "fx_api.h" nogil:
         softmax_partials_merge_fn softmax_partials_merge
         softmax_partials_loss_fn softmax_partials_loss
         softmax_block_apply_fn softmax_block_apply
+        metrics_rows_fn metrics_items
 
     const fx_table *fx_table_f32
     const fx_table *fx_table_f64

@@ -486,6 +486,12 @@ def metrics_rows(cnp.ndarray x, labels, *, int64_t ignore_index, class_weight,
     cdef int64_t per = BLOCK_ELEMS // C if C > 0 else 1
     if per < 1:
         per = 1
+    cdef metrics_rows_fn kernel = tab.metrics_rows
+    if C <= _items_switch(tab.items_max_c):
+        # Few classes: a vector of rows at a time, with softmax_loss's switch (so nll keeps
+        # cross_entropy's bits) and its blocks of whole 64-row groups.
+        kernel = tab.metrics_items
+        per = max(64, per - per % 64)
     cdef int64_t nblocks = (rows + per - 1) // per if rows > 0 else 0
     cdef int nt = _threads(n_threads, rows * C, nblocks)
     cdef int64_t b, i
@@ -503,11 +509,11 @@ def metrics_rows(cnp.ndarray x, labels, *, int64_t ignore_index, class_weight,
         with nogil:
             if nt == 1:
                 for b in range(nblocks):
-                    tab.metrics_rows(&a, b * per, min(rows, (b + 1) * per), tables,
+                    kernel(&a, b * per, min(rows, (b + 1) * per), tables,
                                      bs + b * ns, bc + b * nc)
             else:
                 for b in prange(nblocks, schedule="static", num_threads=nt):
-                    tab.metrics_rows(&a, b * per, min(rows, (b + 1) * per),
+                    kernel(&a, b * per, min(rows, (b + 1) * per),
                                      tables + threadid() * nch if tables != NULL else NULL,
                                      bs + b * ns, bc + b * nc)
     finally:

@@ -418,9 +418,10 @@ def _encode_labels(y: np.ndarray, labels) -> Tuple[np.ndarray, np.ndarray]:
             size = max(hi, int(classes[-1])) + 1
             table = np.full(size, -1, dtype=np.int64)
             table[classes] = np.arange(classes.size)
-            t = table[y] if not np.array_equal(classes, np.arange(size)) else y.astype(np.int64, copy=False)
-            bad = t < 0
-            if bad.any():
+            identity = np.array_equal(classes, np.arange(size))
+            t = y.astype(np.int64, copy=False) if identity else table[y]
+            bad = None if identity else t < 0              # y in [0, size) already
+            if bad is not None and bad.any():
                 raise ValueError(f"log_loss: y_true contains values {np.unique(y[bad]).tolist()} "
                                  f"not in labels {classes.tolist()}")
             return _check_two(classes), t

@@ -246,6 +246,7 @@ typedef struct {
     softmax_partials_merge_fn softmax_partials_merge;
     softmax_partials_loss_fn softmax_partials_loss;
     softmax_block_apply_fn softmax_block_apply;
+    metrics_rows_fn metrics_items;  /* rows of C <= items_max_c, lanes over rows */
 } fx_table;
 
 extern const fx_table fx_table_f32_baseline, fx_table_f64_baseline;

@@ -69,6 +69,7 @@ const fx_table FX_CAT3(fx_table, FX_PREC, FX_ISA) = {
     .softmax_partials_merge = softmax_partials_merge,
     .softmax_partials_loss = softmax_partials_loss,
     .softmax_block_apply = softmax_block_apply,
+    .metrics_items = metrics_items,
 };
 
 #endif

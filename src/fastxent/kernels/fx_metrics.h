@@ -23,6 +23,7 @@
 #define FX_METRICS_H
 
 #include "fx_softmax_rows.h"
+#include "fx_softmax_items.h"
 
 /* One row's metrics (see the top of this file). above: FX_LABEL_IGNORED or
    FX_LABEL_BAD when the row has no class target (then nll is 0 or NaN); argmax and
@@ -135,7 +136,7 @@ FN fx_metrics_item_out fx_metrics_item(const R *x, int64_t C, int64_t t, const f
 {
     fx_metrics_item_out o;
     /* S == 0: every logit -inf, S NaN: a NaN (or inf - inf); no distribution */
-    o.conf = mg->S > 0.0 ? 1.0 / mg->S : NAN;
+    o.conf = one_chunk_alpha(vdsplat(1.0), vdsplat(mg->S))[0];   /* 1/S, NaN unless S > 0 */
     o.nll = t < 0 ? fx_dropped_loss(t)
                   : log(mg->S) + (mg->M - (double)x[t]);  /* fx_item_loss's a log S + b_t (M - x_t) */
     /* a row with a NaN has S NaN (the max pass may drop the NaN, vmax_fast, the exp pass
@@ -163,18 +164,28 @@ FN fx_metrics_item_out fx_metrics_item(const R *x, int64_t C, int64_t t, const f
 /* The calibration bin of a top-1 confidence: torchmetrics' bucketize(conf, edges,
    right=True) - 1 over the nb = n_bins + 1 float32 edges (0 = edges[0] <= conf <= 1),
    conf rounded to float32 first as torchmetrics holds it; a NaN goes to the last bin
-   (where NumPy's searchsorted puts it). A branch-free binary search. */
+   (where NumPy's searchsorted puts it). The edges are torch.linspace(0, 1, nb), so
+   conf * n_bins is the bin but for rounding: guessed from it, then walked to the last
+   edge <= conf (exact for any sorted edges; a step or none for these). */
+static inline int64_t fx_conf_bin_guess(float c, int64_t nb)
+{
+    int64_t b = c >= 1.0f ? nb - 1 : (int64_t)(c * (float)(nb - 1));
+    return b > nb - 1 ? nb - 1 : b;
+}
+
+/* The bin from a guess b in [0, nb): walked to the last edge <= c (c >= 0, not NaN). */
+static inline int64_t fx_conf_bin_walk(float c, int64_t b, const float *edges, int64_t nb)
+{
+    while (b > 0 && edges[b] > c) b--;
+    while (b + 1 < nb && edges[b + 1] <= c) b++;
+    return b;
+}
+
 static inline int64_t fx_conf_bin(double conf, const float *edges, int64_t nb)
 {
     float c = (float)conf;
-    if (c != c) return nb - 1;
-    int64_t lo = 0, n = nb;                       /* the last edge <= c lies in [lo, lo + n) */
-    while (n > 1) {
-        int64_t half = n / 2;
-        lo = edges[lo + half] <= c ? lo + half : lo;
-        n -= half;
-    }
-    return lo;
+    if (!(c >= 0.0f)) return c != c ? nb - 1 : 0;
+    return fx_conf_bin_walk(c, fx_conf_bin_guess(c, nb), edges, nb);
 }
 
 /* One row's metrics added to the block's sums (layout: FX_MS_* in fx_api.h): the one
@@ -235,6 +246,242 @@ KERNEL void metrics_rows(const fx_metrics_args *a, int64_t r0, int64_t r1, fx_ch
             a->above[r] = o.above;
         }
     }
+}
+
+/* ------------------------------------------------------------ rows of few classes */
+
+/* The items variant (issue 11's items path, fx_softmax_items.h): rows of C <= the
+   table's items_max_c, a vector of VL rows at a time (lanes over rows, loops over the
+   classes of a tile gathered as items_group gathers it). Per lane the definitions of
+   fx_metrics_item: nll from items_finish (so it has the bits of cross_entropy's items
+   path), conf = one_chunk_alpha(1, S), argmax and above from a loop over the tile
+   (rank_pass's rules, its NaN terms only for a group with a NaN; always exact). Each metric's per-item term is fx_metrics_add's,
+   here over a vector of rows: summed in float64 lanes, the lanes added in order at the
+   block's end, so a block's sums depend on the block alone. (The float sums agree with
+   the row path's to rounding, the counts exactly.)
+
+   The calibration bins' sums of float32 confidences are exact here: the top-1
+   confidence of C <= FX_ITEMS_MAX_C classes is >= 1/C > 2^-7, so as a float32 a
+   multiple of 2^-30, added as the integer conf * 2^30. The row path's float64 sums of
+   such values are exact too (multiples of 2^-30 below 2^23): the two paths' bin sums
+   differ only where their confidences do (S is summed in float64 lanes here, in R along
+   the row there). */
+_Static_assert(FX_ITEMS_MAX_C <= 64, "metrics_items: confidences of at least 2^-7");
+#define FX_CONF_FIXED 0x1p30
+
+FN VI viselect(VI mask, VI a, VI b) { return (mask & a) | (~mask & b); }
+
+/* float64 lanes [h VLD, (h + 1) VLD) of p[0, n), 0 past n; `absent` everywhere when p is
+   NULL. */
+FN VD vdload_part(const double *p, int h, int64_t n, double absent)
+{
+    VD v;
+    if (!p) return vdsplat(absent);
+    if (n == VL) { memcpy(&v, p + h * VLD, sizeof v); return v; }
+    for (int i = 0; i < VLD; i++) v[i] = h * VLD + i < n ? p[h * VLD + i] : 0.0;
+    return v;
+}
+
+/* A block's running sums FX_MS_NLL .. FX_MS_ITEM_WEIGHT in float64 lanes, and its
+   counts FX_MC_KEPT, FX_MC_HITS in integer lanes (set lanes of a mask are -1: they are
+   subtracted). */
+typedef struct { VD s[FX_MS_BINS][FX_HALVES]; VDI kept[FX_HALVES], hits[FX_HALVES]; } fx_metrics_lanes;
+
+/* The lanes' half h of an integer vector of VL lanes, as float64-lane integers. */
+FN VDI vdi_half(VI v, int h)
+{
+#if FX_F32
+    typedef int32_t VIh __attribute__((vector_size(FX_VBYTES / 2)));
+    VIh part;
+    memcpy(&part, (const char *)&v + h * sizeof part, sizeof part);
+    return __builtin_convertvector(part, VDI);
+#else
+    (void)h;
+    return (VDI)v;
+#endif
+}
+
+/* One group: rows [r, r + n), n <= VL. A is a's view as the loss's arguments (labels,
+   C, ignore_index; hard labels, no weights, no smoothing: item_finish's a = 1). */
+FN void metrics_group(const fx_metrics_args *a, const fx_softmax_args *A, int64_t r, int64_t n,
+                      fx_metrics_lanes *acc, int64_t *hist, int copies, int *nan_conf)
+{
+    const int64_t C = a->C, nb = a->n_bins + 1;
+    const R *x = (const R *)a->x + r * C;
+    const VR zero = {0};
+    VR t[FX_ITEMS_MAX_C];
+    const VI lab = a->labels ? items_labels(A, r, n) : visplat(FX_LABEL_IGNORED);
+    const VI keep = lab >= 0;
+    {   /* see items_group */
+        const size_t span = (size_t)(VL * C) * sizeof(R), ahead = FX_ITEMS_AHEAD * span;
+        for (size_t b = 0; b < span; b += 64) __builtin_prefetch((const char *)x + ahead + b, 0, 3);
+        if (a->labels)
+            __builtin_prefetch((const char *)a->labels + (size_t)(r + FX_ITEMS_AHEAD * VL)
+                               * fx_label_bytes(a->label_type), 0, 3);
+    }
+
+    /* the tile, the max and the target logit per lane (items_group's pass 1) */
+    VR m = vsplat(-INFINITY), xt = zero;
+    for (int64_t j = 0; j < C; j++) {
+        VR v = vgather_part(x + j, C, n, -INFINITY);
+        t[j] = v;
+        m = vmax_fast(m, v);
+        xt = vselect(lab == visplat(j), v, xt);
+    }
+    const VR sh = vselect(m == vsplat(-INFINITY), zero, m);
+
+    /* the exps' sums (items_group's pass 2) */
+    VD s[FX_HALVES];
+    for (int h = 0; h < FX_HALVES; h++) s[h] = vdsplat(0);
+    for (int64_t j = 0; j < C; j++) {
+        VR e = vexp_nonpos(t[j] - sh);
+        for (int h = 0; h < FX_HALVES; h++) s[h] += vd_half(e, h);
+    }
+
+    /* rank_pass for every lane at once: the first max, the classes above the target; a
+       group with a NaN (S NaN: a NaN, or inf - inf; m may have dropped the NaN,
+       vmax_fast) takes the pass with the NaN terms, as rank_pass's may_nan */
+    int may_nan = 0;
+    {
+        VDI nan_d = {0};
+        for (int h = 0; h < FX_HALVES; h++) nan_d |= s[h] != s[h];
+        for (int i = 0; i < VLD; i++) may_nan |= nan_d[i] != 0;
+    }
+    VI argmax, cnt = {0};
+    if (__builtin_expect(!may_nan, 1)) {
+        argmax = (VI){0};
+        for (int64_t j = C - 1; j >= 0; j--) {      /* downwards: the last write is the first max */
+            VR v = t[j];
+            VI jv = visplat(j);
+            argmax = viselect(v == m, jv, argmax);
+            cnt -= (v > xt) | ((v == xt) & (jv > lab));      /* set lanes are -1 */
+        }
+    } else {
+        const VI none = visplat(INT32_MAX), t_nan = xt != xt;
+        VI first_max = none, first_nan = none;
+        for (int64_t j = 0; j < C; j++) {
+            VR v = t[j];
+            VI jv = visplat(j), is_nan = v != v, after = jv > lab;
+            first_max = vimin(first_max, viselect(v == m, jv, none));
+            first_nan = vimin(first_nan, viselect(is_nan, jv, none));
+            cnt -= viselect(t_nan, is_nan & after, (v > xt) | is_nan | ((v == xt) & after));
+        }
+        argmax = viselect(first_nan != none, first_nan,
+                          viselect(first_max != none, first_max, (VI){0}));
+    }
+    const VI above = viselect(keep, cnt, lab);      /* rank_pass: a dropped row's code */
+    const VI hit = keep & (above < visplat(a->top_k < INT32_MAX ? a->top_k : INT32_MAX));
+    const VI right = keep & (argmax == lab);
+
+    /* nll (items_finish with a = 1: cross_entropy's loss) and conf = 1 / S */
+    VD nll[FX_HALVES], conf[FX_HALVES], none_d[FX_HALVES];
+    for (int h = 0; h < FX_HALVES; h++) none_d[h] = vdsplat(0);
+    (void)items_finish(A, lab, m, sh, xt, vzero_unless(keep, vsplat(1)), s, none_d, none_d, nll);
+    for (int h = 0; h < FX_HALVES; h++) conf[h] = one_chunk_alpha(vdsplat(1.0), s[h]);
+
+    /* the sums (fx_metrics_add's terms, per lane) */
+    const double *sw = a->sample_weight ? a->sample_weight + r : NULL;
+    for (int h = 0; h < FX_HALVES; h++) {
+        VDI kp = vdi_half(keep, h) != 0, ht = vdi_half(hit, h) != 0;
+        VD w = vdzero_unless(kp, vdsplat(1.0)), l = nll[h];   /* the class weight, 0 if dropped */
+        VD sv = vdzero_unless(kp, vdload_part(sw, h, n, 1.0));
+        if (a->class_weight)
+            for (int i = 0; i < VLD; i++)
+                w[i] = lab[h * VLD + i] < 0 ? 0.0 : a->class_weight[lab[h * VLD + i]];
+        acc->s[FX_MS_NLL][h] += vdzero_unless(w != 0.0, w * l);    /* 0 * inf: dropped */
+        acc->s[FX_MS_NLL_WEIGHT][h] += w;
+        VD c = vdselect(l < a->clip_lo, vdsplat(a->clip_lo),
+                        vdselect(l > a->clip_hi, vdsplat(a->clip_hi), l));
+        acc->s[FX_MS_CLIPPED][h] += vdzero_unless(kp, sv * c);
+        acc->s[FX_MS_HITS][h] += vdzero_unless(ht, sv);
+        acc->s[FX_MS_ITEM_WEIGHT][h] += sv;
+        acc->kept[h] += kp;
+        acc->hits[h] += ht;
+    }
+
+    /* the calibration bins (fx_conf_bin), per kept lane: the bin's count and, << 32, its
+       count of right argmaxes in one int64 of hist, and its sum of conf * 2^30 in the
+       next nb; lane i adds to copy i % copies (hist + copy * 2 nb), so that rows falling
+       in one bin do not wait on each other's adds */
+    float c32[VL];
+    {
+        typedef float VF __attribute__((vector_size(VL * sizeof(float))));
+        VF c = __builtin_convertvector(vr_of_halves(conf), VF);   /* torchmetrics' float32 */
+        memcpy(c32, &c, sizeof c);
+    }
+    for (int i = 0; i < n; i++) {
+        if (lab[i] < 0) continue;
+        int64_t *hc = hist + (i & (copies - 1)) * 2 * nb, bin;
+        const float c = c32[i];
+        if (c != c) {
+            bin = nb - 1;
+            *nan_conf = 1;
+        } else {
+            bin = fx_conf_bin_walk(c, fx_conf_bin_guess(c, nb), a->edges, nb);
+            hc[nb + bin] += (int64_t)(c * (float)FX_CONF_FIXED);     /* exact, <= 2^30 */
+        }
+        hc[bin] += 1 + ((int64_t)(right[i] & 1) << 32);
+    }
+
+    if (a->nll)
+        for (int i = 0; i < n; i++) {
+            a->nll[r + i] = nll[i / VLD][i % VLD];
+            a->conf[r + i] = conf[i / VLD][i % VLD];
+            a->argmax[r + i] = argmax[i];
+            a->above[r + i] = above[i];
+        }
+}
+
+/* Calibration bins up to this many keep FX_BIN_COPIES copies of their counts on the
+   stack (metrics_group); more bins, one copy in `counts` itself. */
+#define FX_LOCAL_BINS 64
+#define FX_BIN_COPIES 4
+
+/* Rows [r0, r1) of a->x, C <= FX_ITEMS_MAX_C: metrics_rows's signature and results. */
+KERNEL void metrics_items(const fx_metrics_args *a, int64_t r0, int64_t r1, fx_chunk *row_chunks,
+                          double *sums, int64_t *counts)
+{
+    (void)row_chunks;
+    const int64_t nb = a->n_bins + 1;
+    fx_softmax_args A;
+    memset(&A, 0, sizeof A);
+    A.x = a->x;
+    A.labels = a->labels;
+    A.label_type = a->label_type;
+    A.C = a->C;
+    A.ignore_index = a->ignore_index;
+    A.weight_total = (double)a->C;
+    A.grad_scale = 1.0;
+    fx_metrics_lanes acc;
+    memset(&acc, 0, sizeof acc);
+    int nan_conf = 0;
+    int64_t local[FX_BIN_COPIES * 2 * FX_LOCAL_BINS];
+    const int copies = nb <= FX_LOCAL_BINS ? FX_BIN_COPIES : 1;
+    int64_t *hist = nb <= FX_LOCAL_BINS ? local : counts + FX_MC_BINS;
+    for (int64_t i = 0; i < FX_MS_BINS + nb; i++) sums[i] = 0.0;
+    for (int64_t i = 0; i < FX_MC_BINS + 2 * nb; i++) counts[i] = 0;
+    for (int64_t i = 0; i < copies * 2 * nb; i++) hist[i] = 0;
+    for (int64_t r = r0; r < r1; r += VL)
+        metrics_group(a, &A, r, r1 - r < VL ? r1 - r : VL, &acc, hist, copies, &nan_conf);
+    for (int k = 0; k < FX_MS_BINS; k++)
+        for (int h = 0; h < FX_HALVES; h++)
+            for (int i = 0; i < VLD; i++) sums[k] += acc.s[k][h][i];
+    for (int h = 0; h < FX_HALVES; h++)
+        for (int i = 0; i < VLD; i++) {
+            counts[FX_MC_KEPT] -= acc.kept[h][i];
+            counts[FX_MC_HITS] -= acc.hits[h][i];
+        }
+    for (int64_t b = 0; b < nb; b++) {      /* the copies added (integers: in any order) */
+        int64_t packed = 0, qsum = 0;
+        for (int k = 0; k < copies; k++) {
+            packed += hist[k * 2 * nb + b];
+            qsum += hist[k * 2 * nb + nb + b];
+        }
+        counts[FX_MC_BINS + b] = packed & 0xffffffff;
+        counts[FX_MC_BINS + nb + b] = packed >> 32;
+        sums[FX_MS_BINS + b] = (double)qsum / FX_CONF_FIXED;
+    }
+    if (nan_conf) sums[FX_MS_BINS + nb - 1] = NAN;      /* where fx_conf_bin puts a NaN */
 }
 
 #endif /* FX_METRICS_H */
