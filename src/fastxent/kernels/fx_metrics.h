@@ -312,13 +312,10 @@ FN void metrics_group(const fx_metrics_args *a, const fx_softmax_args *A, int64_
     VR t[FX_ITEMS_MAX_C];
     const VI lab = a->labels ? items_labels(A, r, n) : visplat(FX_LABEL_IGNORED);
     const VI keep = lab >= 0;
-    {   /* see items_group */
-        const size_t span = (size_t)(VL * C) * sizeof(R), ahead = FX_ITEMS_AHEAD * span;
-        for (size_t b = 0; b < span; b += 64) __builtin_prefetch((const char *)x + ahead + b, 0, 3);
-        if (a->labels)
-            __builtin_prefetch((const char *)a->labels + (size_t)(r + FX_ITEMS_AHEAD * VL)
-                               * fx_label_bytes(a->label_type), 0, 3);
-    }
+    items_prefetch(x, NULL, NULL, C);
+    if (a->labels)
+        __builtin_prefetch((const char *)a->labels + (size_t)(r + FX_ITEMS_AHEAD * VL)
+                           * fx_label_bytes(a->label_type), 0, 3);
 
     /* the tile, the max and the target logit per lane (items_group's pass 1) */
     VR m = vsplat(-INFINITY), xt = zero;

@@ -175,14 +175,7 @@ KERNEL void softmax_block_apply(const fx_partials_args *P, int64_t r0, int64_t r
             continue;
         }
         if (P->what == FX_PART_LOG_SOFTMAX) {       /* as softmax_outputs_rows */
-            R M = (R)p->m, ls = (R)log(p->s);
-            for (int64_t j = 0; j < W; j += VL) {
-                int full = j + VL <= W;
-                VR v = full ? vload(x + j) : vload_part(x + j, W - j, 0);
-                VR ov = (v - M) - ls;
-                if (full) vstore(o + j, ov);
-                else vstore_part(o + j, ov, W - j);
-            }
+            log_softmax_row((const T *)(const void *)x, (T *)(void *)o, W, (R)p->m, (R)log(p->s));
             continue;
         }
         fx_merged mg = {p->m, p->s, p->a, 0.0};

@@ -34,6 +34,19 @@ _Static_assert(FX_ITEMS_SWITCH_LOSS <= FX_ITEMS_MAX_C && FX_ITEMS_SWITCH_BLOCKS 
 /* How many groups ahead items_group prefetches. */
 #define FX_ITEMS_AHEAD 4
 
+/* The gathers of a group wait on VL rows' lines at once, which the hardware
+   prefetchers, following one stream, do not fetch ahead: the group FX_ITEMS_AHEAD groups
+   on is fetched now, from x, y (soft targets) and g (written), each optional but x. */
+FN void items_prefetch(const R *x, const R *y, const R *g, int64_t C)
+{
+    const size_t span = (size_t)(VL * C) * sizeof(R), ahead = FX_ITEMS_AHEAD * span;
+    for (size_t b = 0; b < span; b += 64) {
+        __builtin_prefetch((const char *)x + ahead + b, 0, 3);
+        if (y) __builtin_prefetch((const char *)y + ahead + b, 0, 3);
+        if (g) __builtin_prefetch((const char *)g + ahead + b, 1, 3);
+    }
+}
+
 /* The hard labels of lanes [0, n) from row r as classes, FX_LABEL_IGNORED or
    FX_LABEL_BAD (fx_label; FX_LABEL_IGNORED past n). int64 and int32 labels of a whole
    vector are classified in vectors; the rest through fx_labels. */
@@ -82,20 +95,10 @@ FN void items_group(const fx_softmax_args *A, int aux, int weighted, int64_t r, 
     const VI lab = soft ? ~live & visplat(FX_LABEL_IGNORED) : items_labels(A, r, n);
     const VI keep = lab >= 0;
 
-    /* The gathers of a group wait on VL rows' lines at once, which the hardware
-       prefetchers, following one stream, do not fetch ahead: fetch the group
-       FX_ITEMS_AHEAD groups on now (the same span of g, and the labels, too). */
-    {
-        const size_t span = (size_t)(VL * C) * sizeof(R), ahead = FX_ITEMS_AHEAD * span;
-        for (size_t b = 0; b < span; b += 64) {
-            __builtin_prefetch((const char *)x + ahead + b, 0, 3);
-            if (y) __builtin_prefetch((const char *)y + ahead + b, 0, 3);
-            if (g) __builtin_prefetch((const char *)g + ahead + b, 1, 3);
-        }
-        if (!soft)
-            __builtin_prefetch((const char *)A->labels + (size_t)(r + FX_ITEMS_AHEAD * VL)
-                               * fx_label_bytes(A->label_type), 0, 3);
-    }
+    items_prefetch(x, y, g, C);
+    if (!soft)
+        __builtin_prefetch((const char *)A->labels + (size_t)(r + FX_ITEMS_AHEAD * VL)
+                           * fx_label_bytes(A->label_type), 0, 3);
 
     /* pass 1: the tile, the max and the target logit per lane (a NaN, if any, reaches s
        in pass 2) */
@@ -236,13 +239,7 @@ FN void outputs_group(const R *x0, R *out, int64_t C, int64_t r, int64_t n,
     const int per_class = what == FX_OUT_SOFTMAX || what == FX_OUT_LOG_SOFTMAX;
     const VR zero = {0}, one = vsplat(1);
     VR t[FX_ITEMS_MAX_C];
-    {   /* see items_group */
-        const size_t span = (size_t)(VL * C) * sizeof(R), ahead = FX_ITEMS_AHEAD * span;
-        for (size_t b = 0; b < span; b += 64) {
-            __builtin_prefetch((const char *)x + ahead + b, 0, 3);
-            if (per_class) __builtin_prefetch((const char *)(out + r * C) + ahead + b, 1, 3);
-        }
-    }
+    items_prefetch(x, NULL, per_class ? out + r * C : NULL, C);
     VR m = vsplat(-INFINITY);
     VI nan = {0};
     for (int64_t j = 0; j < C; j++) {

@@ -358,6 +358,19 @@ KERNEL double softmax_rows(const fx_softmax_args *A, int64_t r0, int64_t r1,
 
 /* ------------------------------------------------------------ building blocks */
 
+/* log_softmax of a row of C from its max M and log S: (x - M) - log S (not
+   x - (M + log S): that would round). */
+FN void log_softmax_row(const T *x, T *o, int64_t C, R M, R ls)
+{
+    for (int64_t j = 0; j < C; j += VL) {
+        int full = j + VL <= C;
+        VR v = full ? vload_t(x + j) : vload_t_part(x + j, C - j, 0);
+        VR o_v = (v - M) - ls;
+        if (full) vstore_t(o + j, o_v);
+        else vstore_t_part(o + j, o_v, C - j);
+    }
+}
+
 /* logsumexp, softmax, log_softmax or entropy of rows [r0, r1), from the same chunk
    stats as the losses. */
 KERNEL void softmax_outputs_rows(const void *xv, void *outv, int64_t C, int64_t r0, int64_t r1,
@@ -422,15 +435,8 @@ KERNEL void softmax_outputs_rows(const void *xv, void *outv, int64_t C, int64_t 
                 grad_pass(o + j0, n, (R)st[c].alpha, 0, FX_AUX_NONE, 0, NULL, NULL, 0, 0);
 #endif
             }
-        } else {                                    /* log_softmax: (x - M) - log S */
-            R M = (R)mg.M, ls = (R)log(mg.S);       /* not M + log S: it would round */
-            for (int64_t j = 0; j < C; j += VL) {
-                int full = j + VL <= C;
-                VR v = full ? vload_t(x + j) : vload_t_part(x + j, C - j, 0);
-                VR o_v = (v - M) - ls;
-                if (full) vstore_t(o + j, o_v);
-                else vstore_t_part(o + j, o_v, C - j);
-            }
+        } else {
+            log_softmax_row(x, o, C, (R)mg.M, (R)log(mg.S));
         }
     }
 }
