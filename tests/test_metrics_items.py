@@ -186,3 +186,97 @@ def test_items_threads_and_evaluate_bits(rng):
         b = run_kernel(x, y, top_k=2, sample_weight=sw, n_threads=2)
     for u, v in zip(a[:2], b[:2]):
         assert_same_bits(u, v)
+
+
+def near_edge_logits(dtype, n_bins):
+    """Two-class rows (0, -d) whose top-1 confidence 1 / (1 + e^-d) lands on every bin
+    edge and the float32 values around it (d swept finely about the edge's logit), plus
+    confidences of exactly 1 (d = 200) and exactly 1/2 (d = 0)."""
+    edges = metrics._bin_edges(n_bins).astype(np.float64)
+    inner = edges[(edges > 0.5) & (edges < 1)]
+    d0 = np.log(inner / (1 - inner))
+    # the confidence's derivative in d is c (1 - c): steps of about a float32 ulp of c
+    steps = np.arange(-40, 41)[None, :] * (2.0 ** -24 / (inner * (1 - inner)))[:, None]
+    d = np.concatenate([(d0[:, None] + steps).ravel(), [200.0, 0.0]])
+    x = np.stack([np.zeros_like(d), -d], axis=1).astype(dtype)
+    return x
+
+
+@pytest.mark.parametrize("n_bins", [15, 10, 7, 100])
+def test_items_bins_at_the_edges(isa, dtype, n_bins):
+    """The items kernel's lane-wise bins (floor(c n_bins) with a guard band about each
+    edge) give searchsorted's bin of the float32 confidence, also at and beside the
+    edges and at c == 1; and arbitrary sorted edges (not linspace) take the exact walk."""
+    x = near_edge_logits(dtype, n_bins)
+    n = x.shape[0]
+    y = np.zeros(n, np.int64)
+    out = dict(nll=np.empty(n), conf=np.empty(n), argmax=np.empty(n, np.int64),
+               above=np.empty(n, np.int64))
+    rng = np.random.default_rng(n_bins)
+    odd = np.sort(rng.random(n_bins + 1).astype(np.float32))
+    odd[0], odd[-1] = 0, 1
+    for edges in (metrics._bin_edges(n_bins), odd):
+        with path(64):
+            sums, counts = _core.metrics_rows(
+                x, y, ignore_index=-100, class_weight=None, sample_weight=None, top_k=1,
+                clip_lo=0.0, clip_hi=30.0, edges=edges, n_threads=1, **out)
+        nb = n_bins + 1
+        conf32 = out["conf"].astype(np.float32)
+        assert conf32[-2] == 1.0 and conf32[-1] == 0.5
+        on_edge = np.isin(conf32, edges)
+        assert edges is odd or on_edge.sum() >= (n_bins - 1) // 2     # the edges were hit
+        bins = np.searchsorted(edges, conf32, side="right") - 1
+        np.testing.assert_array_equal(counts[2:2 + nb], np.bincount(bins, minlength=nb))
+        np.testing.assert_array_equal(
+            sums[5:], np.bincount(bins, weights=conf32.astype(np.float64), minlength=nb))
+
+
+@pytest.mark.parametrize("c", [2, 10, 40, 200])
+def test_loss_only(rng, dtype, c):
+    """loss_only (the log loss's call): the loss sums and the kept count have the bits of
+    the full call, on both paths; the hits and the bins are left 0."""
+    n = 1000
+    x = (rng.standard_normal((n, c)) * 3).astype(dtype)
+    x[::7] *= 30                                     # confident rows: the clipping bites
+    y = rng.integers(0, c, n)
+    y[::9] = -100
+    sw = rng.random(n)
+    args = dict(ignore_index=-100, class_weight=None, sample_weight=sw, top_k=1,
+                clip_lo=0.01, clip_hi=5.0, edges=metrics._bin_edges(N_BINS), n_threads=1)
+    for items_max_c in (0, 64):
+        with path(items_max_c):
+            s_full, c_full = _core.metrics_rows(x, y, **args)
+            s_loss, c_loss = _core.metrics_rows(x, y, loss_only=True, **args)
+        assert_same_bits(s_loss[:3], s_full[:3])
+        assert s_loss[4] == s_full[4] and c_loss[0] == c_full[0] == np.count_nonzero(y >= 0)
+        assert s_loss[3] == 0 and (s_loss[5:] == 0).all() and (c_loss[1:] == 0).all()
+        assert c_full[1] > 0
+
+
+@pytest.mark.parametrize("n_bins", [15, 100])
+def test_items_bins_over_many_groups(rng, isa, n_bins):
+    """Blocks of thousands of rows (the packed bin counters are flushed every 1024 rows),
+    with bins on the stack (15) and in the caller's scratch (100): the bins' counts and
+    confidence sums equal NumPy's searchsorted and bincount of the float32 confidences."""
+    n, c = 5000, 10
+    x = (rng.standard_normal((n, c)) * 3).astype(np.float32)
+    x[::5] *= 20                                      # confidences of 1 among them
+    y = rng.integers(0, c, n)
+    y[::17] = -100
+    edges = metrics._bin_edges(n_bins)
+    out = dict(nll=np.empty(n), conf=np.empty(n), argmax=np.empty(n, np.int64),
+               above=np.empty(n, np.int64))
+    with path(64):
+        sums, counts = _core.metrics_rows(
+            x, y, ignore_index=-100, class_weight=None, sample_weight=None, top_k=1,
+            clip_lo=0.0, clip_hi=30.0, edges=edges, n_threads=1, **out)
+    nb = n_bins + 1
+    kept = y >= 0
+    conf32 = out["conf"].astype(np.float32)
+    bins = np.searchsorted(edges, conf32, side="right") - 1
+    right = kept & (np.argmax(x, axis=1) == y)
+    assert counts.shape == (2 + 2 * nb,) and (conf32[kept] == 1).sum() > 100
+    np.testing.assert_array_equal(counts[2:2 + nb], np.bincount(bins[kept], minlength=nb))
+    np.testing.assert_array_equal(counts[2 + nb:], np.bincount(bins[right], minlength=nb))
+    np.testing.assert_array_equal(
+        sums[5:], np.bincount(bins[kept], weights=conf32[kept].astype(np.float64), minlength=nb))

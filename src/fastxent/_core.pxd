@@ -82,6 +82,7 @@ cdef extern from "fx_api.h" nogil:
         double clip_hi
         int64_t n_bins
         const float *edges
+        int loss_only
         double *nll
         double *conf
         int64_t *argmax

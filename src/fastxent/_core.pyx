@@ -170,6 +170,14 @@ cdef inline const fx_table* _table(cnp.ndarray x):
     return fx_table_f64
 
 
+cdef const fx_table* _float_table(cnp.ndarray x, str what) except NULL:
+    """_table for the kernels that read float32/float64 only (metrics, partials): the
+    half instances leave them NULL, so half input is refused here."""
+    if cnp.PyArray_ITEMSIZE(x) == 2:
+        raise TypeError(f"{what}: float32 or float64 input only, got {x.dtype}")
+    return _table(x)
+
+
 cdef inline int64_t _chunk_elems(cnp.ndarray x):
     """Elements per row chunk, as the kernels count them (FX_CHUNK_BYTES of the compute
     type: a half instance computes in float32)."""
@@ -452,20 +460,22 @@ def vecmath(cnp.ndarray x, cnp.ndarray out, fx_vecmath_fn what):
 def metrics_rows(cnp.ndarray x, labels, *, int64_t ignore_index, class_weight,
                  sample_weight, int64_t top_k, double clip_lo, double clip_hi,
                  cnp.ndarray edges, nll=None, conf=None, argmax=None, above=None,
-                 n_threads):
+                 bint loss_only=False, n_threads):
     """Evaluation metrics (kernels/fx_metrics.h) of x (rows, C), C-contiguous, against
     labels (rows,) of any integer dtype (validated by the caller) or None: returns
     (sums, counts), float64 (FX_MS_BINS + nb,) and int64 (FX_MC_BINS + 2 nb,) with
     nb = edges.size (the layout in fx_api.h). The rows are cut into blocks fixed by C
     alone and the block sums added in block order: the same bits for any thread count.
     class_weight (C,), sample_weight (rows,): float64 or None; edges: float32 (n_bins + 1,).
-    nll, conf (float64), argmax, above (int64): per-row outputs (rows,), all or none."""
+    nll, conf (float64), argmax, above (int64): per-row outputs (rows,), all or none.
+    loss_only: the loss sums and the kept count only (the log loss; no ranks, no bins:
+    the hits and the bins stay 0)."""
     import numpy as np
     cdef fx_metrics_args a
     cdef int64_t C = x.shape[x.ndim - 1]
     cdef int64_t rows = cnp.PyArray_SIZE(x) // C if C > 0 else 0
     cdef int64_t nb = cnp.PyArray_SIZE(edges)
-    cdef int64_t ns = FX_MS_BINS + nb, nc = FX_MC_BINS + 2 * nb
+    cdef int64_t ns = FX_MS_BINS + nb, nc = FX_MC_BINS + 3 * nb     # + nb of scratch
     a.x = cnp.PyArray_DATA(x)
     a.labels = _ptr(labels)
     a.label_type = _label_type(labels) if labels is not None else FX_I64
@@ -478,11 +488,12 @@ def metrics_rows(cnp.ndarray x, labels, *, int64_t ignore_index, class_weight,
     a.clip_hi = clip_hi
     a.n_bins = nb - 1
     a.edges = <const float*>cnp.PyArray_DATA(edges)
+    a.loss_only = loss_only
     a.nll = <double*>_ptr(nll)
     a.conf = <double*>_ptr(conf)
     a.argmax = <int64_t*>_ptr(argmax)
     a.above = <int64_t*>_ptr(above)
-    cdef const fx_table *tab = _table(x)
+    cdef const fx_table *tab = _float_table(x, "metrics_rows")
     cdef int64_t per = BLOCK_ELEMS // C if C > 0 else 1
     if per < 1:
         per = 1
@@ -503,7 +514,7 @@ def metrics_rows(cnp.ndarray x, labels, *, int64_t ignore_index, class_weight,
     cdef int64_t *bc = <int64_t*>cnp.PyArray_DATA(block_counts)
     cdef fx_chunk *tables = NULL
     if nblocks == 0:
-        return block_sums[0], block_counts[0]
+        return block_sums[0], block_counts[0, :nc - nb]
     tables = _chunk_tables(nch, nt)
     try:
         with nogil:
@@ -520,7 +531,8 @@ def metrics_rows(cnp.ndarray x, labels, *, int64_t ignore_index, class_weight,
         free(tables)
     # block sums in block order (cumsum adds them in sequence: a fixed order, the same
     # bits for any thread count)
-    return np.cumsum(block_sums[:nblocks], axis=0)[nblocks - 1], block_counts.sum(axis=0)
+    return (np.cumsum(block_sums[:nblocks], axis=0)[nblocks - 1],
+            block_counts[:, :nc - nb].sum(axis=0))
 
 
 # the layout of metrics_rows' sums and counts (fx_api.h): the bins start here
@@ -564,7 +576,7 @@ def softmax_block_partials(cnp.ndarray x, cnp.ndarray parts, *, labels, soft, we
     cdef fx_partials_args p
     _partials_args(&p, x, labels, soft, weight, offset, classes, ignore_index, smoothing)
     p.parts = <fx_partial*>cnp.PyArray_DATA(parts)
-    cdef const fx_table *tab = _table(x)
+    cdef const fx_table *tab = _float_table(x, "softmax_block_partials")
     cdef int64_t rows = x.shape[0], W = p.width
     cdef int64_t per = BLOCK_ELEMS // W if 0 < W < BLOCK_ELEMS else 1
     cdef int64_t nblocks = (rows + per - 1) // per
@@ -617,7 +629,7 @@ def softmax_block_apply(cnp.ndarray x, cnp.ndarray merged, cnp.ndarray out, *,
     p.merged = <const fx_partial*>cnp.PyArray_DATA(merged)
     p.grad_scale = grad_scale
     p.what = output
-    cdef const fx_table *tab = _table(x)
+    cdef const fx_table *tab = _float_table(x, "softmax_block_apply")
     cdef int64_t rows = x.shape[0], W = p.width
     cdef int64_t per = BLOCK_ELEMS // W if 0 < W < BLOCK_ELEMS else 1
     cdef int64_t nblocks = (rows + per - 1) // per

@@ -122,11 +122,12 @@ typedef struct {
 /* Evaluation metrics over rows of x (rows, C), class axis last (fx_metrics.h): per row
    nll = log S + (M - x_t), conf = 1/S, argmax, and `above`, the classes ranked above the
    target (negative FX_LABEL_* codes for an ignored or bad label), summed per block of
-   rows into sums[FX_MS_BINS + n_bins + 1] and counts[FX_MC_BINS + 2 (n_bins + 1)]:
+   rows into sums[FX_MS_BINS + n_bins + 1] and counts[FX_MC_BINS + 3 (n_bins + 1)]:
      sums:   sum w_t nll, sum w_t, sum s clip(nll), sum s [above < k], sum s, then per
              calibration bin the sum of the float32 confidences
      counts: kept items, items with above < k, then per bin the items, then per bin the
-             items whose argmax is the target
+             items whose argmax is the target, then n_bins + 1 entries of the kernel's
+             scratch (not results)
    (w: class weights, s: sample weights, 1 when absent; ignored items add nothing). */
 enum { FX_MS_NLL, FX_MS_NLL_WEIGHT, FX_MS_CLIPPED, FX_MS_HITS, FX_MS_ITEM_WEIGHT, FX_MS_BINS };
 enum { FX_MC_KEPT, FX_MC_HITS, FX_MC_BINS };
@@ -142,6 +143,8 @@ typedef struct {
     double clip_lo, clip_hi;        /* the log loss's clipping of nll */
     int64_t n_bins;
     const float *edges;             /* (n_bins + 1,) calibration bin edges, float32 */
+    int loss_only;                  /* 1: the loss sums and FX_MC_KEPT only (the log loss):
+                                       no ranks, no bins (hits and bins stay 0) */
     double *nll;                    /* per-row outputs (rows,), or all NULL */
     double *conf;
     int64_t *argmax;

@@ -15,8 +15,12 @@
 #include "fx_softmax_cols.h"
 #include "fx_softmax_items.h"
 #include "fx_elementwise.h"
+#if !FX_HALF
+/* the metrics and the partials read float32/float64 only (Python refuses half input
+   there): the half instances leave those table entries NULL */
 #include "fx_metrics.h"
 #include "fx_partials.h"
+#endif
 
 /* Test hook: the raw point functions over an array, so that tests can bound their
    error in ulps against float64. */
@@ -64,12 +68,14 @@ const fx_table FX_CAT3(fx_table, FX_PREC, FX_ISA) = {
     .elementwise_range = elementwise_range,
     .sigmoid_outputs = sigmoid_outputs_range,
     .vecmath = vecmath_range,
+#if !FX_HALF
     .metrics_rows = metrics_rows,
+    .metrics_items = metrics_items,
     .softmax_block_partials = softmax_block_partials,
     .softmax_partials_merge = softmax_partials_merge,
     .softmax_partials_loss = softmax_partials_loss,
     .softmax_block_apply = softmax_block_apply,
-    .metrics_items = metrics_items,
+#endif
 };
 
 #endif

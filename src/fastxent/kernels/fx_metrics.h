@@ -130,7 +130,8 @@ FN int64_t row_count_equal(const R *x, int64_t C, R m, VI lane)
    above are exact; without, only what the sums read is: whether argmax == t and
    whether above < top_k, which for top_k == 1 and a row without NaN follow from
    x_t < M (neither; no pass), or x_t == M and no other x_j == M (both; one compare per
-   vector). Ties at the max, NaN rows and top_k > 1 take the rank pass. */
+   vector). Ties at the max, NaN rows and top_k > 1 take the rank pass. top_k == 0: nll
+   and conf only (argmax -1, above t). */
 FN fx_metrics_item_out fx_metrics_item(const R *x, int64_t C, int64_t t, const fx_merged *mg,
                                        VI lane, int exact, int64_t top_k)
 {
@@ -141,6 +142,11 @@ FN fx_metrics_item_out fx_metrics_item(const R *x, int64_t C, int64_t t, const f
                   : log(mg->S) + (mg->M - (double)x[t]);  /* fx_item_loss's a log S + b_t (M - x_t) */
     /* a row with a NaN has S NaN (the max pass may drop the NaN, vmax_fast, the exp pass
        does not); so has a row with +inf (inf - inf): both take the general pass */
+    if (top_k == 0) {                         /* the caller wants the loss only */
+        o.argmax = -1;
+        o.above = t;
+        return o;
+    }
     if (isnan(mg->S) || isnan(mg->M)) {
         rank_pass(x, C, (R)mg->M, 1, t, lane, &o.argmax, &o.above);
         return o;
@@ -204,11 +210,12 @@ static inline void fx_metrics_add(const fx_metrics_args *a, int64_t r, int64_t t
     double c = o->nll < a->clip_lo ? a->clip_lo : o->nll > a->clip_hi ? a->clip_hi : o->nll;
     sums[FX_MS_CLIPPED] += s * c;
     sums[FX_MS_ITEM_WEIGHT] += s;
+    counts[FX_MC_KEPT]++;
+    if (a->loss_only) return;
     if (o->above < a->top_k) {
         sums[FX_MS_HITS] += s;
         counts[FX_MC_HITS]++;
     }
-    counts[FX_MC_KEPT]++;
     /* calibration (torchmetrics): the top-1 prediction is right when argmax == t */
     const int64_t nb = a->n_bins + 1, bin = fx_conf_bin(o->conf, a->edges, nb);
     counts[FX_MC_BINS + bin]++;
@@ -237,7 +244,8 @@ KERNEL void metrics_rows(const fx_metrics_args *a, int64_t r0, int64_t r1, fx_ch
         fx_merged mg = fx_merge_chunks(st, nch);
         int64_t t = a->labels ? fx_label(a->labels, a->label_type, r, C, a->ignore_index)
                               : FX_LABEL_IGNORED;
-        fx_metrics_item_out o = fx_metrics_item(x, C, t, &mg, lane, a->nll != NULL, a->top_k);
+        fx_metrics_item_out o = fx_metrics_item(x, C, t, &mg, lane, a->nll != NULL,
+                                                a->loss_only ? 0 : a->top_k);
         fx_metrics_add(a, r, t, &o, sums, counts);
         if (a->nll) {
             a->nll[r] = o.nll;
@@ -301,12 +309,100 @@ FN VDI vdi_half(VI v, int h)
 #endif
 }
 
+/* The calibration bins of a group, in lanes. Where the edges are torch.linspace's (each
+   within 2^-23 of b / n_bins, the first 0 and the last 1; checked once per block by
+   fx_bins_of), the bin of a float32 confidence c in [0, 1) is trunc(c * n_bins) with the
+   product in float32, unless that product lies within `near` = 4 n_bins 2^-24 of an
+   integer: its rounding (at most n_bins 2^-24) and the edges' offsets (2^-23 before
+   scaling) cannot then carry it across an edge. Those lanes, and all lanes for other
+   edges, take fx_conf_bin_walk; c == 1 is bin n_bins (its own, as in torchmetrics). */
+typedef struct { int uniform; float near; } fx_bins;
+
+static inline fx_bins fx_bins_of(const fx_metrics_args *a)
+{
+    fx_bins b;
+    const int64_t n = a->n_bins;
+    b.uniform = n < (1 << 20) && a->edges[0] == 0.0f && a->edges[n] == 1.0f;
+    for (int64_t i = 1; b.uniform && i < n; i++)
+        b.uniform = fabs((double)a->edges[i] - (double)i / (double)n) <= 0x1p-23;
+    b.near = (float)(4.0 * (double)n * 0x1p-24);
+    return b;
+}
+
+/* The group's kept lanes added to the bins (fx_metrics_add's calibration terms), one add
+   per row: an int64 of hist packs the bin's sum of conf * 2^30 (bits 0-40), its count of
+   right argmaxes (41-51) and its count (52-62), which cannot carry into each other
+   within FX_BIN_FLUSH_ROWS rows (conf <= 1: 1024 * 2^30 = 2^40); bins_flush unpacks
+   them. Lane i adds to copy i % copies (hist + copy * nb), so that rows falling in one
+   bin do not wait on each other's adds. A NaN confidence goes to the last bin and makes
+   its sum NaN (*nan_conf). */
+#define FX_BIN_FLUSH_ROWS 1024
+#define FX_BIN_RIGHT_SHIFT 41
+#define FX_BIN_KEPT_SHIFT 52
+#define FX_BIN_RIGHT_ONE ((int64_t)1 << FX_BIN_RIGHT_SHIFT)
+#define FX_BIN_KEPT_ONE ((int64_t)1 << FX_BIN_KEPT_SHIFT)
+_Static_assert((int64_t)FX_BIN_FLUSH_ROWS * (int64_t)FX_CONF_FIXED < FX_BIN_RIGHT_ONE
+               && FX_BIN_FLUSH_ROWS * FX_BIN_RIGHT_ONE < FX_BIN_KEPT_ONE
+               && FX_BIN_KEPT_SHIFT + 11 < 64, "calibration_bins: the packed fields overflow");
+
+/* The packed copies of hist (zeroed) added to the bins' counts (counts[0, nb): items,
+   [nb, 2 nb): right ones) and to their sums of conf * 2^30 in qsum[0, nb) (integers below
+   2^53 for blocks of fewer than 2^23 rows: exact in float64, in any order). */
+static inline void bins_flush(int64_t *hist, int copies, int64_t nb, int64_t *counts,
+                              double *qsum)
+{
+    for (int k = 0; k < copies; k++)
+        for (int64_t b = 0; b < nb; b++) {
+            const int64_t v = hist[k * nb + b];
+            hist[k * nb + b] = 0;
+            counts[b] += v >> FX_BIN_KEPT_SHIFT;
+            counts[nb + b] += (v >> FX_BIN_RIGHT_SHIFT) & (FX_BIN_FLUSH_ROWS * 2 - 1);
+            qsum[b] += (double)(v & (FX_BIN_RIGHT_ONE - 1));
+        }
+}
+
+FN void calibration_bins(const fx_metrics_args *a, const fx_bins *bins, const VD *conf,
+                         VI keep, VI right, int64_t n, int64_t *hist, int copies,
+                         int *nan_conf)
+{
+    typedef float VF __attribute__((vector_size(VL * sizeof(float))));
+    typedef int32_t VFI __attribute__((vector_size(VL * sizeof(float))));
+    const int64_t nb = a->n_bins + 1;
+    const VF c = __builtin_convertvector(vr_of_halves(conf), VF);   /* torchmetrics' float32 */
+    const VFI live = __builtin_convertvector(keep, VFI), nan = (c != c) & live;
+    const VFI ok = live & ~nan;                     /* kept and a number: 0 < c <= 1 */
+    const VF cs = (VF)(ok & (VFI)c);                /* 0 elsewhere: bin 0, adding nothing */
+    const VF cn = cs * (float)a->n_bins;
+    VFI bin = __builtin_convertvector(cn, VFI);
+    const VF frac = cn - __builtin_convertvector(bin, VF);
+    const VFI last = (cs >= 1.0f) | nan;
+    bin = (last & ((VFI){0} + (int32_t)(nb - 1))) | (~last & bin);
+    const VFI near = bins->uniform ? ok & ~last & ((frac < bins->near) | (frac > 1.0f - bins->near))
+                                   : ok;
+    const VFI q = __builtin_convertvector(cs * (float)FX_CONF_FIXED, VFI);    /* exact, <= 2^30 */
+    typedef int64_t VQ __attribute__((vector_size(VL * sizeof(int64_t))));
+    const VQ packed = __builtin_convertvector(q, VQ)
+                      | (__builtin_convertvector(right, VQ) & FX_BIN_RIGHT_ONE)
+                      | (__builtin_convertvector(live, VQ) & FX_BIN_KEPT_ONE);
+    int32_t bs[VL];
+    int64_t ps[VL];
+    memcpy(bs, &bin, sizeof bs);
+    memcpy(ps, &packed, sizeof ps);
+    if (__builtin_expect(vany(__builtin_convertvector(nan, VI)), 0)) *nan_conf = 1;
+    if (__builtin_expect(vany(__builtin_convertvector(near, VI)), 0))
+        for (int i = 0; i < n; i++)
+            if (near[i]) bs[i] = (int32_t)fx_conf_bin_walk(c[i], fx_conf_bin_guess(c[i], nb),
+                                                           a->edges, nb);
+    for (int i = 0; i < n; i++) hist[(i & (copies - 1)) * nb + bs[i]] += ps[i];
+}
+
 /* One group: rows [r, r + n), n <= VL. A is a's view as the loss's arguments (labels,
    C, ignore_index; hard labels, no weights, no smoothing: item_finish's a = 1). */
 FN void metrics_group(const fx_metrics_args *a, const fx_softmax_args *A, int64_t r, int64_t n,
-                      fx_metrics_lanes *acc, int64_t *hist, int copies, int *nan_conf)
+                      fx_metrics_lanes *acc, const fx_bins *bins, int64_t *hist, int copies,
+                      int *nan_conf, const int ranked)
 {
-    const int64_t C = a->C, nb = a->n_bins + 1;
+    const int64_t C = a->C;
     const R *x = (const R *)a->x + r * C;
     const VR zero = {0};
     VR t[FX_ITEMS_MAX_C];
@@ -344,8 +440,10 @@ FN void metrics_group(const fx_metrics_args *a, const fx_softmax_args *A, int64_
         for (int h = 0; h < FX_HALVES; h++) nan_d |= s[h] != s[h];
         for (int i = 0; i < VLD; i++) may_nan |= nan_d[i] != 0;
     }
-    VI argmax, cnt = {0};
-    if (__builtin_expect(!may_nan, 1)) {
+    VI argmax = visplat(-1), cnt = {0};
+    if (!ranked) {
+        /* fx_metrics_item's top_k == 0: above = the label, no hits */
+    } else if (__builtin_expect(!may_nan, 1)) {
         argmax = (VI){0};
         for (int64_t j = C - 1; j >= 0; j--) {      /* downwards: the last write is the first max */
             VR v = t[j];
@@ -366,8 +464,9 @@ FN void metrics_group(const fx_metrics_args *a, const fx_softmax_args *A, int64_
         argmax = viselect(first_nan != none, first_nan,
                           viselect(first_max != none, first_max, (VI){0}));
     }
-    const VI above = viselect(keep, cnt, lab);      /* rank_pass: a dropped row's code */
-    const VI hit = keep & (above < visplat(a->top_k < INT32_MAX ? a->top_k : INT32_MAX));
+    const VI above = viselect(keep, ranked ? cnt : lab, lab);  /* rank_pass: a dropped row's code */
+    const VI hit = ranked ? keep & (above < visplat(a->top_k < INT32_MAX ? a->top_k : INT32_MAX))
+                          : (VI){0};
     const VI right = keep & (argmax == lab);
 
     /* nll (items_finish with a = 1: cross_entropy's loss) and conf = 1 / S */
@@ -396,29 +495,7 @@ FN void metrics_group(const fx_metrics_args *a, const fx_softmax_args *A, int64_
         acc->hits[h] += ht;
     }
 
-    /* the calibration bins (fx_conf_bin), per kept lane: the bin's count and, << 32, its
-       count of right argmaxes in one int64 of hist, and its sum of conf * 2^30 in the
-       next nb; lane i adds to copy i % copies (hist + copy * 2 nb), so that rows falling
-       in one bin do not wait on each other's adds */
-    float c32[VL];
-    {
-        typedef float VF __attribute__((vector_size(VL * sizeof(float))));
-        VF c = __builtin_convertvector(vr_of_halves(conf), VF);   /* torchmetrics' float32 */
-        memcpy(c32, &c, sizeof c);
-    }
-    for (int i = 0; i < n; i++) {
-        if (lab[i] < 0) continue;
-        int64_t *hc = hist + (i & (copies - 1)) * 2 * nb, bin;
-        const float c = c32[i];
-        if (c != c) {
-            bin = nb - 1;
-            *nan_conf = 1;
-        } else {
-            bin = fx_conf_bin_walk(c, fx_conf_bin_guess(c, nb), a->edges, nb);
-            hc[nb + bin] += (int64_t)(c * (float)FX_CONF_FIXED);     /* exact, <= 2^30 */
-        }
-        hc[bin] += 1 + ((int64_t)(right[i] & 1) << 32);
-    }
+    if (ranked) calibration_bins(a, bins, conf, keep, right, n, hist, copies, nan_conf);
 
     if (a->nll)
         for (int i = 0; i < n; i++) {
@@ -429,8 +506,8 @@ FN void metrics_group(const fx_metrics_args *a, const fx_softmax_args *A, int64_
         }
 }
 
-/* Calibration bins up to this many keep FX_BIN_COPIES copies of their counts on the
-   stack (metrics_group); more bins, one copy in `counts` itself. */
+/* Calibration bins up to this many keep FX_BIN_COPIES packed copies on the stack
+   (metrics_group); more bins, one copy in the scratch part of `counts`. */
 #define FX_LOCAL_BINS 64
 #define FX_BIN_COPIES 4
 
@@ -452,14 +529,26 @@ KERNEL void metrics_items(const fx_metrics_args *a, int64_t r0, int64_t r1, fx_c
     fx_metrics_lanes acc;
     memset(&acc, 0, sizeof acc);
     int nan_conf = 0;
-    int64_t local[FX_BIN_COPIES * 2 * FX_LOCAL_BINS];
+    int64_t local[FX_BIN_COPIES * FX_LOCAL_BINS];
     const int copies = nb <= FX_LOCAL_BINS ? FX_BIN_COPIES : 1;
-    int64_t *hist = nb <= FX_LOCAL_BINS ? local : counts + FX_MC_BINS;
+    int64_t *hist = nb <= FX_LOCAL_BINS ? local : counts + FX_MC_BINS + 2 * nb;
     for (int64_t i = 0; i < FX_MS_BINS + nb; i++) sums[i] = 0.0;
     for (int64_t i = 0; i < FX_MC_BINS + 2 * nb; i++) counts[i] = 0;
-    for (int64_t i = 0; i < copies * 2 * nb; i++) hist[i] = 0;
-    for (int64_t r = r0; r < r1; r += VL)
-        metrics_group(a, &A, r, r1 - r < VL ? r1 - r : VL, &acc, hist, copies, &nan_conf);
+    for (int64_t i = 0; i < copies * nb; i++) hist[i] = 0;
+    const fx_bins bins = fx_bins_of(a);
+    /* `ranked` a constant in each loop: the log loss's loop has no rank or bin code */
+    if (a->loss_only)
+        for (int64_t r = r0; r < r1; r += VL)
+            metrics_group(a, &A, r, r1 - r < VL ? r1 - r : VL, &acc, &bins, hist, copies,
+                          &nan_conf, 0);
+    else
+        for (int64_t r = r0; r < r1; r += FX_BIN_FLUSH_ROWS) {
+            const int64_t end = r1 - r < FX_BIN_FLUSH_ROWS ? r1 : r + FX_BIN_FLUSH_ROWS;
+            for (int64_t g = r; g < end; g += VL)
+                metrics_group(a, &A, g, end - g < VL ? end - g : VL, &acc, &bins, hist, copies,
+                              &nan_conf, 1);
+            bins_flush(hist, copies, nb, counts + FX_MC_BINS, sums + FX_MS_BINS);
+        }
     for (int k = 0; k < FX_MS_BINS; k++)
         for (int h = 0; h < FX_HALVES; h++)
             for (int i = 0; i < VLD; i++) sums[k] += acc.s[k][h][i];
@@ -468,16 +557,7 @@ KERNEL void metrics_items(const fx_metrics_args *a, int64_t r0, int64_t r1, fx_c
             counts[FX_MC_KEPT] -= acc.kept[h][i];
             counts[FX_MC_HITS] -= acc.hits[h][i];
         }
-    for (int64_t b = 0; b < nb; b++) {      /* the copies added (integers: in any order) */
-        int64_t packed = 0, qsum = 0;
-        for (int k = 0; k < copies; k++) {
-            packed += hist[k * 2 * nb + b];
-            qsum += hist[k * 2 * nb + nb + b];
-        }
-        counts[FX_MC_BINS + b] = packed & 0xffffffff;
-        counts[FX_MC_BINS + nb + b] = packed >> 32;
-        sums[FX_MS_BINS + b] = (double)qsum / FX_CONF_FIXED;
-    }
+    for (int64_t b = 0; b < nb; b++) sums[FX_MS_BINS + b] /= FX_CONF_FIXED;     /* exact */
     if (nan_conf) sums[FX_MS_BINS + nb - 1] = NAN;      /* where fx_conf_bin puts a NaN */
 }
 
