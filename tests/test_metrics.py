@@ -457,3 +457,22 @@ def test_exact_sums_do_not_depend_on_order():
     s.add([1.0, np.nan])
     v = s.value()
     assert v[0] == np.inf and np.isnan(v[1])
+
+
+@pytest.mark.parametrize("c", [5, 300])
+def test_bad_label_found_after_the_pass(rng, c):
+    """Labels are validated by the kernel's own pass: a bad one anywhere (on the items
+    path, c = 5, and the row path, c = 300) raises IndexError naming it and its position,
+    and leaves the accumulator as it was."""
+    x = rng.standard_normal((2, 1000, c)).astype(np.float32)
+    y = rng.integers(0, c, (2, 1000))
+    acc = metrics.MetricsAccumulator().update(x, y)
+    before = acc.compute()
+    bad = y.copy()
+    bad[1, 777] = c
+    bad[1, 900] = -5
+    with pytest.raises(IndexError, match=rf"target {c} at position \(1, 777\)"):
+        acc.update(x, bad)
+    assert acc.compute() == before and acc.n_items == 2000
+    with pytest.raises(IndexError, match="out of range"):
+        metrics.evaluate(x, bad)

@@ -20,6 +20,7 @@ SWITCH_CLASSES = [2, 3, 8, 9, 16, 17, 24, 25, 32, 33, 40, 41]
 LABEL_DTYPES = [np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16, np.uint32,
                 np.uint64]
 N_BINS = 15
+B = _core.METRICS_COUNTS_BINS       # counts: kept, hits, bad labels, then the bins
 
 
 @contextlib.contextmanager
@@ -131,8 +132,8 @@ def test_items_against_rows_and_numpy(rng, dtype, isa, c):
     conf32 = o_it["conf"].astype(np.float32)
     bins = np.searchsorted(edges, conf32, side="right") - 1
     bins[np.isnan(conf32)] = nb - 1
-    np.testing.assert_array_equal(c_it[2:2 + nb], np.bincount(bins[kept], minlength=nb))
-    np.testing.assert_array_equal(c_it[2 + nb:], np.bincount(bins[right], minlength=nb))
+    np.testing.assert_array_equal(c_it[B:B + nb], np.bincount(bins[kept], minlength=nb))
+    np.testing.assert_array_equal(c_it[B + nb:], np.bincount(bins[right], minlength=nb))
     ref_bin_sums = np.bincount(bins[kept], weights=conf32[kept].astype(np.float64), minlength=nb)
     np.testing.assert_array_equal(s_it[5:-1], ref_bin_sums[:-1])    # exact: see fx_metrics.h
     assert np.isnan(s_it[-1]) and np.isnan(s_row[-1])               # NaN rows: the last bin
@@ -160,15 +161,18 @@ def test_items_label_dtypes_and_ignore_index(rng, c):
         assert counts.sum() == 0 and (sums == 0).all()
 
 
-def test_items_bad_label_is_not_counted(rng):
-    """A label outside [0, C) that is not ignore_index (the Python layer rejects it; the
-    kernel must still not index with it): nll NaN, nothing added."""
+def test_items_bad_label_is_counted_not_added(rng):
+    """A label outside [0, C) that is not ignore_index: the kernel does not index with
+    it (nll NaN), adds nothing for it, and counts it (FX_MC_BAD), for the Python layer
+    to raise."""
     x = rng.standard_normal((70, 5)).astype(np.float32)
     y = rng.integers(0, 5, 70)
     y[3] = 9
-    with path(64):
-        sums, counts, o = run_kernel(x, y)
-    assert np.isnan(o["nll"][3]) and counts[0] == 69
+    for items_max_c in (0, 64):
+        with path(items_max_c):
+            sums, counts, o = run_kernel(x, y)
+        assert np.isnan(o["nll"][3]) and counts[0] == 69
+        assert counts[2] == 1                       # FX_MC_BAD: the caller raises
 
 
 def test_items_threads_and_evaluate_bits(rng):
@@ -226,7 +230,7 @@ def test_items_bins_at_the_edges(isa, dtype, n_bins):
         on_edge = np.isin(conf32, edges)
         assert edges is odd or on_edge.sum() >= (n_bins - 1) // 2     # the edges were hit
         bins = np.searchsorted(edges, conf32, side="right") - 1
-        np.testing.assert_array_equal(counts[2:2 + nb], np.bincount(bins, minlength=nb))
+        np.testing.assert_array_equal(counts[B:B + nb], np.bincount(bins, minlength=nb))
         np.testing.assert_array_equal(
             sums[5:], np.bincount(bins, weights=conf32.astype(np.float64), minlength=nb))
 
@@ -249,7 +253,7 @@ def test_loss_only(rng, dtype, c):
             s_loss, c_loss = _core.metrics_rows(x, y, loss_only=True, **args)
         assert_same_bits(s_loss[:3], s_full[:3])
         assert s_loss[4] == s_full[4] and c_loss[0] == c_full[0] == np.count_nonzero(y >= 0)
-        assert s_loss[3] == 0 and (s_loss[5:] == 0).all() and (c_loss[1:] == 0).all()
+        assert s_loss[3] == 0 and (s_loss[5:] == 0).all() and (c_loss[1:] == 0).all()  # hits, bad, bins
         assert c_full[1] > 0
 
 
@@ -275,8 +279,31 @@ def test_items_bins_over_many_groups(rng, isa, n_bins):
     conf32 = out["conf"].astype(np.float32)
     bins = np.searchsorted(edges, conf32, side="right") - 1
     right = kept & (np.argmax(x, axis=1) == y)
-    assert counts.shape == (2 + 2 * nb,) and (conf32[kept] == 1).sum() > 100
-    np.testing.assert_array_equal(counts[2:2 + nb], np.bincount(bins[kept], minlength=nb))
-    np.testing.assert_array_equal(counts[2 + nb:], np.bincount(bins[right], minlength=nb))
+    assert counts.shape == (B + 2 * nb,) and (conf32[kept] == 1).sum() > 100
+    np.testing.assert_array_equal(counts[B:B + nb], np.bincount(bins[kept], minlength=nb))
+    np.testing.assert_array_equal(counts[B + nb:], np.bincount(bins[right], minlength=nb))
     np.testing.assert_array_equal(
         sums[5:], np.bincount(bins[kept], weights=conf32[kept].astype(np.float64), minlength=nb))
+
+
+@pytest.mark.parametrize("c", [2, 3, 10, 33])
+def test_items_top1_shortcut_equals_exact(rng, dtype, isa, c):
+    """Without per-row outputs and with top_k = 1 the items kernel reads only whether the
+    target is the unique max (ties at a target's max, NaN and inf rows take the exact
+    loop): its sums and counts equal those of the exact call, whose argmax and ranks the
+    tests above check against NumPy."""
+    n = 700
+    x = awkward_logits(rng, n, c, dtype)
+    x[100:400] = (rng.standard_normal((300, c)) * 3).astype(dtype)   # groups without ties
+    y = rng.integers(0, c, n)
+    y[::13] = -100
+    right = rng.random(n) < 0.7
+    y[right] = np.argmax(x[right], axis=1)               # targets at the max, often tied
+    with path(64):
+        s_exact, c_exact, _ = run_kernel(x, y, top_k=1)
+        s_fast, c_fast = _core.metrics_rows(
+            x, y, ignore_index=-100, class_weight=None, sample_weight=None, top_k=1,
+            clip_lo=0.05, clip_hi=4.0, edges=metrics._bin_edges(N_BINS), n_threads=1)
+    np.testing.assert_array_equal(c_fast, c_exact)
+    assert_same_bits(s_fast, s_exact)
+    assert c_exact[1] > n // 4                           # many hits: the shortcut was taken

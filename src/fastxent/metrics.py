@@ -64,9 +64,9 @@ NORMS = ("l1", "l2", "max")
 # the layout of the kernel's sums and counts (kernels/fx_api.h, FX_MS_* and FX_MC_*)
 _MS_NLL, _MS_NLL_WEIGHT, _MS_CLIPPED, _MS_HITS, _MS_ITEM_WEIGHT = range(5)
 _MS_BINS = _core.METRICS_SUMS_BINS
-_MC_KEPT, _MC_HITS = range(2)
+_MC_KEPT, _MC_HITS, _MC_BAD = range(3)
 _MC_BINS = _core.METRICS_COUNTS_BINS
-assert (_MS_BINS, _MC_BINS) == (5, 2), "metrics.py's layout differs from fx_api.h's"
+assert (_MS_BINS, _MC_BINS) == (5, 3), "metrics.py's layout differs from fx_api.h's"
 
 
 # ------------------------------------------------------------------ exact sums
@@ -167,7 +167,9 @@ def _check_positive(value, name: str) -> int:
 
 def _rows(logits, target, axis, ignore_index: int, fname: str):
     """logits as a C-contiguous (rows, C) float array with the class axis last, the
-    targets as validated (rows,) class indices; (x2d, labels, item_shape)."""
+    targets as (rows,) integers; (x2d, labels, item_shape). The labels' values are not
+    checked here: the kernel counts those that are neither a class nor ignore_index
+    (FX_MC_BAD) in its pass, and _raise_bad_label names the first one."""
     x = float_input(logits, "logits")
     axis = check_int(axis, "axis")
     t = as_array(target, "target", "class indices")
@@ -196,14 +198,17 @@ def _rows(logits, target, axis, ignore_index: int, fname: str):
                         "them: logits.astype(np.float32))")
     xk = kernel_ready(np.moveaxis(x, ax, -1) if ax != x.ndim - 1 else x).reshape(-1, C)
     labels = kernel_ready(t).reshape(-1)
-    pos, bad, _ = _core.check_labels(labels, classes=C, ignore_index=ignore_index,
-                                     weight64=None)
-    if pos >= 0:
-        where = np.unravel_index(pos, t.shape) if t.ndim else ()
-        raise IndexError(f"{fname}: target {labels[pos]} at position "
-                         f"{tuple(int(i) for i in where)} is out of range for {C} classes "
-                         f"(valid: 0..{C - 1}, or ignore_index={ignore_index})")
     return xk, labels, item_shape
+
+
+def _raise_bad_label(labels: np.ndarray, C: int, ignore_index: int, shape, fname: str):
+    """The IndexError for the first label that is neither in [0, C) nor ignore_index
+    (called after the kernel counted at least one)."""
+    pos, _, _ = _core.check_labels(labels, classes=C, ignore_index=ignore_index, weight64=None)
+    where = np.unravel_index(pos, shape) if len(shape) else ()
+    raise IndexError(f"{fname}: target {labels[pos]} at position "
+                     f"{tuple(int(i) for i in where)} is out of range for {C} classes "
+                     f"(valid: 0..{C - 1}, or ignore_index={ignore_index})")
 
 
 def _item_weights(sample_weight, n: int, shape, fname: str) -> Optional[np.ndarray]:
@@ -321,6 +326,8 @@ class MetricsAccumulator:
             xk, labels, ignore_index=self.ignore_index, class_weight=self.weight,
             sample_weight=sw, top_k=self.top_k, clip_lo=self._clip[0], clip_hi=self._clip[1],
             edges=self._edges, n_threads=self.n_threads)
+        if counts[_MC_BAD]:
+            _raise_bad_label(labels, C, self.ignore_index, shape, "update")
         self.n_items += n
         self.sums.add(sums)
         self.counts += counts
@@ -532,8 +539,13 @@ def log_loss(y_true: ArrayLike, logits: ArrayLike, *, labels: Optional[ArrayLike
         total = float(np.sum(clipped if sw is None else sw * clipped))
         weight = float(n if sw is None else np.sum(sw))
     else:
-        acc = MetricsAccumulator(ignore_index=-1, n_threads=n_threads)
-        s = acc.update(x, t, sample_weight=sw).sums.value()
+        # the kernel's loss sums alone (loss_only: no ranks, no bins); t is in [0, C)
+        xk, labels, _ = _rows(x, t, -1, -1, "log_loss")
+        s, counts = _core.metrics_rows(
+            xk, labels, ignore_index=-1, class_weight=None, sample_weight=sw, top_k=1,
+            clip_lo=-math.log1p(-eps), clip_hi=-math.log(eps), edges=_bin_edges(1),
+            loss_only=True, n_threads=check_threads(n_threads))
+        assert counts[_MC_BAD] == 0, "_encode_labels gave a label outside [0, C)"
         total, weight = float(s[_MS_CLIPPED]), float(s[_MS_ITEM_WEIGHT])
     if not normalize:
         return total

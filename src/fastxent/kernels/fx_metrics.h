@@ -199,7 +199,10 @@ static inline int64_t fx_conf_bin(double conf, const float *edges, int64_t nb)
 static inline void fx_metrics_add(const fx_metrics_args *a, int64_t r, int64_t t,
                                   const fx_metrics_item_out *o, double *sums, int64_t *counts)
 {
-    if (t < 0) return;                                    /* ignored */
+    if (t < 0) {                                          /* ignored, or a bad label */
+        counts[FX_MC_BAD] += t == FX_LABEL_BAD;
+        return;
+    }
     const double s = a->sample_weight ? a->sample_weight[r] : 1.0;
     const double w = a->class_weight ? a->class_weight[t] : 1.0;
     /* cross-entropy: sum w_t nll / sum w_t; a zero weight drops the item (0 * inf) */
@@ -291,9 +294,9 @@ FN VD vdload_part(const double *p, int h, int64_t n, double absent)
 }
 
 /* A block's running sums FX_MS_NLL .. FX_MS_ITEM_WEIGHT in float64 lanes, and its
-   counts FX_MC_KEPT, FX_MC_HITS in integer lanes (set lanes of a mask are -1: they are
+   counts FX_MC_KEPT, FX_MC_HITS, FX_MC_BAD in integer lanes (set lanes of a mask are -1: they are
    subtracted). */
-typedef struct { VD s[FX_MS_BINS][FX_HALVES]; VDI kept[FX_HALVES], hits[FX_HALVES]; } fx_metrics_lanes;
+typedef struct { VD s[FX_MS_BINS][FX_HALVES]; VDI kept[FX_HALVES], hits[FX_HALVES], bad[FX_HALVES]; } fx_metrics_lanes;
 
 /* The lanes' half h of an integer vector of VL lanes, as float64-lane integers. */
 FN VDI vdi_half(VI v, int h)
@@ -396,11 +399,17 @@ FN void calibration_bins(const fx_metrics_args *a, const fx_bins *bins, const VD
     for (int i = 0; i < n; i++) hist[(i & (copies - 1)) * nb + bs[i]] += ps[i];
 }
 
+/* What a metrics_group computes (a constant at each call): the loss sums only (the
+   log loss); everything, for top-1 and no per-row outputs, where only whether the
+   target is the argmax and in the top 1 is read (fx_metrics_item's `exact` == 0); or
+   everything exactly. */
+typedef enum { FX_METRICS_LOSS, FX_METRICS_TOP1, FX_METRICS_ALL } fx_metrics_parts;
+
 /* One group: rows [r, r + n), n <= VL. A is a's view as the loss's arguments (labels,
    C, ignore_index; hard labels, no weights, no smoothing: item_finish's a = 1). */
 FN void metrics_group(const fx_metrics_args *a, const fx_softmax_args *A, int64_t r, int64_t n,
                       fx_metrics_lanes *acc, const fx_bins *bins, int64_t *hist, int copies,
-                      int *nan_conf, const int ranked)
+                      int *nan_conf, const fx_metrics_parts parts)
 {
     const int64_t C = a->C;
     const R *x = (const R *)a->x + r * C;
@@ -434,16 +443,28 @@ FN void metrics_group(const fx_metrics_args *a, const fx_softmax_args *A, int64_
     /* rank_pass for every lane at once: the first max, the classes above the target; a
        group with a NaN (S NaN: a NaN, or inf - inf; m may have dropped the NaN,
        vmax_fast) takes the pass with the NaN terms, as rank_pass's may_nan */
-    int may_nan = 0;
-    {
-        VDI nan_d = {0};
-        for (int h = 0; h < FX_HALVES; h++) nan_d |= s[h] != s[h];
-        for (int i = 0; i < VLD; i++) may_nan |= nan_d[i] != 0;
-    }
+    VDI nan_d = {0};
+    for (int h = 0; h < FX_HALVES; h++) nan_d |= s[h] != s[h];
+    const int may_nan = vany((VI)nan_d);
     VI argmax = visplat(-1), cnt = {0};
-    if (!ranked) {
-        /* fx_metrics_item's top_k == 0: above = the label, no hits */
-    } else if (__builtin_expect(!may_nan, 1)) {
+    int general = parts == FX_METRICS_ALL;
+    if (parts == FX_METRICS_TOP1 && !may_nan) {
+        /* fx_metrics_item's shortcut, in lanes: a target logit below the max is neither
+           the argmax nor in the top 1; the max, and no other class equal to it, both.
+           A group with a tie at a target's max takes the general loop. */
+        VI ties = {0};
+        for (int64_t j = 0; j < C; j++) ties -= t[j] == m;
+        const VI at_max = keep & (xt == m), only = at_max & (ties == visplat(1));
+        if (!vany(at_max & ~only)) {
+            cnt = ~only & visplat(1);
+            argmax = viselect(only, lab, argmax);
+        } else {
+            general = 1;
+        }
+    } else if (parts == FX_METRICS_TOP1) {
+        general = 1;
+    }
+    if (general && !may_nan) {
         argmax = (VI){0};
         for (int64_t j = C - 1; j >= 0; j--) {      /* downwards: the last write is the first max */
             VR v = t[j];
@@ -451,7 +472,7 @@ FN void metrics_group(const fx_metrics_args *a, const fx_softmax_args *A, int64_
             argmax = viselect(v == m, jv, argmax);
             cnt -= (v > xt) | ((v == xt) & (jv > lab));      /* set lanes are -1 */
         }
-    } else {
+    } else if (general) {
         const VI none = visplat(INT32_MAX), t_nan = xt != xt;
         VI first_max = none, first_nan = none;
         for (int64_t j = 0; j < C; j++) {
@@ -464,6 +485,7 @@ FN void metrics_group(const fx_metrics_args *a, const fx_softmax_args *A, int64_
         argmax = viselect(first_nan != none, first_nan,
                           viselect(first_max != none, first_max, (VI){0}));
     }
+    const int ranked = parts != FX_METRICS_LOSS;
     const VI above = viselect(keep, ranked ? cnt : lab, lab);  /* rank_pass: a dropped row's code */
     const VI hit = ranked ? keep & (above < visplat(a->top_k < INT32_MAX ? a->top_k : INT32_MAX))
                           : (VI){0};
@@ -493,6 +515,7 @@ FN void metrics_group(const fx_metrics_args *a, const fx_softmax_args *A, int64_
         acc->s[FX_MS_ITEM_WEIGHT][h] += sv;
         acc->kept[h] += kp;
         acc->hits[h] += ht;
+        acc->bad[h] += vdi_half(lab, h) == FX_LABEL_BAD;
     }
 
     if (ranked) calibration_bins(a, bins, conf, keep, right, n, hist, copies, nan_conf);
@@ -536,17 +559,22 @@ KERNEL void metrics_items(const fx_metrics_args *a, int64_t r0, int64_t r1, fx_c
     for (int64_t i = 0; i < FX_MC_BINS + 2 * nb; i++) counts[i] = 0;
     for (int64_t i = 0; i < copies * nb; i++) hist[i] = 0;
     const fx_bins bins = fx_bins_of(a);
-    /* `ranked` a constant in each loop: the log loss's loop has no rank or bin code */
+    /* `parts` a constant in each loop: the log loss's loop has no rank or bin code */
     if (a->loss_only)
         for (int64_t r = r0; r < r1; r += VL)
             metrics_group(a, &A, r, r1 - r < VL ? r1 - r : VL, &acc, &bins, hist, copies,
-                          &nan_conf, 0);
+                          &nan_conf, FX_METRICS_LOSS);
     else
         for (int64_t r = r0; r < r1; r += FX_BIN_FLUSH_ROWS) {
             const int64_t end = r1 - r < FX_BIN_FLUSH_ROWS ? r1 : r + FX_BIN_FLUSH_ROWS;
-            for (int64_t g = r; g < end; g += VL)
-                metrics_group(a, &A, g, end - g < VL ? end - g : VL, &acc, &bins, hist, copies,
-                              &nan_conf, 1);
+            if (a->top_k == 1 && !a->nll)
+                for (int64_t g = r; g < end; g += VL)
+                    metrics_group(a, &A, g, end - g < VL ? end - g : VL, &acc, &bins, hist,
+                                  copies, &nan_conf, FX_METRICS_TOP1);
+            else
+                for (int64_t g = r; g < end; g += VL)
+                    metrics_group(a, &A, g, end - g < VL ? end - g : VL, &acc, &bins, hist,
+                                  copies, &nan_conf, FX_METRICS_ALL);
             bins_flush(hist, copies, nb, counts + FX_MC_BINS, sums + FX_MS_BINS);
         }
     for (int k = 0; k < FX_MS_BINS; k++)
@@ -556,6 +584,7 @@ KERNEL void metrics_items(const fx_metrics_args *a, int64_t r0, int64_t r1, fx_c
         for (int i = 0; i < VLD; i++) {
             counts[FX_MC_KEPT] -= acc.kept[h][i];
             counts[FX_MC_HITS] -= acc.hits[h][i];
+            counts[FX_MC_BAD] -= acc.bad[h][i];
         }
     for (int64_t b = 0; b < nb; b++) sums[FX_MS_BINS + b] /= FX_CONF_FIXED;     /* exact */
     if (nan_conf) sums[FX_MS_BINS + nb - 1] = NAN;      /* where fx_conf_bin puts a NaN */
