@@ -307,3 +307,30 @@ def test_items_top1_shortcut_equals_exact(rng, dtype, isa, c):
     np.testing.assert_array_equal(c_fast, c_exact)
     assert_same_bits(s_fast, s_exact)
     assert c_exact[1] > n // 4                           # many hits: the shortcut was taken
+
+
+@pytest.mark.parametrize("c", [300, 5000])
+def test_rows_top1_ties_at_the_max(rng, dtype, isa, c):
+    """The row kernel's top-1 shortcut (no per-row outputs): a target at the row's max
+    is a hit only if no higher class ties it (scikit-learn's order) and right only if no
+    lower class does. Rows with S < 2 (one dominant max: no tie possible) skip the tie
+    pass; rows with a tie (S >= 2) must take it. Accuracy and the calibration counts of
+    right argmaxes against NumPy."""
+    n = 400
+    x = (rng.standard_normal((n, c)) * 3).astype(dtype)
+    y = rng.integers(0, c, n)
+    x[np.arange(n), y] = x.max(axis=1) + np.where(np.arange(n) % 2, 10.0, 0.5)  # S < 2, S >= 2
+    tie = np.arange(n) % 5 == 0
+    other = (y + 1 + rng.integers(0, c - 1, n)) % c
+    x[tie, other[tie]] = x[tie, y[tie]]                  # a tie at the max, above or below
+    x[[7, 8, 9]] = -np.inf                               # all tied, S = 0
+    y[9] = c - 1                                         # the one hit among them
+    acc = metrics.evaluate(x, y, n_bins=N_BINS)
+    with np.errstate(invalid="ignore"):
+        hit = np.array([reference_rank(x[i].astype(np.float64), y[i]) == 0 for i in range(n)])
+    assert not hit[[7, 8]].any() and hit[9]
+    assert acc.accuracy == hit.mean()
+    assert 0 < (tie & hit).sum() < tie.sum()              # ties both ways were met
+    m = metrics.MetricsAccumulator(n_bins=N_BINS).update(x, y)
+    right = np.argmax(x, axis=1) == y
+    assert m.counts[B + N_BINS + 1:].sum() == right.sum()

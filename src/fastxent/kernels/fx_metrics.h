@@ -157,7 +157,11 @@ FN fx_metrics_item_out fx_metrics_item(const R *x, int64_t C, int64_t t, const f
             o.above = 1;
             return o;
         }
-        if (row_count_equal(x, C, (R)mg->M, lane) == 1) {   /* the only max */
+        /* the only max: with M finite (S >= 1) a second one would add another
+           exp(0) = 1 to S, so S < 2 settles it without the pass (the exp gives exactly 1
+           at 0 on every ISA, test_vecmath.py::test_exp_special_values; S sums
+           non-negative terms). A row of -inf only has S = 0 and every class tied. */
+        if ((mg->S >= 1.0 && mg->S < 2.0) || row_count_equal(x, C, (R)mg->M, lane) == 1) {
             o.argmax = t;
             o.above = 0;
             return o;
