@@ -103,26 +103,19 @@ FN void rank_pass(const R *x, int64_t C, R M, int may_nan, int64_t t, VI lane,
     *above = count ? vhsum_i(cnt) : t;
 }
 
-/* #{j: x_j == m} over a row without NaN: one compare per vector, four counts in
-   flight. */
-FN int64_t row_count_equal(const R *x, int64_t C, R m, VI lane)
+/* #{j: x_j == m} over a row without NaN (the tail padded with NaN, equal to nothing). */
+FN int64_t row_count_equal(const R *x, int64_t C, R m)
 {
     const VR mv = vsplat(m);
-    VI c0 = {0}, c1 = {0}, c2 = {0}, c3 = {0};
+    int64_t c0 = 0, c1 = 0;
     int64_t j = 0;
-    for (; j + 4 * VL <= C; j += 4 * VL) {
-        c0 -= (VI)(vload(x + j) == mv);
-        c1 -= (VI)(vload(x + j + VL) == mv);
-        c2 -= (VI)(vload(x + j + 2 * VL) == mv);
-        c3 -= (VI)(vload(x + j + 3 * VL) == mv);
+    for (; j + 2 * VL <= C; j += 2 * VL) {
+        c0 += vcount_eq(vload(x + j), mv);
+        c1 += vcount_eq(vload(x + j + VL), mv);
     }
-    for (; j < C; j += VL) {
-        int full = j + VL <= C;
-        VR v = full ? vload(x + j) : vload_part(x + j, C - j, 0);
-        VI eq = (VI)(v == mv);
-        c0 -= full ? eq : eq & vlive_at(lane, C - j);
-    }
-    return vhsum_i((c0 + c1) + (c2 + c3));
+    for (; j < C; j += VL)
+        c0 += vcount_eq(j + VL <= C ? vload(x + j) : vload_part(x + j, C - j, NAN), mv);
+    return c0 + c1;
 }
 
 /* The metrics of one row x[0, C) with target class t (>= 0) or a negative
@@ -130,10 +123,11 @@ FN int64_t row_count_equal(const R *x, int64_t C, R m, VI lane)
    above are exact; without, only what the sums read is: whether argmax == t and
    whether above < top_k, which for top_k == 1 and a row without NaN follow from
    x_t < M (neither; no pass), or x_t == M and no other x_j == M (both; one compare per
-   vector). Ties at the max, NaN rows and top_k > 1 take the rank pass. top_k == 0: nll
-   and conf only (argmax -1, above t). */
+   vector; `ties`, that count where the caller has it, else -1). Ties at the max, NaN
+   rows and top_k > 1 take the rank pass. top_k == 0: nll and conf only (argmax -1,
+   above t). */
 FN fx_metrics_item_out fx_metrics_item(const R *x, int64_t C, int64_t t, const fx_merged *mg,
-                                       VI lane, int exact, int64_t top_k)
+                                       VI lane, int exact, int64_t top_k, int64_t ties)
 {
     fx_metrics_item_out o;
     /* S == 0: every logit -inf, S NaN: a NaN (or inf - inf); no distribution */
@@ -161,7 +155,8 @@ FN fx_metrics_item_out fx_metrics_item(const R *x, int64_t C, int64_t t, const f
            exp(0) = 1 to S, so S < 2 settles it without the pass (the exp gives exactly 1
            at 0 on every ISA, test_vecmath.py::test_exp_special_values; S sums
            non-negative terms). A row of -inf only has S = 0 and every class tied. */
-        if ((mg->S >= 1.0 && mg->S < 2.0) || row_count_equal(x, C, (R)mg->M, lane) == 1) {
+        if (ties < 0 && mg->S >= 1.0 && mg->S < 2.0) ties = 1;
+        if ((ties < 0 ? row_count_equal(x, C, (R)mg->M) : ties) == 1) {
             o.argmax = t;
             o.above = 0;
             return o;
@@ -240,19 +235,30 @@ KERNEL void metrics_rows(const fx_metrics_args *a, int64_t r0, int64_t r1, fx_ch
     fx_chunk local[FX_LOCAL_CHUNKS];
     fx_chunk *st = nch <= FX_LOCAL_CHUNKS ? local : row_chunks;   /* see fx_api.h */
     const VI lane = lane_numbers();
+    const int top1 = !a->nll && !a->loss_only && a->top_k == 1;   /* fx_metrics_item's shortcut */
     for (int64_t i = 0; i < FX_MS_BINS + nb; i++) sums[i] = 0.0;
     for (int64_t i = 0; i < FX_MC_BINS + 2 * nb; i++) counts[i] = 0;
     for (int64_t r = r0; r < r1; r++) {
         const R *x = (const R *)a->x + r * C;
-        for (int64_t c = 0; c < nch; c++) {
-            int64_t j0 = c * CHUNK, n = C - j0 < CHUNK ? C - j0 : CHUNK;
-            chunk_stats(x + j0, NULL, n, FX_AUX_NONE, 0, NULL, NULL, 0, 0, st + c);
+        const int64_t t = a->labels ? fx_label(a->labels, a->label_type, r, C, a->ignore_index)
+                                    : FX_LABEL_IGNORED;
+        int64_t ties = -1;
+        if (nch == 1) {
+            /* a row of one chunk whose target is its max: its ties counted right after the
+               max pass, while the row is in L1 (after the exp pass the same count took
+               twice as long, measured) */
+            const R m = row_max(x, C);
+            if (top1 && t >= 0 && x[t] == m) ties = row_count_equal(x, C, m);
+            chunk_stats_at(x, NULL, C, m, FX_AUX_NONE, 0, NULL, NULL, 0, 0, st);
+        } else {
+            for (int64_t c = 0; c < nch; c++) {
+                int64_t j0 = c * CHUNK, n = C - j0 < CHUNK ? C - j0 : CHUNK;
+                chunk_stats(x + j0, NULL, n, FX_AUX_NONE, 0, NULL, NULL, 0, 0, st + c);
+            }
         }
         fx_merged mg = fx_merge_chunks(st, nch);
-        int64_t t = a->labels ? fx_label(a->labels, a->label_type, r, C, a->ignore_index)
-                              : FX_LABEL_IGNORED;
         fx_metrics_item_out o = fx_metrics_item(x, C, t, &mg, lane, a->nll != NULL,
-                                                a->loss_only ? 0 : a->top_k);
+                                                a->loss_only ? 0 : a->top_k, ties);
         fx_metrics_add(a, r, t, &o, sums, counts);
         if (a->nll) {
             a->nll[r] = o.nll;

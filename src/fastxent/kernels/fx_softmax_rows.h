@@ -155,16 +155,22 @@ FN void grad_pass(R *g, int64_t C, R alpha, R beta, int aux, int weighted, const
     }
 }
 
-/* Statistics of one chunk: its max m, the shift sh it used (m, or 0 for a chunk of
-   -inf only, whose e_j are then exactly 0), and exp_pass's sums. */
-FN void chunk_stats(const T *x, R *g, int64_t n, int aux, int weighted, const R *w,
-                    const T *y, R c1, R c0, fx_chunk *st)
+/* Statistics of one chunk whose max m is known: m, the shift sh it used (m, or 0 for a
+   chunk of -inf only, whose e_j are then exactly 0), and exp_pass's sums. */
+FN void chunk_stats_at(const T *x, R *g, int64_t n, R m, int aux, int weighted, const R *w,
+                       const T *y, R c1, R c0, fx_chunk *st)
 {
-    R m = row_max(x, n);
     R sh = m == -INFINITY ? 0 : m;
     exp_pass(x, g, n, sh, aux, weighted, w, y, c1, c0, st);
     st->m = m;
     st->sh = sh;
+}
+
+/* Statistics of one chunk (chunk_stats_at after its max pass). */
+FN void chunk_stats(const T *x, R *g, int64_t n, int aux, int weighted, const R *w,
+                    const T *y, R c1, R c0, fx_chunk *st)
+{
+    chunk_stats_at(x, g, n, row_max(x, n), aux, weighted, w, y, c1, c0, st);
 }
 
 /* ------------------------------------------------------------ cross-entropy family */
