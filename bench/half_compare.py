@@ -17,7 +17,7 @@ For each shape (rows x classes, hard labels), in one run and interleaved round b
 Run from a checkout after an in-place build::
 
     PYTHONPATH=src python bench/half_compare.py [--shapes 1024x32768,4096x32768]
-        [--threads T] [--rounds 7]
+        [--threads T] [--rounds 7] [--isa avx2]
 
 Times are medians over the rounds. The machine's load changes them: say so with the
 numbers, and re-run on a quiet machine before quoting ratios.
@@ -62,14 +62,40 @@ def read_floor(a, T, pool):
     return {"read 1t": one, f"read {T}t": split}
 
 
+def exp_floor(n, T, pool, chunk=1 << 15):
+    """The compute floor: fastxent's own float32 vector exp (kernels/fx_vecmath.h) applied
+    to n values held in cache (a 128 KiB block exp-ed over and over, no memory traffic),
+    on one thread and split over T: a forward pass makes one exp per logit after
+    widening it, so no half kernel can take less time than this, however few bytes it
+    reads."""
+    from fastxent import _core
+
+    src = -np.abs(np.random.default_rng(1).standard_normal(chunk, dtype=np.float32)) * 3
+    outs = [np.empty_like(src) for _ in range(T)]
+    exp = _core.fx_vecmath_fn.FX_MATH_EXP_NONPOS
+
+    def part(i, count):
+        for _ in range(count // chunk):
+            _core.vecmath(src, outs[i], exp)
+
+    cells = {"exp in cache 1t": lambda: part(0, n)}
+    if T > 1:
+        cells[f"exp in cache {T}t"] = lambda: list(pool.map(part, range(T), [n // T] * T))
+    return cells
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--shapes", default="1024x32768,4096x32768")
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--no-torch", action="store_true")
+    ap.add_argument("--isa", default=None, help="fastxent's kernel variant (_core.select_isa)")
     args = ap.parse_args(argv)
     T = args.threads
+    if args.isa:
+        from fastxent import _core
+        _core.select_isa(args.isa)
     torch = None
     if not args.no_torch:
         try:
@@ -98,6 +124,8 @@ def main(argv=None):
             cells[("2-byte", name)] = fn
         for name, fn in read_floor(x32, T, pool).items():
             cells[("4-byte", name)] = fn
+        for name, fn in exp_floor(N * C, T, pool).items():
+            cells[("exp", name)] = fn
         if torch is not None:
             F = torch.nn.functional
             yt = torch.from_numpy(y)
@@ -131,17 +159,21 @@ def main(argv=None):
         print(f"  {'':10s} {'what':18s} {'ms':>9s} {'GB/s read':>10s} {'loss rel. err':>14s}")
         for key in cells:
             k, what = key
-            nbytes = x32.nbytes if k in ("float32", "4-byte") else arrays["float16"].nbytes
+            nbytes = x32.nbytes if k in ("float32", "4-byte", "exp") else arrays["float16"].nbytes
             e = f"{err(key):14.2e}" if "fwd" in what and "+bwd" not in what else ""
             print(f"  {k:10s} {what:18s} {med[key] * 1e3:9.2f} {nbytes / med[key] / 1e9:10.1f} {e}")
         floor2 = min(med[("2-byte", n)] for n in ("read 1t", f"read {T}t"))
         floor4 = min(med[("4-byte", n)] for n in ("read 1t", f"read {T}t"))
+        floor_exp = min(med[("exp", n)] for n in ("exp in cache 1t", f"exp in cache {T}t")
+                        if ("exp", n) in med)
         print("  ratios:")
+        print(f"    compute floor (exp in cache) / 2-byte read floor: {floor_exp / floor2:.2f}")
         for k in ("float16", "bfloat16"):
             f32 = med[("float32", "fastxent fwd")]
             print(f"    {k}: fwd {f32 / med[(k, 'fastxent fwd')]:.2f}x faster than float32; "
                   f"fwd+bwd {med[('float32', 'fastxent fwd+bwd')] / med[(k, 'fastxent fwd+bwd')]:.2f}x; "
-                  f"fwd / 2-byte read floor {med[(k, 'fastxent fwd')] / floor2:.2f}")
+                  f"fwd / 2-byte read floor {med[(k, 'fastxent fwd')] / floor2:.2f}; "
+                  f"fwd / compute floor {med[(k, 'fastxent fwd')] / floor_exp:.2f}")
             if torch is not None:
                 print(f"      torch {k}: fwd+bwd {med[(k, 'torch fwd+bwd')] / med[(k, 'fastxent fwd+bwd')]:.1f}x "
                       f"fastxent's time, fwd {med[(k, 'torch fwd')] / med[(k, 'fastxent fwd')]:.1f}x")
