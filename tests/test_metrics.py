@@ -19,6 +19,7 @@ from fastxent._cli import main as cli_main
 
 from conftest import (
     assert_same_bits,
+    require_ml_dtypes,
     require_sklearn,
     require_torch,
     require_torchmetrics,
@@ -343,8 +344,8 @@ def test_accumulator_rejects_mismatches(rng):
         a.update(np.zeros((2, 3), np.float32), [0, 3])
     with pytest.raises(TypeError, match="integer"):
         a.update(np.zeros((2, 3), np.float32), [0.0, 1.0])
-    with pytest.raises(TypeError, match="float32 or float64"):
-        metrics.evaluate(np.zeros((2, 3), np.float16), [0, 1])
+    with pytest.raises(TypeError, match="float32, float64, float16 or bfloat16"):
+        metrics.evaluate(np.zeros((2, 3), np.int16), [0, 1])
 
 
 # ---------------------------------------------------------------------- the command line
@@ -475,4 +476,44 @@ def test_bad_label_found_after_the_pass(rng, c):
         acc.update(x, bad)
     assert acc.compute() == before and acc.n_items == 2000
     with pytest.raises(IndexError, match="out of range"):
+        metrics.evaluate(x, bad)
+
+
+@pytest.mark.parametrize("half", ["float16", "bfloat16"])
+@pytest.mark.parametrize("c", [10, 300])
+def test_half_logits(rng, monkeypatch, half, c):
+    """float16 / bfloat16 logits (widened to float32 a block of rows at a time; blocks of
+    a few rows here, so that many are summed): every metric equals the float32 metric of
+    the same values (counts exactly, sums to rounding), except that the log loss clips at
+    the half dtype's eps, as scikit-learn does for probabilities of that dtype; checked
+    against a float64 NumPy reference."""
+    dt = np.dtype(require_ml_dtypes().bfloat16) if half == "bfloat16" else np.dtype(np.float16)
+    monkeypatch.setattr(metrics, "_HALF_BLOCK_BYTES", 4 * c * 37)      # 37 rows a block
+    n = 1000
+    x = (rng.standard_normal((n, c)) * 4).astype(dt)
+    x[::9] = (x[::9].astype(np.float32) * 8).astype(dt)                # confident rows
+    y = rng.integers(0, c, n)
+    y[::11] = -100
+    sw = rng.random(n)
+    x32 = x.astype(np.float32)
+    a_half = metrics.MetricsAccumulator(top_k=2, n_bins=10).update(x, y, sample_weight=sw)
+    a_32 = metrics.MetricsAccumulator(top_k=2, n_bins=10).update(x32, y, sample_weight=sw)
+    np.testing.assert_array_equal(a_half.counts, a_32.counts)   # kept, hits, bins: exact
+    got, want = a_half.compute(), a_32.compute()
+    for k in ("cross_entropy", "accuracy", "ece", "rmsce", "mce"):
+        np.testing.assert_allclose(getattr(got, k), getattr(want, k), rtol=1e-12, err_msg=k)
+    # the log loss against float64, clipped at the half dtype's eps
+    eps = float(np.finfo(np.float16).eps) if half == "float16" else 2.0 ** -7
+    x64 = x32.astype(np.float64)
+    p = np.exp(x64 - x64.max(axis=1, keepdims=True))
+    p /= p.sum(axis=1, keepdims=True)
+    kept = y >= 0
+    pt = np.clip(p[np.arange(n), np.where(kept, y, 0)], eps, 1 - eps)
+    ref = np.sum(sw[kept] * -np.log(pt[kept])) / sw[kept].sum()
+    np.testing.assert_allclose(got.log_loss, ref, rtol=1e-6)
+    ll = metrics.log_loss(y[kept], x[kept], sample_weight=sw[kept], labels=np.arange(c))
+    np.testing.assert_allclose(ll, ref, rtol=1e-6)
+    bad = y.copy()
+    bad[700] = c                                          # found in a later block
+    with pytest.raises(IndexError, match=rf"target {c} at position \(700,\)"):
         metrics.evaluate(x, bad)

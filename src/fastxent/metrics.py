@@ -28,6 +28,11 @@ The one-shot functions (``log_loss``, ``perplexity``, ``accuracy``, ``calibratio
 
 Targets are class indices ``0..C-1`` of any integer dtype (``ignore_index`` dropped)
 except in :func:`log_loss`, which takes scikit-learn's labels.
+
+Logits may be float32, float64, float16 or bfloat16. Half-precision logits are widened to
+float32 a block of rows at a time (every half value is exactly a float32 one), so their
+metrics are those of the same values in float32, except the log loss's clipping, which
+uses the half dtype's epsilon as scikit-learn does for probabilities of that dtype.
 """
 from __future__ import annotations
 
@@ -43,6 +48,7 @@ from ._checks import (
     check_int,
     check_threads,
     float_input,
+    is_half,
     kernel_ready,
     normalize_axis,
     real_param,
@@ -191,14 +197,33 @@ def _rows(logits, target, axis, ignore_index: int, fname: str):
         raise ValueError(f"{fname}: target shape {t.shape} does not match logits shape "
                          f"{x.shape}: targets must have shape {item_shape} (logits without "
                          f"the class axis {ax})")
-    if x.dtype.type not in (np.float32, np.float64):
-        # the metrics kernel has float32 and float64 instances only: until it reads the
-        # half types (issue 14), they are refused here rather than misread
-        raise TypeError(f"{fname}: logits must be float32 or float64, got {x.dtype} (cast "
-                        "them: logits.astype(np.float32))")
-    xk = kernel_ready(np.moveaxis(x, ax, -1) if ax != x.ndim - 1 else x).reshape(-1, C)
+    moved = np.moveaxis(x, ax, -1) if ax != x.ndim - 1 else x
+    # half-precision logits stay as they are: _metrics_blocks widens them block by block
+    xk = (np.ascontiguousarray(moved) if is_half(x.dtype) else kernel_ready(moved)).reshape(-1, C)
     labels = kernel_ready(t).reshape(-1)
     return xk, labels, item_shape
+
+
+# float32 bytes of half-precision logits widened at a time (a block in L2/L3)
+_HALF_BLOCK_BYTES = 1 << 22
+
+
+def _metrics_blocks(xk: np.ndarray, labels: np.ndarray, sample_weight, **kw):
+    """``_core.metrics_rows`` over xk (rows, C), as a list of (sums, counts), one per
+    call. The metrics kernels read float32 and float64: float16 / bfloat16 logits are
+    widened to float32 a block of rows at a time (exactly: every half value is a float32
+    one), so their metrics are those of the same values in float32, for an extra copy of
+    one block, not of the array."""
+    if not is_half(xk.dtype):
+        return [_core.metrics_rows(xk, labels, sample_weight=sample_weight, **kw)]
+    n, C = xk.shape
+    step = max(1, _HALF_BLOCK_BYTES // (4 * max(C, 1)))
+    out = []
+    for r in range(0, n, step):
+        sw = None if sample_weight is None else sample_weight[r:r + step]
+        out.append(_core.metrics_rows(xk[r:r + step].astype(np.float32), labels[r:r + step],
+                                      sample_weight=sw, **kw))
+    return out
 
 
 def _raise_bad_label(labels: np.ndarray, C: int, ignore_index: int, shape, fname: str):
@@ -322,15 +347,16 @@ class MetricsAccumulator:
         sw = _item_weights(sample_weight, labels.size, shape, "update")
         n, C = xk.shape
         self._check_compatible(C, np.dtype(xk.dtype.type))
-        sums, counts = _core.metrics_rows(
-            xk, labels, ignore_index=self.ignore_index, class_weight=self.weight,
-            sample_weight=sw, top_k=self.top_k, clip_lo=self._clip[0], clip_hi=self._clip[1],
+        results = _metrics_blocks(
+            xk, labels, sw, ignore_index=self.ignore_index, class_weight=self.weight,
+            top_k=self.top_k, clip_lo=self._clip[0], clip_hi=self._clip[1],
             edges=self._edges, n_threads=self.n_threads)
-        if counts[_MC_BAD]:
+        if any(counts[_MC_BAD] for _, counts in results):
             _raise_bad_label(labels, C, self.ignore_index, shape, "update")
         self.n_items += n
-        self.sums.add(sums)
-        self.counts += counts
+        for sums, counts in results:
+            self.sums.add(sums)
+            self.counts += counts
         return self
 
     @property
@@ -541,12 +567,14 @@ def log_loss(y_true: ArrayLike, logits: ArrayLike, *, labels: Optional[ArrayLike
     else:
         # the kernel's loss sums alone (loss_only: no ranks, no bins); t is in [0, C)
         xk, labels, _ = _rows(x, t, -1, -1, "log_loss")
-        s, counts = _core.metrics_rows(
-            xk, labels, ignore_index=-1, class_weight=None, sample_weight=sw, top_k=1,
-            clip_lo=-math.log1p(-eps), clip_hi=-math.log(eps), edges=_bin_edges(1),
-            loss_only=True, n_threads=check_threads(n_threads))
-        assert counts[_MC_BAD] == 0, "_encode_labels gave a label outside [0, C)"
-        total, weight = float(s[_MS_CLIPPED]), float(s[_MS_ITEM_WEIGHT])
+        sums = _ExactSum((2,))
+        for s, counts in _metrics_blocks(
+                xk, labels, sw, ignore_index=-1, class_weight=None, top_k=1,
+                clip_lo=-math.log1p(-eps), clip_hi=-math.log(eps), edges=_bin_edges(1),
+                loss_only=True, n_threads=check_threads(n_threads)):
+            assert counts[_MC_BAD] == 0, "_encode_labels gave a label outside [0, C)"
+            sums.add([s[_MS_CLIPPED], s[_MS_ITEM_WEIGHT]])
+        total, weight = (float(v) for v in sums.value())
     if not normalize:
         return total
     return _mean(total, weight)
