@@ -517,3 +517,18 @@ def test_half_logits(rng, monkeypatch, half, c):
     bad[700] = c                                          # found in a later block
     with pytest.raises(IndexError, match=rf"target {c} at position \(700,\)"):
         metrics.evaluate(x, bad)
+
+
+def test_failed_update_changes_nothing_and_huge_perplexity():
+    """(Found by review.) A first update that fails on a bad label leaves the accumulator
+    empty: no class count or dtype recorded, so a later update of another shape and a
+    merge work. A mean cross-entropy above log(float64 max) gives perplexity inf."""
+    acc = metrics.MetricsAccumulator()
+    with pytest.raises(IndexError):
+        acc.update(np.zeros((2, 5)), np.array([0, 9]))
+    assert (acc.classes, acc.dtype, acc.n_items) == (None, None, 0)
+    acc.update(np.zeros((2, 3), np.float32), np.array([0, 1]))
+    b = metrics.MetricsAccumulator().merge(acc)
+    assert (b.classes, b.n_items) == (3, 2)
+    r = metrics.evaluate(np.array([[0.0, -1000.0]]), np.array([1]))
+    assert r.cross_entropy == 1000.0 and r.perplexity == math.inf

@@ -475,7 +475,8 @@ def metrics_rows(cnp.ndarray x, labels, *, int64_t ignore_index, class_weight,
     cdef int64_t C = x.shape[x.ndim - 1]
     cdef int64_t rows = cnp.PyArray_SIZE(x) // C if C > 0 else 0
     cdef int64_t nb = cnp.PyArray_SIZE(edges)
-    cdef int64_t ns = FX_MS_BINS + nb, nc = FX_MC_BINS + 3 * nb     # + nb of scratch
+    cdef int64_t ns = FX_MS_BINS + nb, nc = FX_MC_BINS + 2 * nb
+    cdef int64_t nc_block = nc      # per block: nc, and nb of scratch for the items kernel
     a.x = cnp.PyArray_DATA(x)
     a.labels = _ptr(labels)
     a.label_type = _label_type(labels) if labels is not None else FX_I64
@@ -503,36 +504,37 @@ def metrics_rows(cnp.ndarray x, labels, *, int64_t ignore_index, class_weight,
         # cross_entropy's bits) and its blocks of whole 64-row groups.
         kernel = tab.metrics_items
         per = max(64, per - per % 64)
+        nc_block = nc + nb
     cdef int64_t nblocks = (rows + per - 1) // per if rows > 0 else 0
     cdef int nt = _threads(n_threads, rows * C, nblocks)
     cdef int64_t b, i
     cdef int64_t chunk = FX_CHUNK_BYTES // cnp.PyArray_ITEMSIZE(x)
     cdef int64_t nch = (C + chunk - 1) // chunk
     cdef cnp.ndarray block_sums = np.zeros((max(nblocks, 1), ns), dtype=np.float64)
-    cdef cnp.ndarray block_counts = np.zeros((max(nblocks, 1), nc), dtype=np.int64)
+    cdef cnp.ndarray block_counts = np.zeros((max(nblocks, 1), nc_block), dtype=np.int64)
     cdef double *bs = <double*>cnp.PyArray_DATA(block_sums)
     cdef int64_t *bc = <int64_t*>cnp.PyArray_DATA(block_counts)
     cdef fx_chunk *tables = NULL
     if nblocks == 0:
-        return block_sums[0], block_counts[0, :nc - nb]
+        return block_sums[0], block_counts[0, :nc]
     tables = _chunk_tables(nch, nt)
     try:
         with nogil:
             if nt == 1:
                 for b in range(nblocks):
                     kernel(&a, b * per, min(rows, (b + 1) * per), tables,
-                                     bs + b * ns, bc + b * nc)
+                                     bs + b * ns, bc + b * nc_block)
             else:
                 for b in prange(nblocks, schedule="static", num_threads=nt):
                     kernel(&a, b * per, min(rows, (b + 1) * per),
                                      tables + threadid() * nch if tables != NULL else NULL,
-                                     bs + b * ns, bc + b * nc)
+                                     bs + b * ns, bc + b * nc_block)
     finally:
         free(tables)
     # block sums in block order (cumsum adds them in sequence: a fixed order, the same
     # bits for any thread count)
     return (np.cumsum(block_sums[:nblocks], axis=0)[nblocks - 1],
-            block_counts[:, :nc - nb].sum(axis=0))
+            block_counts[:, :nc].sum(axis=0))
 
 
 # the layout of metrics_rows' sums and counts (fx_api.h): the bins start here

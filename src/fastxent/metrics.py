@@ -75,6 +75,8 @@ _MC_BINS = _core.METRICS_COUNTS_BINS
 assert (_MS_BINS, _MC_BINS) == (5, 3), "metrics.py's layout differs from fx_api.h's"
 
 
+_LOG_MAX_FLOAT = math.log(np.finfo(np.float64).max)     # exp above it overflows
+
 # ------------------------------------------------------------------ exact sums
 class _ExactSum:
     """An exact running sum of float64 arrays of one shape: ``parts``, float64 arrays
@@ -138,6 +140,13 @@ def _prob_eps(dtype: np.dtype) -> float:
         import ml_dtypes
 
         return float(ml_dtypes.finfo(dtype).eps)
+
+
+def _clip_of(dtype: np.dtype) -> Tuple[float, float]:
+    """scikit-learn's log loss clips p_t to [eps, 1 - eps], eps the probabilities'
+    machine epsilon: the nll to [-log(1 - eps), -log(eps)]."""
+    eps = _prob_eps(dtype)
+    return -math.log1p(-eps), -math.log(eps)
 
 
 def _bin_edges(n_bins: int) -> np.ndarray:
@@ -337,7 +346,6 @@ class MetricsAccumulator:
         if self.weight is not None and self.weight.shape != (classes,):
             raise ValueError(f"weight has shape {self.weight.shape}, logits have {classes} "
                              "classes")
-        self.classes, self.dtype = classes, dtype
 
     def update(self, logits: ArrayLike, target: ArrayLike, *,
                sample_weight: Optional[ArrayLike] = None) -> "MetricsAccumulator":
@@ -346,13 +354,17 @@ class MetricsAccumulator:
         xk, labels, shape = _rows(logits, target, self.axis, self.ignore_index, "update")
         sw = _item_weights(sample_weight, labels.size, shape, "update")
         n, C = xk.shape
-        self._check_compatible(C, np.dtype(xk.dtype.type))
+        dtype = np.dtype(xk.dtype)
+        self._check_compatible(C, dtype)
+        clip_lo, clip_hi = _clip_of(dtype)
         results = _metrics_blocks(
             xk, labels, sw, ignore_index=self.ignore_index, class_weight=self.weight,
-            top_k=self.top_k, clip_lo=self._clip[0], clip_hi=self._clip[1],
+            top_k=self.top_k, clip_lo=clip_lo, clip_hi=clip_hi,
             edges=self._edges, n_threads=self.n_threads)
         if any(counts[_MC_BAD] for _, counts in results):
             _raise_bad_label(labels, C, self.ignore_index, shape, "update")
+        # nothing above changed the state: a failed update leaves the accumulator as it was
+        self.classes, self.dtype = C, dtype
         self.n_items += n
         for sums, counts in results:
             self.sums.add(sums)
@@ -365,8 +377,7 @@ class MetricsAccumulator:
         machine epsilon: the nll to [-log(1 - eps), -log(eps)]."""
         if self.dtype is None:
             raise ValueError("the accumulator has no data yet: its logits dtype is unknown")
-        eps = _prob_eps(self.dtype)
-        return -math.log1p(-eps), -math.log(eps)
+        return _clip_of(self.dtype)
 
     def merge(self, other: "MetricsAccumulator") -> "MetricsAccumulator":
         """Add another accumulator's state (same options); returns self."""
@@ -377,6 +388,7 @@ class MetricsAccumulator:
                              "n_bins, ignore_index, weight)")
         if other.classes is not None and other.dtype is not None:
             self._check_compatible(other.classes, other.dtype)
+            self.classes, self.dtype = other.classes, other.dtype
         self.n_items += other.n_items
         self.sums.merge(other.sums)
         self.counts += other.counts
@@ -415,7 +427,7 @@ class MetricsAccumulator:
             n_items=self.n_items,
             n_kept=self.n_kept,
             cross_entropy=ce,
-            perplexity=math.exp(ce) if ce == ce else math.nan,
+            perplexity=math.exp(ce) if ce <= _LOG_MAX_FLOAT else ce * math.inf,  # inf, NaN
             log_loss=_mean(s[_MS_CLIPPED], s[_MS_ITEM_WEIGHT]),
             accuracy=_mean(s[_MS_HITS], s[_MS_ITEM_WEIGHT]),
             top_k=self.top_k,
@@ -555,13 +567,13 @@ def log_loss(y_true: ArrayLike, logits: ArrayLike, *, labels: Optional[ArrayLike
         raise ValueError(f"log_loss: {classes.size} labels ({classes.tolist()}) but logits "
                          f"have {C} classes")
     sw = _item_weights(sample_weight, n, (n,), "log_loss")
-    eps = _prob_eps(np.dtype(x.dtype.type))
+    clip_lo, clip_hi = _clip_of(np.dtype(x.dtype.type))
     if binary:
         from ._blocks import log_sigmoid
 
         z = np.asarray(x, dtype=np.float64).reshape(-1)
         nll = -log_sigmoid(np.where(t == 1, z, -z), n_threads=n_threads)
-        clipped = np.clip(nll, -math.log1p(-eps), -math.log(eps))
+        clipped = np.clip(nll, clip_lo, clip_hi)
         total = float(np.sum(clipped if sw is None else sw * clipped))
         weight = float(n if sw is None else np.sum(sw))
     else:
@@ -570,7 +582,7 @@ def log_loss(y_true: ArrayLike, logits: ArrayLike, *, labels: Optional[ArrayLike
         sums = _ExactSum((2,))
         for s, counts in _metrics_blocks(
                 xk, labels, sw, ignore_index=-1, class_weight=None, top_k=1,
-                clip_lo=-math.log1p(-eps), clip_hi=-math.log(eps), edges=_bin_edges(1),
+                clip_lo=clip_lo, clip_hi=clip_hi, edges=_bin_edges(1),
                 loss_only=True, n_threads=check_threads(n_threads)):
             assert counts[_MC_BAD] == 0, "_encode_labels gave a label outside [0, C)"
             sums.add([s[_MS_CLIPPED], s[_MS_ITEM_WEIGHT]])

@@ -122,13 +122,13 @@ typedef struct {
 /* Evaluation metrics over rows of x (rows, C), class axis last (fx_metrics.h): per row
    nll = log S + (M - x_t), conf = 1/S, argmax, and `above`, the classes ranked above the
    target (negative FX_LABEL_* codes for an ignored or bad label), summed per block of
-   rows into sums[FX_MS_BINS + n_bins + 1] and counts[FX_MC_BINS + 3 (n_bins + 1)]:
+   rows into sums[FX_MS_BINS + n_bins + 1] and counts[FX_MC_BINS + 2 (n_bins + 1)]:
      sums:   sum w_t nll, sum w_t, sum s clip(nll), sum s [above < k], sum s, then per
              calibration bin the sum of the float32 confidences
      counts: kept items, items with above < k, items whose label is neither a class nor
-             ignore_index (FX_LABEL_BAD: the caller raises), then per bin the items, then per bin the
-             items whose argmax is the target, then n_bins + 1 entries of the kernel's
-             scratch (not results)
+             ignore_index (FX_LABEL_BAD: the caller raises), then per bin the items,
+             then per bin the items whose argmax is the target; metrics_items also
+             takes n_bins + 1 entries of scratch after them (not results)
    (w: class weights, s: sample weights, 1 when absent; ignored items add nothing). */
 enum { FX_MS_NLL, FX_MS_NLL_WEIGHT, FX_MS_CLIPPED, FX_MS_HITS, FX_MS_ITEM_WEIGHT, FX_MS_BINS };
 enum { FX_MC_KEPT, FX_MC_HITS, FX_MC_BAD, FX_MC_BINS };
