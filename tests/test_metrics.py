@@ -532,3 +532,20 @@ def test_failed_update_changes_nothing_and_huge_perplexity():
     assert (b.classes, b.n_items) == (3, 2)
     r = metrics.evaluate(np.array([[0.0, -1000.0]]), np.array([1]))
     assert r.cross_entropy == 1000.0 and r.perplexity == math.inf
+
+
+def test_cli_eval_into_a_closed_pipe(rng, tmp_path):
+    """`fastxent eval ... --json | head -0`: the reader is gone before the output is
+    written; the command stops quietly (no traceback) with SIGPIPE's status, 141."""
+    import subprocess
+    import sys
+
+    np.save(tmp_path / "x.npy", rng.standard_normal((50, 4)).astype(np.float32))
+    np.save(tmp_path / "y.npy", rng.integers(0, 4, 50))
+    p = subprocess.Popen([sys.executable, "-m", "fastxent", "eval", str(tmp_path / "x.npy"),
+                          str(tmp_path / "y.npy"), "--json"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    p.stdout.close()                                     # no reader from the start
+    err = p.stderr.read().decode()
+    assert p.wait(timeout=120) == 141, err
+    assert "Traceback" not in err and "BrokenPipe" not in err, err

@@ -211,4 +211,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     if name not in COMMANDS:
         print(f"{prog}: unknown command {name!r}\n\n{usage(prog)}", file=sys.stderr)
         return 2
-    return COMMANDS[name][0](rest, f"{prog} {name}")
+    try:
+        return COMMANDS[name][0](rest, f"{prog} {name}")
+    except BrokenPipeError:
+        # the reader went away (`fastxent eval ... --json | head`): stop quietly, as other
+        # command-line tools do, with stdout pointed at devnull so that Python's flush at
+        # exit does not raise again
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141          # 128 + SIGPIPE, what a shell reports for a tool killed by it
