@@ -91,6 +91,23 @@ def cases(which, rng):
                     fx.binary_cross_entropy(x, t, **kw), pr))
         out.append(("KL 4096x1000", lambda fx, x=lq, t=t, **kw:
                     fx.kl_div(x, t, **kw), lq))
+    if "items" in which:        # many items, few classes (the items kernels)
+        for shape in [(600000, 2), (200000, 10), (100000, 37), (40000, 100)]:
+            x = rng.standard_normal(shape, dtype=np.float32)
+            y = rng.integers(0, shape[1], shape[0])
+            out.append((f"CE {shape[0]}x{shape[1]}", lambda fx, x=x, y=y, **kw:
+                        fx.cross_entropy(x, y, **kw), x))
+        x = rng.standard_normal((12, 3, 160, 160), dtype=np.float32)
+        y = rng.integers(0, 3, (12, 160, 160))
+        out.append(("CE 12x3x160x160 axis=1", lambda fx, x=x, y=y, **kw:
+                    fx.cross_entropy(x, y, axis=1, **kw), x))
+    if "half" in which:         # 2-byte logits (needs ml_dtypes)
+        import ml_dtypes
+        for dt in (np.float16, ml_dtypes.bfloat16):
+            x = rng.standard_normal((1024, 32768), dtype=np.float32).astype(dt)
+            y = rng.integers(0, 32768, 1024)
+            out.append((f"CE 1024x32768 {np.dtype(dt).name}", lambda fx, x=x, y=y, **kw:
+                        fx.cross_entropy(x, y, **kw), x))
     if "col" in which:
         x = rng.standard_normal((8, 21, 256, 256), dtype=np.float32)
         y = rng.integers(0, 21, (8, 256, 256))
@@ -107,7 +124,9 @@ def main():
     ap.add_argument("--cases", nargs="+", default=["ce", "bce", "col"],
                     help="ce, ce64 (float64), opts (smoothing, weights, soft targets, "
                          "nll_loss), bce, elem (BCE on probabilities, KL), col (class "
-                         "axis 1), blocks (logsumexp, softmax, sigmoid: forward only)")
+                         "axis 1), items (many items, 2 to 100 classes), half (float16 "
+                         "and bfloat16 logits), blocks (logsumexp, softmax, sigmoid: "
+                         "forward only)")
     ap.add_argument("--isa", default="best", help="kernel variant on both builds")
     ap.add_argument("--old-pkg", metavar="DIR",
                     help="a folder holding fastxent_ab_old already built from REV (as "

@@ -98,6 +98,26 @@ FN int vany(VI m)
 #endif
 }
 
+/* Is a[u] < b in any lane of the k vectors a[0..k)? (the exp's test for its rare path)
+   AVX-512 ORs the compare masks in mask registers: the generic form below would turn
+   each into a vector first. */
+FN int vany_lt_k(const VR *a, int k, R b)
+{
+#if FX_VBYTES == 64 && FX_F32
+    __mmask16 m = 0;
+    for (int u = 0; u < k; u++) m |= _mm512_cmp_ps_mask((__m512)a[u], _mm512_set1_ps(b), _CMP_LT_OQ);
+    return m != 0;
+#elif FX_VBYTES == 64
+    __mmask8 m = 0;
+    for (int u = 0; u < k; u++) m |= _mm512_cmp_pd_mask((__m512d)a[u], _mm512_set1_pd(b), _CMP_LT_OQ);
+    return m != 0;
+#else
+    VI m = {0};
+    for (int u = 0; u < k; u++) m |= a[u] < b;
+    return vany(m);
+#endif
+}
+
 /* How many lanes of a equal those of b: a compare into a bit mask and a scalar popcount,
    which on Zen 4 runs well ahead of turning the mask back into a vector to add. */
 FN int vcount_eq(VR a, VR b)
@@ -468,7 +488,7 @@ FN void stream_copy(R *dst, const R *src, int64_t n)
 /* ------------------------------------------------------------ ops the math needs */
 
 /* Running max. A NaN need not survive here (the row passes rely on exp(NaN - m) being
-   NaN instead); vmax_fast(lo, x) keeps x's NaN, as the AVX-512 exp's clamp needs. */
+   NaN instead). */
 #if FX_VBYTES == 64 && FX_F32
 FN VR vmax_fast(VR m, VR v) { return (VR)_mm512_max_ps((__m512)m, (__m512)v); }
 #elif FX_VBYTES == 64
@@ -494,22 +514,23 @@ FN VR vrecip(VR a)
 #endif
 }
 
-/* AVX-512 has round-to-integer (vrndscale) and multiply-by-2^n (vscalef, which
-   underflows to 0 by itself): the exp uses them where FX_HAS_SCALEF says so, and
-   builds 2^n in the exponent bits elsewhere. */
-#if FX_VBYTES == 64
-#define FX_HAS_SCALEF 1
-#if FX_F32
-FN VR vround_nearest(VR v)
-{ return (VR)_mm512_roundscale_ps((__m512)v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
-FN VR vscalef(VR p, VR n) { return (VR)_mm512_scalef_ps((__m512)p, (__m512)n); }
+/* A 16-entry table lookup in 32-bit lanes: lane i <- tab[idx[i] & 15]. The float32 exp
+   (fx_vecmath.h) reads its table of 2^(j/16) through it: one permute on AVX-512, two
+   and a blend on AVX2. Where FX_HAS_LOOKUP16 is 0 the exp uses no table. */
+#if FX_F32 && FX_VBYTES == 64
+#define FX_HAS_LOOKUP16 1
+FN VI vlookup16(const int32_t *tab, VI idx)
+{ return (VI)_mm512_permutexvar_epi32((__m512i)idx, _mm512_loadu_si512(tab)); }
+#elif FX_F32 && FX_VBYTES == 32
+#define FX_HAS_LOOKUP16 1
+FN VI vlookup16(const int32_t *tab, VI idx)
+{
+    __m256i lo = _mm256_permutevar8x32_epi32(_mm256_loadu_si256((const __m256i *)tab), (__m256i)idx);
+    __m256i hi = _mm256_permutevar8x32_epi32(_mm256_loadu_si256((const __m256i *)(tab + 8)), (__m256i)idx);
+    return (VI)_mm256_blendv_ps((__m256)lo, (__m256)hi, (__m256)(idx << 28));   /* bit 3 picks */
+}
 #else
-FN VR vround_nearest(VR v)
-{ return (VR)_mm512_roundscale_pd((__m512d)v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
-FN VR vscalef(VR p, VR n) { return (VR)_mm512_scalef_pd((__m512d)p, (__m512d)n); }
-#endif
-#else
-#define FX_HAS_SCALEF 0
+#define FX_HAS_LOOKUP16 0
 #endif
 
 /* the sign bit of every lane (vsplat(-0.0) would give +0.0: it adds to a zero vector) */

@@ -9,37 +9,56 @@
 #include "fx_simd.h"
 
 
+/* exp(x) for x <= 0 (NaN passes through; exp(-inf) == 0 exactly). With N = 2^TB table
+   entries: x = (N m + j) ln2/N + r, |r| <= ln2/(2N), and
+       exp(x) = 2^m 2^(j/N) (1 + r q(r)),
+   2^m 2^(j/N) built in the exponent bits from a table entry (vlookup16) and the low
+   bits of the rounding constant. float32 where a lookup is one or two permutes
+   (FX_HAS_LOOKUP16): N = 16 and q of degree 2 (tools/fit_exp_poly.py: 1.7e-9
+   relative); elsewhere N = 1: q of degree 5 in float32 (1.7e-8), the degree-12 Taylor
+   polynomial in float64 (truncation < 5e-18). The table saves 3 of the float32
+   polynomial's 6 multiply-adds for a lookup, which runs beside them on other ports:
+   1.3x (AVX-512) and 1.5x (AVX2) the exps per second. The end-to-end ulp bound is
+   measured in tests/test_vecmath.py (every float32 in [log(2^-126), 0]: within 1.0 ulp). */
+#if FX_F32 && FX_HAS_LOOKUP16
+#define FX_EXP_TABLE_BITS 4
+#else
+#define FX_EXP_TABLE_BITS 0
+#endif
+
 /* The exp functions work on k <= FX_EXP_MAX_K vectors at once, each step applied to all k
-   before the next: one exp is a chain of about 14 dependent operations, and k independent
+   before the next: one exp is a chain of about 10 dependent operations, and k independent
    chains side by side keep the floating-point pipes busy (one at a time, latency rather
    than arithmetic bounds the loops). The compiler keeps the written order. */
 #define FX_EXP_MAX_K 4
 #define EACH for (int u = 0; u < k; u++)
 
-FN void vexp_poly_k(const VR *r, VR *p, int k)
+/* q(r) with exp(r) = 1 + r q(r) on |r| <= ln2/(2N) */
+FN void vexp_poly_k(const VR *r, VR *q, int k)
 {
-#if FX_F32
-    EACH p[u] = vsplat(0.0013843636261299253f);
-    EACH p[u] = p[u] * r[u] + 0.008374153636395931f;
-    EACH p[u] = p[u] * r[u] + 0.04166800156235695f;
-    EACH p[u] = p[u] * r[u] + 0.16666431725025177f;
-    EACH p[u] = p[u] * r[u] + 0.4999999403953552f;
+#if FX_F32 && FX_EXP_TABLE_BITS == 4
+    EACH q[u] = r[u] * 0.16666722297668457f + 0.5000168085098267f;
+#elif FX_F32
+    EACH q[u] = vsplat(0.0013843636261299253f);
+    EACH q[u] = q[u] * r[u] + 0.008374153636395931f;
+    EACH q[u] = q[u] * r[u] + 0.04166800156235695f;
+    EACH q[u] = q[u] * r[u] + 0.16666431725025177f;
+    EACH q[u] = q[u] * r[u] + 0.4999999403953552f;
 #else
-    EACH p[u] = vsplat(1.0 / 6227020800.0);   /* 1/13! */
-    EACH p[u] = p[u] * r[u] + 1.0 / 479001600.0;
-    EACH p[u] = p[u] * r[u] + 1.0 / 39916800.0;
-    EACH p[u] = p[u] * r[u] + 1.0 / 3628800.0;
-    EACH p[u] = p[u] * r[u] + 1.0 / 362880.0;
-    EACH p[u] = p[u] * r[u] + 1.0 / 40320.0;
-    EACH p[u] = p[u] * r[u] + 1.0 / 5040.0;
-    EACH p[u] = p[u] * r[u] + 1.0 / 720.0;
-    EACH p[u] = p[u] * r[u] + 1.0 / 120.0;
-    EACH p[u] = p[u] * r[u] + 1.0 / 24.0;
-    EACH p[u] = p[u] * r[u] + 1.0 / 6.0;
-    EACH p[u] = p[u] * r[u] + 0.5;
+    EACH q[u] = vsplat(1.0 / 6227020800.0);   /* 1/13! */
+    EACH q[u] = q[u] * r[u] + 1.0 / 479001600.0;
+    EACH q[u] = q[u] * r[u] + 1.0 / 39916800.0;
+    EACH q[u] = q[u] * r[u] + 1.0 / 3628800.0;
+    EACH q[u] = q[u] * r[u] + 1.0 / 362880.0;
+    EACH q[u] = q[u] * r[u] + 1.0 / 40320.0;
+    EACH q[u] = q[u] * r[u] + 1.0 / 5040.0;
+    EACH q[u] = q[u] * r[u] + 1.0 / 720.0;
+    EACH q[u] = q[u] * r[u] + 1.0 / 120.0;
+    EACH q[u] = q[u] * r[u] + 1.0 / 24.0;
+    EACH q[u] = q[u] * r[u] + 1.0 / 6.0;
+    EACH q[u] = q[u] * r[u] + 0.5;
 #endif
-    EACH p[u] = p[u] * r[u] + (R)1;
-    EACH p[u] = p[u] * r[u] + (R)1;
+    EACH q[u] = q[u] * r[u] + (R)1;
 }
 
 #if FX_F32
@@ -52,83 +71,99 @@ FN void vexp_poly_k(const VR *r, VR *p, int k)
 #define FX_LN2LO 1.90821492927058770002e-10
 #endif
 
-#if FX_HAS_SCALEF
-/* With vrndscale/vscalef (AVX-512): 2^n * exp(r) underflows to 0 by itself, so -inf
-   needs only a clamp: x is clamped where 2^n * exp(r) rounds to 0, and
-   vmax_fast(lo, NaN) keeps the NaN. x[u] <- exp(x[u]). */
-FN void vexp_nonpos_k(VR *x, int k)
+#if FX_EXP_TABLE_BITS == 4
+/* the bits of 2^(j/16) rounded to float32, less j << 19 (what the low bits of n add
+   when they are shifted into place: vexp_scaled_k) */
+#define FX_EXP_T(j, bits) ((int32_t)(bits) - ((j) << 19))
+static const int32_t fx_exp_table[16] __attribute__((aligned(64))) = {
+    FX_EXP_T(0, 0x3f800000), FX_EXP_T(1, 0x3f85aac3), FX_EXP_T(2, 0x3f8b95c2),
+    FX_EXP_T(3, 0x3f91c3d3), FX_EXP_T(4, 0x3f9837f0), FX_EXP_T(5, 0x3f9ef532),
+    FX_EXP_T(6, 0x3fa5fed7), FX_EXP_T(7, 0x3fad583f), FX_EXP_T(8, 0x3fb504f3),
+    FX_EXP_T(9, 0x3fbd08a4), FX_EXP_T(10, 0x3fc5672a), FX_EXP_T(11, 0x3fce248c),
+    FX_EXP_T(12, 0x3fd744fd), FX_EXP_T(13, 0x3fe0ccdf), FX_EXP_T(14, 0x3feac0c7),
+    FX_EXP_T(15, 0x3ff5257d),
+};
+#undef FX_EXP_T
+#endif
+
+/* x[u] <- exp(x[u]) 2^up, for x where that is a normal number (or NaN). */
+FN void vexp_scaled_k(VR *x, int k, int up)
 {
-    VR n[FX_EXP_MAX_K], p[FX_EXP_MAX_K];
-    const VR lo = vsplat(FX_F32 ? -110.0f : -760.0);
-    EACH x[u] = vmax_fast(lo, x[u]);
-    EACH n[u] = vround_nearest(x[u] * FX_LOG2E);
-    EACH x[u] = x[u] - n[u] * FX_LN2HI;
-    EACH x[u] = x[u] - n[u] * FX_LN2LO;
-    vexp_poly_k(x, p, k);
-    EACH x[u] = vscalef(p[u], n[u]);
-}
+    enum { TB = FX_EXP_TABLE_BITS };
+#if FX_F32
+    const R shifter = 12582912.0f;              /* 1.5 * 2^23 */
+    const int mbits = 23;
+    const VI bias = (VI){0} + 0x3f800000;
 #else
-/* Elsewhere: 2^n is built in the exponent bits from the low mantissa bits of the rounding
-   constant, which holds a normal 2^n only for n >= emin. Where some lane of the k vectors
-   needs a smaller n (a result below the smallest normal: x < lo), they take p 2^(n+64)
-   2^-64 there instead, rounded once into the subnormal range, or to 0 below it (x is
+    const R shifter = 6755399441055744.0;       /* 1.5 * 2^52 */
+    const int mbits = 52;
+    const VI bias = (VI){0} + 0x3ff0000000000000LL;
+#endif
+    VR t[FX_EXP_MAX_K], n[FX_EXP_MAX_K], r[FX_EXP_MAX_K], q[FX_EXP_MAX_K];
+    EACH t[u] = x[u] * (FX_LOG2E * (1 << TB)) + shifter;   /* n = round(x N/ln2) sits in t's low bits */
+    EACH n[u] = t[u] - shifter;
+    EACH r[u] = x[u] - n[u] * (FX_LN2HI / (1 << TB));
+    EACH r[u] = r[u] - n[u] * (FX_LN2LO / (1 << TB));
+    vexp_poly_k(r, q, k);
+    EACH {
+        /* n = N m + j shifted so that m lands in the exponent: 2^m 2^(j/N) 2^up */
+        VI bits = ((VI)t[u] << (mbits - TB)) + ((VI){0} + ((__typeof__(bits[0]))up << mbits));
+#if FX_EXP_TABLE_BITS
+        bits += vlookup16(fx_exp_table, (VI)t[u]);
+#else
+        bits += bias;
+#endif
+        VR s = (VR)bits;
+#if FX_EXP_TABLE_BITS
+        x[u] = s * (r[u] * q[u]) + s;      /* s r alone could be subnormal (x near lo) */
+#else
+        x[u] = s * (r[u] * q[u] + (R)1);   /* s = 2^m: the one rounding is 1 + r q's */
+#endif
+    }
+    (void)bias;
+}
+
+/* Lanes below lo have results under the smallest normal number, which the exponent
+   bits cannot hold: where some lane of the k vectors is that small, they are made as
+   exp(x) 2^64, then scaled by 2^-64, rounded into the subnormal range (or to 0: x is
    clamped at lo0, where that rounds to 0; -inf too), or, where no lane lies in the
-   subnormal range itself (lo0 <= x < lo), 0 by a mask. Measured side by side (AVX2, 1
-   thread): 3-9% faster than a flush to 0 where no lane is that small (one mask fewer). */
+   subnormal range itself (lo0 <= x < lo), set to 0 by a mask: a -inf pad of a row's last
+   vector, a masked class, without the multiplies whose results under the smallest normal
+   cost a microcode assist each on some CPUs (AMD Zen). */
 FN void vexp_nonpos_k(VR *x, int k)
 {
 #if FX_F32
     const R lo = -87.33654475f;                 /* log(2^-126): the smallest normal */
     const R lo0 = -104.0f;                      /* exp rounds to 0 below this */
-    const R shifter = 12582912.0f;              /* 1.5 * 2^23 */
     const R down = 5.42101086e-20f;             /* 2^-64 */
-    const int mbits = 23;
-    const VI bias = (VI){0} + 0x3f800000;
 #else
     const R lo = -708.3964185322641;            /* log(2^-1022) */
     const R lo0 = -745.2;                       /* exp rounds to 0 below this */
-    const R shifter = 6755399441055744.0;       /* 1.5 * 2^52 */
     const R down = 5.421010862427522e-20;       /* 2^-64 */
-    const int mbits = 52;
-    const VI bias = (VI){0} + 0x3ff0000000000000LL;
 #endif
-    VI under[FX_EXP_MAX_K], any_under = {0}, any_subnormal = {0};
-    VR t[FX_EXP_MAX_K], n[FX_EXP_MAX_K], p[FX_EXP_MAX_K];
-    EACH under[u] = x[u] < lo;
-    EACH any_under |= under[u];
-    EACH any_subnormal |= under[u] & (x[u] >= lo0);
-    EACH x[u] = vselect(x[u] < lo0, vsplat(lo0), x[u]);
-    EACH t[u] = x[u] * FX_LOG2E + shifter;     /* round(x / ln2) sits in t's low bits */
-    EACH n[u] = t[u] - shifter;
-    EACH x[u] = x[u] - n[u] * FX_LN2HI;
-    EACH x[u] = x[u] - n[u] * FX_LN2LO;
-    vexp_poly_k(x, p, k);
-    if (__builtin_expect(vany(any_under), 0)) {
-        if (!vany(any_subnormal)) {
-            /* every small lane is below lo0 (a -inf pad of a row's last vector, a masked
-               class): its exp is 0, without the multiplies below, whose results under
-               the smallest normal cost a microcode assist each on some CPUs (AMD Zen) */
-            EACH x[u] = vzero_unless(~under[u], p[u] * (VR)((VI)(((VU)t[u]) << mbits) + bias));
-            return;
-        }
-        EACH {
-            VR normal = p[u] * (VR)((VI)(((VU)t[u]) << mbits) + bias);
-            VR t64 = t[u] + (R)64;                  /* n + 64: a normal power of two */
-            VR tiny = (p[u] * (VR)((VI)(((VU)t64) << mbits) + bias)) * down;
-            x[u] = vselect(under[u], tiny, normal);
-        }
+    if (__builtin_expect(!vany_lt_k(x, k, lo), 1)) {
+        vexp_scaled_k(x, k, 0);
         return;
     }
-    EACH x[u] = p[u] * (VR)((VI)(((VU)t[u]) << mbits) + bias);
+    VI under[FX_EXP_MAX_K], any_subnormal = {0};
+    EACH under[u] = x[u] < lo;
+    EACH any_subnormal |= under[u] & (x[u] >= lo0);
+    EACH x[u] = vselect(x[u] < lo0, vsplat(lo0), x[u]);
+    if (!vany(any_subnormal)) {
+        vexp_scaled_k(x, k, 0);
+        EACH x[u] = vzero_unless(~under[u], x[u]);
+    } else {
+        /* the normal lanes as in the other paths, so that a lane's bits never depend on
+           its neighbours' */
+        VR tiny[FX_EXP_MAX_K];
+        EACH tiny[u] = x[u];
+        vexp_scaled_k(tiny, k, 64);
+        vexp_scaled_k(x, k, 0);
+        EACH x[u] = vselect(under[u], tiny[u] * down, x[u]);
+    }
 }
-#endif
 #undef EACH
 
-/* exp(x) for x <= 0 (NaN passes through; exp(-inf) == 0 exactly). Cody-Waite
-   reduction x = n ln2 + r, |r| <= ln2/2, then a polynomial for exp(r): in float32 a
-   degree-6 near-minimax fit (tools/fit_exp_poly.py: 1.7e-8 relative, a third of half
-   an ulp), in float64 the degree-13 Taylor polynomial (truncation < 5e-18). The
-   end-to-end ulp bound is measured in tests/test_vecmath.py. */
 FN VR vexp_nonpos(VR x)
 {
     vexp_nonpos_k(&x, 1);
