@@ -278,3 +278,53 @@ def test_rounding_into_subnormals_and_overflow(isa, half):
         assert (fx.softmax(x)[:, 1].astype(np.float32) == 0).any()
         sub = fx.softmax(x)[:, 1].astype(np.float32)
         assert ((sub > 0) & (sub < 6.1e-5)).any()           # subnormal results met
+
+
+@pytest.mark.parametrize("C", [1, 2, 31, 32, 33, 63, 64, 65, 100, 4096, 4097, 8200])
+def test_row_max_from_bit_patterns(isa, half, C, rng):
+    """The half row path takes each chunk's max from the 16-bit patterns (hmax_t in
+    kernels/fx_simd.h: signed max and unsigned min per lane). Rows built so that the max
+    sits anywhere, in any sign, beside -0.0, +-inf, subnormals and NaNs of both signs:
+    the loss is the float32 kernels' on the widened values, bit for bit, and NaN exactly
+    where theirs is. (Any shift near the max gives the same loss, often to the bit: the
+    wide negative row is the one a wrong max cannot pass.)"""
+    hd = HALF[half]
+    tiny = float(ml_dtypes.finfo(hd).smallest_subnormal)
+    kinds = ["mixed", "negative", "wide_negative", "zeros", "neg_inf", "pos_inf", "nan",
+             "neg_nan", "subnormal", "max_last", "max_first"]
+    rows = []
+    for kind in kinds:
+        r = rng.standard_normal(C) * 4
+        if kind == "negative":
+            r = -np.abs(r) - 0.5
+        elif kind == "wide_negative":               # a wrong max would overflow the exps
+            r = -1 - rng.random(C) * 300
+        elif kind == "zeros":
+            r = np.where(rng.random(C) < 0.5, -0.0, -np.abs(r))
+        elif kind == "neg_inf":
+            r[rng.random(C) < 0.5] = -np.inf
+        elif kind == "pos_inf":
+            r[rng.integers(C)] = np.inf
+        elif kind == "nan":
+            r[rng.integers(C)] = np.nan
+        elif kind == "neg_nan":
+            r = -np.abs(r)
+            r[rng.integers(C)] = -np.nan
+        elif kind == "subnormal":
+            r = -np.abs(r) * tiny
+        elif kind == "max_last":
+            r = -np.abs(r)
+            r[-1] = 1.0
+        elif kind == "max_first":
+            r = -np.abs(r)
+            r[0] = 0.25
+        rows.append(r)
+    x = np.array(rows).astype(hd)
+    y = rng.integers(0, C, len(rows))
+    x32 = x.astype(np.float32)
+    got = fx.cross_entropy(x, y, reduction="none")
+    want = fx.cross_entropy(x32, y, reduction="none")
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+    fin = ~np.isnan(want)
+    assert_same_bits(got[fin], want[fin], f"C={C}")
+    assert_same_bits(fx.logsumexp(x)[fin], fx.logsumexp(x32)[fin].astype(hd), f"logsumexp C={C}")

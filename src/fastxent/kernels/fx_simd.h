@@ -648,6 +648,75 @@ FN VR vload_t(const T *p)
 #endif
 }
 
+/* The max of x[0..n), n >= 1, read as bit patterns, VH = 2 VL of them per vector
+   instead of VL widened floats: both formats order like sign-magnitude integers, so in
+   each lane the signed 16-bit max is the largest non-negative element (where the lane
+   has one) and the unsigned min the negative element of least magnitude (the largest,
+   where all are negative). Every one of those 2 VH candidates is an element and the
+   max is among them: they alone are widened, then reduced as float32. A NaN ranks
+   above inf (positive) or is the lane's candidate when all its elements are negative,
+   and the max is then NaN; otherwise the exp pass makes the row NaN. */
+typedef int16_t VHS __attribute__((vector_size(FX_VBYTES)));
+enum { VH = FX_VBYTES / 2 };
+FN VHS vmax_s16(VHS a, VHS b)
+{
+#if FX_VBYTES == 64
+    return (VHS)_mm512_max_epi16((__m512i)a, (__m512i)b);
+#elif FX_VBYTES == 32
+    return (VHS)_mm256_max_epi16((__m256i)a, (__m256i)b);
+#else
+    VHS m = a > b;
+    return (a & m) | (b & ~m);
+#endif
+}
+FN VHS vmin_u16(VHS a, VHS b)
+{
+#if FX_VBYTES == 64
+    return (VHS)_mm512_min_epu16((__m512i)a, (__m512i)b);
+#elif FX_VBYTES == 32
+    return (VHS)_mm256_min_epu16((__m256i)a, (__m256i)b);
+#else
+    typedef uint16_t VHU __attribute__((vector_size(FX_VBYTES)));
+    VHS m = (VHS)((VHU)a < (VHU)b);
+    return (a & m) | (b & ~m);
+#endif
+}
+FN R hmax_t(const T *x, int64_t n)
+{
+    VHS v, hi0, hi1, lo0, lo1;
+    int64_t j = VH;
+    if (n < VH) {                               /* padded with x[0]: ties change no max */
+        T pad[VH];
+        for (int i = 0; i < VH; i++) pad[i] = x[i < n ? i : 0];
+        memcpy(&v, pad, sizeof v);
+        j = n;
+    } else {
+        memcpy(&v, x, sizeof v);
+    }
+    hi0 = hi1 = lo0 = lo1 = v;
+    for (; j + 2 * VH <= n; j += 2 * VH) {
+        VHS a, b;
+        memcpy(&a, x + j, sizeof a);
+        memcpy(&b, x + j + VH, sizeof b);
+        hi0 = vmax_s16(hi0, a);
+        lo0 = vmin_u16(lo0, a);
+        hi1 = vmax_s16(hi1, b);
+        lo1 = vmin_u16(lo1, b);
+    }
+    for (; j < n; j += VH) {                    /* the last: overlapping the one before */
+        memcpy(&v, x + (j + VH <= n ? j : n - VH), sizeof v);
+        hi0 = vmax_s16(hi0, v);
+        lo0 = vmin_u16(lo0, v);
+    }
+    T cand[2 * VH];
+    VHS hi = vmax_s16(hi0, hi1), lo = vmin_u16(lo0, lo1);
+    memcpy(cand, &hi, sizeof hi);
+    memcpy(cand + VH, &lo, sizeof lo);
+    VR m = vload_t(cand);
+    for (int i = VL; i < 2 * VH; i += VL) m = vmax_nan(m, vload_t(cand + i));
+    return vhmax_nan(m);
+}
+
 FN void vstore_t(T *p, VR v)
 {
 #if defined(FX_HALF_BF16) && FX_VBYTES == 64

@@ -24,9 +24,12 @@
 
 /* ------------------------------------------------------------ passes over a chunk */
 
-/* max of a row (chunk); see vmax_fast for NaN. */
+/* max of a row (chunk); see vmax_fast for NaN. Half rows: from the bit patterns. */
 FN R row_max(const T *x, int64_t C)
 {
+#if FX_HALF
+    return hmax_t(x, C);
+#else
     VR m0 = vsplat(-INFINITY), m1 = m0;
     int64_t j = 0;
     for (; j + 2 * VL <= C; j += 2 * VL) {
@@ -38,6 +41,7 @@ FN R row_max(const T *x, int64_t C)
         m0 = vmax_fast(m0, v);
     }
     return vhmax_nan(vmax_nan(m0, m1));
+#endif
 }
 
 /* target_weights for the classes [j, j + n) of a chunk, w and y already offset to the
@@ -109,10 +113,11 @@ FN void exp_pass(const T *x, R *g, int64_t C, R sh, int aux, int weighted, const
         /* what follows this chunk in memory (the next chunk, or the next row) is read
            next: fetch it into L2 meanwhile, so that its max pass does not wait for memory
            with the core idle (hardware prefetchers stop at page boundaries) */
-        for (int b = 0; b < U * VL * (int)sizeof(R); b += 64) {
+        for (int b = 0; b < U * VL * (int)sizeof(T); b += 64)
             __builtin_prefetch((const char *)(x + C + j) + b, 0, 2);
-            if (g) __builtin_prefetch((const char *)(g + C + j) + b, 1, 2);
-        }
+        if (g)
+            for (int b = 0; b < U * VL * (int)sizeof(R); b += 64)
+                __builtin_prefetch((const char *)(g + C + j) + b, 1, 2);
         exp_step(x, g, j, U, VL, sh, aux, weighted, w, y, c1, c0, s, bd, bsum, spill);
         since_fold += U * VL;
         if (since_fold >= FX_FOLD_ELEMS) {
