@@ -77,9 +77,9 @@ FN void vstore(R *p, VR v) { memcpy(p, &v, sizeof v); }
 /* Lanes [0, n) set. */
 FN VI vlive(int64_t n)
 {
-    VI lane, nn;
-    for (int i = 0; i < VL; i++) { lane[i] = i; nn[i] = n < VL ? (int)n : VL; }
-    return lane < nn;
+    VI lane;
+    for (int i = 0; i < VL; i++) lane[i] = i;
+    return lane < visplat(n < VL ? n : VL);    /* a broadcast: lane by lane, GCC inserts */
 }
 
 FN VR vselect(VI mask, VR a, VR b) { return (VR)((mask & (VI)a) | (~mask & (VI)b)); }
