@@ -527,7 +527,7 @@ FN VI vlookup16(const int32_t *tab, VI idx)
 {
     __m256i lo = _mm256_permutevar8x32_epi32(_mm256_loadu_si256((const __m256i *)tab), (__m256i)idx);
     __m256i hi = _mm256_permutevar8x32_epi32(_mm256_loadu_si256((const __m256i *)(tab + 8)), (__m256i)idx);
-    return (VI)_mm256_blendv_ps((__m256)lo, (__m256)hi, (__m256)(idx << 28));   /* bit 3 picks */
+    return (VI)_mm256_blendv_ps((__m256)lo, (__m256)hi, (__m256)((VU)idx << 28));   /* bit 3 picks */
 }
 #else
 #define FX_HAS_LOOKUP16 0
@@ -653,9 +653,9 @@ FN VR vload_t(const T *p)
    each lane the signed 16-bit max is the largest non-negative element (where the lane
    has one) and the unsigned min the negative element of least magnitude (the largest,
    where all are negative). Every one of those 2 VH candidates is an element and the
-   max is among them: they alone are widened, then reduced as float32. A NaN ranks
-   above inf (positive) or is the lane's candidate when all its elements are negative,
-   and the max is then NaN; otherwise the exp pass makes the row NaN. */
+   max is among them: they alone are widened, then reduced as float32. A positive NaN
+   ranks above inf, and a negative one is the lane's signed max where all its elements
+   are negative: the max is then NaN; otherwise the exp pass makes the row NaN. */
 typedef int16_t VHS __attribute__((vector_size(FX_VBYTES)));
 enum { VH = FX_VBYTES / 2 };
 FN VHS vmax_s16(VHS a, VHS b)

@@ -108,7 +108,7 @@ FN void vexp_scaled_k(VR *x, int k, int up)
     vexp_poly_k(r, q, k);
     EACH {
         /* n = N m + j shifted so that m lands in the exponent: 2^m 2^(j/N) 2^up */
-        VI bits = ((VI)t[u] << (mbits - TB)) + ((VI){0} + ((__typeof__(bits[0]))up << mbits));
+        VI bits = (VI)(((VU)t[u] << (mbits - TB)) + ((VU){0} + ((__typeof__(bits[0]))up << mbits)));
 #if FX_EXP_TABLE_BITS
         bits += vlookup16(fx_exp_table, (VI)t[u]);
 #else
