@@ -1397,6 +1397,10 @@ def parse_args(argv=None, prog=None):
                    help="write the committed record, bench/RESULTS.md and bench/throughput.png "
                         "of the checkout (a full run only: not with --quick, --shapes, --libs, "
                         "--no-memory, --memory-shapes, --out, --chart, --out-dir)")
+    p.add_argument("--isa", default=None,
+                   help="fastxent's kernel variant for every shape (avx512, avx2, baseline; "
+                        "default: the widest this CPU runs); the many-items section times "
+                        "each variant anyway. Not with --record")
     p.add_argument("--out-dir", default=None, metavar="DIR",
                    help="directory of the report and the chart (default: bench/out/ of a "
                         "checkout, else fastxent-bench/ in the temporary directory)")
@@ -1449,6 +1453,17 @@ def main(argv=None, prog=None, checkout=None):
     except ValueError as e:
         print(f"{prog}: {e}", file=sys.stderr)
         return 2
+    if args.isa is not None:
+        if args.record:
+            print(f"{prog}: --isa is not for the record (a run on the widest ISA)", file=sys.stderr)
+            return 2
+        try:
+            from fastxent import _core
+
+            _core.select_isa(args.isa)
+        except (ImportError, ValueError) as e:
+            print(f"{prog}: --isa {args.isa}: {e}", file=sys.stderr)
+            return 2
     global STAT
     STAT = args.stat
     T = args.threads
