@@ -153,6 +153,43 @@ def test_first_bad_label_of_many_is_named(rng):
     assert "9" in msg and _position_named(msg, (517,)), msg
 
 
+@pytest.mark.parametrize("n_threads", [1, 2])
+def test_first_bad_label_across_label_blocks(rng, n_threads):
+    """Many labels are checked in blocks of 65536, in parallel: the first bad one is named
+    even when a later block also has one, or when it sits in the last, partial block."""
+    n = 300_000
+    x = rng.standard_normal((n, 3)).astype(np.float32)
+    t = rng.integers(0, 3, size=n).astype(np.int32)
+    t[250_000] = 7                       # the fourth block
+    t[140_000] = -2                      # the third: named first
+    with pytest.raises(IndexError) as info:
+        fx.cross_entropy(x, t, n_threads=n_threads)
+    assert "-2" in str(info.value) and _position_named(str(info.value), (140_000,))
+    t[140_000] = 0
+    t[n - 1] = 3                         # the last, partial block
+    with pytest.raises(IndexError) as info:
+        fx.cross_entropy(x, t, n_threads=n_threads)
+    assert _position_named(str(info.value), (250_000,))
+
+
+def test_weighted_mean_over_label_blocks_is_thread_independent(rng):
+    """The weight sum of the mean is added block by block in block order: the same bits
+    for any thread count, and the float64 reference's value."""
+    n = 200_003
+    x = rng.standard_normal((n, 4)).astype(np.float32)
+    t = rng.integers(0, 4, size=n)
+    t[::7] = -100
+    w = (rng.random(4) + 0.1).astype(np.float32)
+    got = [fx.cross_entropy(x, t, w, n_threads=k) for k in (1, 2)]
+    assert_same_bits(got[0], got[1])
+    x64 = x.astype(np.float64)
+    keep = t != -100
+    lse = np.log(np.exp(x64[keep] - x64[keep].max(1, keepdims=True)).sum(1)) + x64[keep].max(1)
+    wt = w.astype(np.float64)[t[keep]]
+    want = np.sum(wt * (lse - x64[keep, t[keep]])) / np.sum(wt)
+    assert abs(float(got[0]) - want) <= 1e-6 * abs(want)
+
+
 def test_uint64_label_beyond_int64_is_out_of_range_even_with_ignore_index_int64_min():
     """Regression: a uint64 label beyond int64's range is out of range, also with
     ignore_index=-2**63, and the message names it."""

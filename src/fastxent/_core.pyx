@@ -254,19 +254,52 @@ cdef double _sum_blocks(int kind, void *args, const fx_table *tab, int64_t inner
     return total
 
 
-def check_labels(cnp.ndarray labels, *, int64_t classes, int64_t ignore_index, weight64):
+# Labels checked per block of this many: blocks in parallel where there are several, the
+# kept counts (or weight sums) added in block order, the same bits for any thread count.
+DEF LABEL_BLOCK = 65536
+
+
+def check_labels(cnp.ndarray labels, *, int64_t classes, int64_t ignore_index, weight64,
+                 n_threads=1):
     """One pass over the labels (any integer dtype, C-contiguous): (position of the first
     label outside [0, classes) that is not ignore_index, or -1; its value; the summed
     float64 weight64 (None: 1 each) of the kept labels)."""
     cdef double wsum = 0.0
-    cdef int64_t bad_value = 0, pos
+    cdef int64_t bad_value = 0, pos = -1, b
     cdef const double *w = <const double*>_ptr(weight64)
-    cdef const void *lp = cnp.PyArray_DATA(labels)
+    cdef const char *lp = <const char*>cnp.PyArray_DATA(labels)
     cdef int64_t n = cnp.PyArray_SIZE(labels)
+    cdef int64_t esize = cnp.PyArray_ITEMSIZE(labels)
     cdef fx_label_type lt = _label_type(labels)
-    with nogil:
-        pos = fx_check_labels(lp, lt, n, classes, ignore_index, w, &wsum, &bad_value)
-    return pos, bad_value, wsum
+    cdef int64_t nblocks = (n - 1) // LABEL_BLOCK + 1 if n > 0 else 0
+    cdef int nt = _threads(n_threads, n, nblocks)
+    cdef int64_t *first
+    cdef int64_t *value
+    cdef double *part
+    if nblocks <= 1:
+        with nogil:
+            pos = fx_check_labels(lp, lt, n, classes, ignore_index, w, &wsum, &bad_value)
+        return pos, bad_value, wsum
+    first = <int64_t*>_alloc(<size_t>nblocks * sizeof(int64_t))
+    value = <int64_t*>_alloc(<size_t>nblocks * sizeof(int64_t))
+    part = <double*>_alloc(<size_t>nblocks * sizeof(double))
+    try:
+        with nogil:
+            for b in prange(nblocks, schedule="static", num_threads=nt):
+                first[b] = fx_check_labels(lp + b * LABEL_BLOCK * esize, lt,
+                                           min(LABEL_BLOCK, n - b * LABEL_BLOCK), classes,
+                                           ignore_index, w, &part[b], &value[b])
+            for b in range(nblocks):
+                if first[b] >= 0:
+                    pos = b * LABEL_BLOCK + first[b]
+                    bad_value = value[b]
+                    break
+                wsum += part[b]
+        return pos, bad_value, (wsum if pos < 0 else 0.0)
+    finally:
+        free(first)
+        free(value)
+        free(part)
 
 
 def softmax_loss(cnp.ndarray x, *, int64_t classes, int64_t inner, labels, soft, weight,

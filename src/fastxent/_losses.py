@@ -59,8 +59,10 @@ def _divide(x: float, d: float) -> float:
     return math.copysign(math.inf, x) * math.copysign(1.0, d)
 
 
-def _labels(target: np.ndarray, expected_shape, x_shape, C: int, ignore_index: int, w64):
-    """Validate hard labels in one pass over them; returns (labels, weight sum)."""
+def _labels(target: np.ndarray, expected_shape, x_shape, C: int, ignore_index: int, w64,
+            n_threads=1):
+    """Validate hard labels in one pass over them (in n_threads threads: None, all);
+    returns (labels, weight sum)."""
     if target.shape != tuple(expected_shape):
         raise ValueError(
             f"target shape {target.shape} does not match input shape {x_shape}: class-index "
@@ -68,7 +70,7 @@ def _labels(target: np.ndarray, expected_shape, x_shape, C: int, ignore_index: i
         )
     labels = kernel_ready(target)
     pos, bad, wsum = _core.check_labels(labels, classes=C, ignore_index=int(ignore_index),
-                                        weight64=w64)
+                                        weight64=w64, n_threads=n_threads)
     if pos >= 0:
         where = np.unravel_index(pos, labels.shape) if labels.ndim else ()
         raw = labels.reshape(-1)[pos]
@@ -144,7 +146,7 @@ def _softmax_loss(input, target, weight, ignore_index, reduction, label_smoothin
         labels, denom = None, float(math.prod(item_shape))
     else:
         yk = None
-        labels, denom = _labels(t, item_shape, x.shape, C, ignore_index, w64)
+        labels, denom = _labels(t, item_shape, x.shape, C, ignore_index, w64, n_threads)
 
     gk, copy_to = None, None
     if return_grad:
