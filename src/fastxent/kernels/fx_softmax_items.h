@@ -22,10 +22,13 @@
 /* The switch points: rows of C <= these take this file's kernels, longer rows the row
    path. Measured with bench/items_switch.py (both paths side by side, 1 thread, forward
    and forward+backward; the largest C where the items path was not slower at both), on
-   an AMD Zen 4; at most FX_ITEMS_MAX_C (the tile). Half-precision inputs take the row
-   path (0: the gathers read 32-bit lanes; a 2-byte gather is not written yet). */
-#define FX_ITEMS_SWITCH_LOSS   (FX_HALF ? 0 : FX_VBYTES == 64 ? (FX_F32 ? 40 : 24) \
-                              : FX_VBYTES == 32 ? (FX_F32 ? 32 : 24) : (FX_F32 ? 8 : 2))
+   an AMD Zen 4; float32 losses again on a Zen 5 after the table exp and the vlive fix
+   (at C = 44 the items path 1.42x / 1.27x faster on AVX2, 1.57x / 1.10x on AVX-512; at
+   48 forward+backward 0.98x / 0.90x); at most FX_ITEMS_MAX_C (the tile). Half-precision
+   inputs take the row path (0: the gathers read 32-bit lanes; a 2-byte gather is not
+   written yet). */
+#define FX_ITEMS_SWITCH_LOSS   (FX_HALF ? 0 : FX_VBYTES == 64 ? (FX_F32 ? 44 : 24) \
+                              : FX_VBYTES == 32 ? (FX_F32 ? 44 : 24) : (FX_F32 ? 8 : 2))
 #define FX_ITEMS_SWITCH_BLOCKS (FX_HALF ? 0 : FX_VBYTES == 64 ? (FX_F32 ? 24 : 16) \
                               : FX_VBYTES == 32 ? (FX_F32 ? 24 : 16) : (FX_F32 ? 8 : 2))
 _Static_assert(FX_ITEMS_SWITCH_LOSS <= FX_ITEMS_MAX_C && FX_ITEMS_SWITCH_BLOCKS <= FX_ITEMS_MAX_C,
