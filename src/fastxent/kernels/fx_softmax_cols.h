@@ -66,22 +66,24 @@ FN int lane_kept(const VI *keep, int64_t l) { return keep[l / VL][l % VL] != 0; 
    labels are hard: fx_label's class, FX_LABEL_IGNORED or FX_LABEL_BAD into label). The
    labels of the panel four ahead are prefetched, as x is in pass 1. */
 FN void panel_lanes(const fx_softmax_args *A, panel_shape S, int64_t item0, int64_t n,
-                    VI *live, VI *keep, int64_t *label)
+                    VI *live, VI *keep, int64_t *label, VI *labv)
 {
+    typedef int64_t VL64 __attribute__((vector_size(VL * sizeof(int64_t))));
     for (int q = 0; q < S.nv; q++) keep[q] = live[q] = panel_full(S, q) ? ~(VI){0} : vlive(S.nlast);
     if (A->soft) {
         for (int64_t l = 0; l < n; l++) label[l] = 0;
-        return;
+    } else {
+        const size_t lb = fx_label_bytes(A->label_type);
+        const char *ahead = (const char *)A->labels + (size_t)(item0 + 4 * NV * VL) * lb;
+        for (size_t b = 0; b < (size_t)n * lb; b += 64) __builtin_prefetch(ahead + b);
+        fx_labels(A->labels, A->label_type, item0, n, A->C, A->ignore_index, label);
     }
-    const size_t lb = fx_label_bytes(A->label_type);
-    const char *ahead = (const char *)A->labels + (size_t)(item0 + 4 * NV * VL) * lb;
-    for (size_t b = 0; b < (size_t)n * lb; b += 64) __builtin_prefetch(ahead + b);
-    fx_labels(A->labels, A->label_type, item0, n, A->C, A->ignore_index, label);
-    for (int q = 0; q < S.nv; q++) {
-        VI labelled;                /* lanes with a class (not ignored, nor bad) */
-        for (int l = 0; l < VL; l++)
-            labelled[l] = q * VL + l < n && label[q * VL + l] >= 0 ? -1 : 0;
-        keep[q] &= labelled;
+    for (int64_t l = n; l < NV * VL; l++) label[l] = FX_LABEL_IGNORED;
+    for (int q = 0; q < S.nv; q++) {            /* the labels in lanes, as items_finish takes them */
+        VL64 t;
+        memcpy(&t, label + q * VL, sizeof t);
+        labv[q] = __builtin_convertvector(t, VI);
+        if (!A->soft) keep[q] &= labv[q] >= 0;  /* lanes with a class (not ignored, nor bad) */
     }
 }
 
@@ -131,10 +133,10 @@ FN double softmax_panel(const fx_softmax_args *A, int aux, const R *w, int64_t i
     VR zero = {0};
     const panel_shape S = panel_shape_of(n);
     const int nv = S.nv;
-    VI live[NV], keep[NV];
+    VI live[NV], keep[NV], labv[NV];
     int64_t label[NV * VL];
     double total = 0.0;
-    panel_lanes(A, S, item0, n, live, keep, label);
+    panel_lanes(A, S, item0, n, live, keep, label, labv);
     if (A->logprob_input) return panel_nll(A, S, keep, label, inner, item0, n, x, g);
 
     /* where passes 2 and 3 read x and keep e, then the gradient: buf, or x and g */
@@ -149,9 +151,9 @@ FN double softmax_panel(const fx_softmax_args *A, int aux, const R *w, int64_t i
     const int64_t stride = buf ? NV * VL : inner;
 
     /* pass 1: the panel into buf (lanes past n hold -inf), max per lane (NaN, if any,
-       reaches s in pass 2) */
-    VR m[NV], sh[NV];
-    for (int q = 0; q < nv; q++) m[q] = vsplat(-INFINITY);
+       reaches s in pass 2), the target logit per lane (0 where no class) */
+    VR m[NV], sh[NV], xt[NV];
+    for (int q = 0; q < nv; q++) m[q] = vsplat(-INFINITY), xt[q] = zero;
     for (int64_t c = 0; c < C; c++)
         for (int q = 0; q < nv; q++) {
             /* C streams of NV * VL elements are more than the prefetchers follow: fetch
@@ -161,10 +163,8 @@ FN double softmax_panel(const fx_softmax_args *A, int aux, const R *w, int64_t i
             VR v = panel_load_t(S, q, x + c * inner + q * VL, -INFINITY);
             if (buf) vstore(ws + c * stride + q * VL, v);
             m[q] = vmax_fast(m[q], v);
+            if (!soft) xt[q] = vselect(labv[q] == visplat(c), v, xt[q]);
         }
-    R xt[NV * VL];                       /* the target logits, from buf (a gather from x would miss) */
-    for (int64_t l = 0; l < n; l++)
-        xt[l] = !soft && lane_kept(keep, l) ? xs[label[l] * stride + l] : 0;
     for (int q = 0; q < nv; q++)
         sh[q] = vselect(m[q] == vsplat(-INFINITY), zero, m[q]);
 
@@ -204,20 +204,14 @@ FN double softmax_panel(const fx_softmax_args *A, int aux, const R *w, int64_t i
     /* the finish, a vector of items at a time (items_finish) */
     VR alpha[NV];
     for (int q = 0; q < nv; q++) {
-        VI lab;                 /* as items_finish takes them: soft lanes 0 when live */
-        VR xtv;
+        const VI lab = labv[q];  /* soft lanes 0 when live */
         VD s_d[FX_HALVES], bd_d[FX_HALVES], bsum_d[FX_HALVES], loss[FX_HALVES];
-        for (int l = 0; l < VL; l++) {
-            int64_t i = (int64_t)q * VL + l;
-            lab[l] = i < n ? label[i] : FX_LABEL_IGNORED;
-            xtv[l] = i < n ? xt[i] : 0;
-        }
         for (int h = 0; h < FX_HALVES; h++) {
             memcpy(&s_d[h], s_acc + q * VL + h * VLD, sizeof s_d[h]);
             memcpy(&bd_d[h], bd_acc + q * VL + h * VLD, sizeof bd_d[h]);
             memcpy(&bsum_d[h], bsum_acc + q * VL + h * VLD, sizeof bsum_d[h]);
         }
-        alpha[q] = items_finish(A, lab, m[q], sh[q], xtv, soft ? zero : lane_label_weights(w, lab),
+        alpha[q] = items_finish(A, lab, m[q], sh[q], xt[q], soft ? zero : lane_label_weights(w, lab),
                                 s_d, bd_d, bsum_d, loss);
         for (int h = 0; h < FX_HALVES; h++)
             for (int l = 0; l < VLD; l++) {
