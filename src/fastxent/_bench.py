@@ -496,21 +496,21 @@ def cells_floors(x, T, pool, target=None, exp_floor=False):
         from fastxent import _core
 
         chunk = min(1 << 15, flat.size)     # 128 KiB in and out (float32): in L2
-        part_n = [p.size for p in np.array_split(flat, T)]
-        src = [-np.abs(flat[:chunk]) for _ in range(T)]
-        scratch = [np.empty(chunk, dtype=flat.dtype) for _ in range(T)]
+        share = -(-flat.size // T)          # one thread's share of the values
+        src = -np.abs(flat[:chunk])
+        scratch = np.empty(chunk, dtype=flat.dtype)
 
-        def exp_part(i):
-            for j in range(0, part_n[i], chunk):
-                k = min(chunk, part_n[i] - j)
-                _core.vecmath(src[i][:k], scratch[i][:k], _core.fx_vecmath_fn.FX_MATH_EXP_NONPOS)
+        def exp_share():
+            for j in range(0, share, chunk):
+                k = min(chunk, share - j)
+                _core.vecmath(src[:k], scratch[:k], _core.fx_vecmath_fn.FX_MATH_EXP_NONPOS)
 
         # Per ISA, its own exp (the floor of that ISA's rows); with T threads, one
         # thread's share (1/T of the values) on one thread: perfect scaling, a lower bound
         # (Python threads calling the hook in 128 KiB pieces contend for the GIL and
         # measured no faster than one).
         for isa in item_isas():
-            cells[(f"exp@{isa}", f"vexp 1/{T} on 1t")] = Cell(_on_isa(isa, lambda: exp_part(0)), none)
+            cells[(f"exp@{isa}", f"vexp 1/{T} on 1t")] = Cell(_on_isa(isa, exp_share), none)
     cells |= {
         ("read", "max 1t"): Cell(lambda: np.max(flat), none),
         ("read", "sum 1t"): Cell(lambda: flat.sum(), none),

@@ -94,11 +94,9 @@ FN void vexp_scaled_k(VR *x, int k, int up)
 #if FX_F32
     const R shifter = 12582912.0f;              /* 1.5 * 2^23 */
     const int mbits = 23;
-    const VI bias = (VI){0} + 0x3f800000;
 #else
     const R shifter = 6755399441055744.0;       /* 1.5 * 2^52 */
     const int mbits = 52;
-    const VI bias = (VI){0} + 0x3ff0000000000000LL;
 #endif
     VR t[FX_EXP_MAX_K], n[FX_EXP_MAX_K], r[FX_EXP_MAX_K], q[FX_EXP_MAX_K];
     EACH t[u] = x[u] * (FX_LOG2E * (1 << TB)) + shifter;   /* n = round(x N/ln2) sits in t's low bits */
@@ -110,9 +108,10 @@ FN void vexp_scaled_k(VR *x, int k, int up)
         /* n = N m + j shifted so that m lands in the exponent: 2^m 2^(j/N) 2^up */
         VI bits = (VI)(((VU)t[u] << (mbits - TB)) + ((VU){0} + ((__typeof__(bits[0]))up << mbits)));
 #if FX_EXP_TABLE_BITS
-        bits += vlookup16(fx_exp_table, (VI)t[u]);
+        bits += vlookup16(fx_exp_table, (VI)t[u]);     /* its entries hold 1.0's bits */
 #else
-        bits += bias;
+        bits += (VI)((VU){0} + (__typeof__(((VU){0})[0]))(FX_F32 ? 0x3f800000ull
+                                                                 : 0x3ff0000000000000ull));
 #endif
         VR s = (VR)bits;
 #if FX_EXP_TABLE_BITS
@@ -121,7 +120,6 @@ FN void vexp_scaled_k(VR *x, int k, int up)
         x[u] = s * (r[u] * q[u] + (R)1);   /* s = 2^m: the one rounding is 1 + r q's */
 #endif
     }
-    (void)bias;
 }
 
 /* Lanes below lo have results under the smallest normal number, which the exponent
