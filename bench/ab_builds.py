@@ -108,6 +108,12 @@ def cases(which, rng):
             y = rng.integers(0, 32768, 1024)
             out.append((f"CE 1024x32768 {np.dtype(dt).name}", lambda fx, x=x, y=y, **kw:
                         fx.cross_entropy(x, y, **kw), x))
+    if "mem" in which:          # rows streamed from memory (beyond L3)
+        for shape in [(10000, 1000), (40000, 1000), (8192, 8192)]:
+            x = rng.standard_normal(shape, dtype=np.float32)
+            y = rng.integers(0, shape[1], shape[0])
+            out.append((f"CE {shape[0]}x{shape[1]}", lambda fx, x=x, y=y, **kw:
+                        fx.cross_entropy(x, y, **kw), x))
     if "col" in which:
         x = rng.standard_normal((8, 21, 256, 256), dtype=np.float32)
         y = rng.integers(0, 21, (8, 256, 256))
@@ -124,7 +130,7 @@ def main():
     ap.add_argument("--cases", nargs="+", default=["ce", "bce", "col"],
                     help="ce, ce64 (float64), opts (smoothing, weights, soft targets, "
                          "nll_loss), bce, elem (BCE on probabilities, KL), col (class "
-                         "axis 1), items (many items, 2 to 100 classes), half (float16 "
+                         "axis 1), items (many items, 2 to 100 classes), mem (rows streamed from memory), half (float16 "
                          "and bfloat16 logits), blocks (logsumexp, softmax, sigmoid: "
                          "forward only)")
     ap.add_argument("--isa", default="best", help="kernel variant on both builds")

@@ -21,6 +21,12 @@
 
 #define CHUNK ((int64_t)(FX_CHUNK_BYTES / sizeof(R)))
 #define FX_STREAM_MIN_ROW_BYTES 2048
+/* How far ahead of the exp pass the next rows are fetched: at least a chunk, and for
+   short rows several of them. One row of 1000 float32 ahead is about 60 ns of exps,
+   less than memory's latency: at 10000x1000 (40 MB, streamed) the forward ran 1.37x
+   faster with 16 KiB ahead than with one row (AVX-512 and AVX2, 1 and 2 threads, on a
+   Zen 5; 8 KiB 1.04x slower, 32 KiB 1.11x slower). */
+#define FX_PREFETCH_AHEAD ((int64_t)(16384 / sizeof(T)))
 
 /* ------------------------------------------------------------ passes over a chunk */
 
@@ -109,15 +115,16 @@ FN void exp_pass(const T *x, R *g, int64_t C, R sh, int aux, int weighted, const
     double s_acc = 0.0, bd_acc = 0.0, bsum_acc = 0.0, spill[VL] = {0};
     for (int u = 0; u < U; u++) s[u] = bd[u] = bsum[u] = zero;
     int64_t j = 0, since_fold = 0;
+    const int64_t ahead = C > FX_PREFETCH_AHEAD ? C : FX_PREFETCH_AHEAD;
     for (; j + U * VL <= C; j += U * VL) {
-        /* what follows this chunk in memory (the next chunk, or the next row) is read
+        /* what follows this chunk in memory (the next chunks, or the next rows) is read
            next: fetch it into L2 meanwhile, so that its max pass does not wait for memory
            with the core idle (hardware prefetchers stop at page boundaries) */
         for (int b = 0; b < U * VL * (int)sizeof(T); b += 64)
-            __builtin_prefetch((const char *)(x + C + j) + b, 0, 2);
+            __builtin_prefetch((const char *)(x + ahead + j) + b, 0, 2);
         if (g)
             for (int b = 0; b < U * VL * (int)sizeof(R); b += 64)
-                __builtin_prefetch((const char *)(g + C + j) + b, 1, 2);
+                __builtin_prefetch((const char *)(g + ahead + j) + b, 1, 2);
         exp_step(x, g, j, U, VL, sh, aux, weighted, w, y, c1, c0, s, bd, bsum, spill);
         since_fold += U * VL;
         if (since_fold >= FX_FOLD_ELEMS) {
