@@ -434,9 +434,9 @@ FN void metrics_group(const fx_metrics_args *a, const fx_softmax_args *A, int64_
 
     /* the tile, the max and the target logit per lane (items_group's pass 1) */
     VR m = vsplat(-INFINITY), xt = zero;
+    vload_items(x, C, n, -INFINITY, t);
     for (int64_t j = 0; j < C; j++) {
-        VR v = vgather_part(x + j, C, n, -INFINITY);
-        t[j] = v;
+        VR v = t[j];
         m = vmax_fast(m, v);
         xt = vselect(lab == visplat(j), v, xt);
     }

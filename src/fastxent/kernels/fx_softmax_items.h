@@ -6,10 +6,11 @@
  * The row path (fx_softmax_rows.h) runs along a row: per row it pays for two passes of
  * partial vectors, two horizontal reductions, a label read and a scalar finish with its
  * own log, about as much as the exps of 30 classes. Here all of that is per vector of
- * VL items: a group of VL rows is read as C vectors, one per class (vgather_part,
- * stride C), kept in a tile on the stack; the passes run over the tile as the class-axis
+ * VL items: a group of VL rows is read as C vectors, one per class (vload_items: a
+ * transpose of the rows' pieces, or for the fewest classes gathers), kept in a tile on
+ * the stack; the passes run over the tile as the class-axis
  * kernel's run over its panel (max; exp and the per-class sums; the finish, in float64
- * lanes, item_finish; the gradient), and the gradient goes back with vscatter_part.
+ * lanes, item_finish; the gradient), and the gradient goes back with vstore_items.
  * The formulas are fx_softmax_item.h's, as for every path.
  */
 #ifndef FX_SOFTMAX_ITEMS_H
@@ -33,6 +34,7 @@
                               : FX_VBYTES == 32 ? (FX_F32 ? 24 : 16) : (FX_F32 ? 8 : 2))
 _Static_assert(FX_ITEMS_SWITCH_LOSS <= FX_ITEMS_MAX_C && FX_ITEMS_SWITCH_BLOCKS <= FX_ITEMS_MAX_C,
                "the tile holds FX_ITEMS_MAX_C classes");
+_Static_assert(FX_ITEMS_MAX_C % VL == 0, "the tile is read and written VL classes at a time");
 
 /* How many groups ahead items_group prefetches. */
 #define FX_ITEMS_AHEAD 4
@@ -106,9 +108,9 @@ FN void items_group(const fx_softmax_args *A, int aux, int weighted, int64_t r, 
     /* pass 1: the tile, the max and the target logit per lane (a NaN, if any, reaches s
        in pass 2) */
     VR m = vsplat(-INFINITY), xt = zero;
+    vload_items(x, C, n, -INFINITY, t);
     for (int64_t j = 0; j < C; j++) {
-        VR v = vgather_part(x + j, C, n, -INFINITY);
-        t[j] = v;
+        VR v = t[j];
         m = vmax_fast(m, v);
         if (!soft) xt = vselect(lab == visplat(j), v, xt);
     }
@@ -165,8 +167,9 @@ FN void items_group(const fx_softmax_args *A, int aux, int weighted, int64_t r, 
     if (!soft) gt = items_target_grad(A, gt, wt);
     for (int64_t j = 0; j < C; j++) {
         VR gv = soft ? t[j] : vselect(lab == visplat(j), gt, t[j]);
-        vscatter_part(g + j, C, vzero_unless(keep, gv), n);
+        t[j] = vzero_unless(keep, gv);
     }
+    vstore_items(g, C, n, t);
 }
 
 FN double items_range(const fx_softmax_args *A, int aux, int weighted, int64_t r0, int64_t r1)
@@ -245,9 +248,9 @@ FN void outputs_group(const R *x0, R *out, int64_t C, int64_t r, int64_t n,
     items_prefetch(x, NULL, per_class ? out + r * C : NULL, C);
     VR m = vsplat(-INFINITY);
     VI nan = {0};
+    vload_items(x, C, n, -INFINITY, t);
     for (int64_t j = 0; j < C; j++) {
-        VR v = vgather_part(x + j, C, n, -INFINITY);
-        t[j] = v;
+        VR v = t[j];
         m = vmax_fast(m, v);
         nan |= v != v;
     }
@@ -300,10 +303,9 @@ FN void outputs_group(const R *x0, R *out, int64_t C, int64_t r, int64_t n,
     } else {
         f = vr_of_halves(log_s);
     }
-    for (int64_t j = 0; j < C; j++) {
-        VR ov = what == FX_OUT_SOFTMAX ? t[j] * f : (t[j] - m) - f;   /* not x - (M + log S): it would round */
-        vscatter_part(out + r * C + j, C, ov, n);
-    }
+    for (int64_t j = 0; j < C; j++)       /* log_softmax: not x - (M + log S), it would round */
+        t[j] = what == FX_OUT_SOFTMAX ? t[j] * f : (t[j] - m) - f;
+    vstore_items(out + r * C, C, n, t);
 }
 
 /* Rows [r0, r1) of (rows, C), C <= items_max_c (softmax_outputs_fn). */
