@@ -1,7 +1,7 @@
 """Where rows of few classes should switch from the item-lane kernels to the row path.
 
 Times both paths of the current build side by side (``_core._set_items_max_c``: 0 forces
-the row path, 64 the items path) on rows of C classes, 1 thread, in-cache (4096 rows by
+the row path, ``_core.ITEMS_MAX_C`` the items path) on rows of C classes, 1 thread, in-cache (4096 rows by
 default), min of many calls. Prints ns per row for each path and rows/items (> 1: the
 items path is faster). The switch points in ``kernels/fx_softmax_items.h``
 (FX_ITEMS_SWITCH_LOSS, FX_ITEMS_SWITCH_BLOCKS) are the largest C where the items path was
@@ -52,7 +52,7 @@ def main(argv=None):
         y = rng.integers(0, C, n)
         g = np.empty_like(x)
         r = {}
-        for mode, switch in (("rows", 0), ("items", 64)):
+        for mode, switch in (("rows", 0), ("items", fx._core.ITEMS_MAX_C)):
             prev = fx._core._set_items_max_c(switch)
             try:
                 if a.what == "ce":

@@ -24,8 +24,11 @@ import reference as ref
 from conftest import INT_DTYPES, close_ieee
 from registry import BLOCKS, CASES
 
-# around the switch points of every ISA and precision (2, 8, 16, 24, 32, 40) and the tile
-CLASS_COUNTS = (1, 2, 3, 8, 9, 17, 24, 25, 33, 40, 41, 64)
+# around the switch points of every ISA and precision (2, 8, 24, 48, 52, 56, 72),
+# the gathers' and the transposed loads' switch (FX_ROWS_T_MIN_C: 2 to 6), whole and
+# partial tiles of 4, 8 and 16 lanes, and the largest tile (ITEMS_MAX_C)
+CLASS_COUNTS = (1, 2, 3, 4, 5, 6, 7, 8, 9, 16, 17, 24, 25, 32, 33, 40, 41, 48, 49, 53, 57, 64,
+                65, 72, 73, 100, _core.ITEMS_MAX_C)
 ROWS = 37                               # a partial last vector for every width
 SOFTMAX_CASES = [c.id for c in CASES.values() if c.loss.class_axis]
 
@@ -33,7 +36,7 @@ SOFTMAX_CASES = [c.id for c in CASES.values() if c.loss.class_axis]
 def _both_paths(call):
     """call() with the row path forced, then with the items path forced."""
     out = {}
-    for mode, switch in (("rows", 0), ("items", 64)):
+    for mode, switch in (("rows", 0), ("items", _core.ITEMS_MAX_C)):
         prev = _core._set_items_max_c(switch)
         try:
             out[mode] = call()
@@ -121,7 +124,7 @@ def test_switch_points_are_the_kernels(isa, rng):
     items path gives the same bits as the default at C = switch, the forced row path
     the same bits at C = switch + 1."""
     for dtype in (np.float32, np.float64):
-        for C in (2, 3, 8, 9, 16, 17, 24, 25, 32, 33, 40, 41):
+        for C in (2, 3, 8, 9, 24, 25, 48, 49, 52, 53, 56, 57, 72, 73):
             x = rng.standard_normal((ROWS, C)).astype(dtype)
             t = rng.integers(0, C, ROWS)
             default = fx.cross_entropy(x, t, reduction="none")

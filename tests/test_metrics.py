@@ -171,7 +171,7 @@ def test_kernel_rows_against_numpy(rng, dtype, isa, c):
     y[1] = c // 2                                   # a NaN target
     y[6] = -100
     # each path: the measured switch, the row path forced (0), the items path forced (64)
-    for items_max_c in (-1, 0, 64):
+    for items_max_c in (-1, 0, _core.ITEMS_MAX_C):
         prev = _core._set_items_max_c(items_max_c)
         try:
             check_kernel_rows(x, y, dtype)

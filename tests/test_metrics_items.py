@@ -16,16 +16,18 @@ from fastxent import _core, metrics
 
 from conftest import assert_same_bits, tol
 
-SWITCH_CLASSES = [2, 3, 8, 9, 16, 17, 24, 25, 32, 33, 40, 41]
+SWITCH_CLASSES = [2, 3, 8, 9, 24, 25, 56, 57, 72, 73, _core.ITEMS_MAX_C]
 LABEL_DTYPES = [np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16, np.uint32,
                 np.uint64]
 N_BINS = 15
+ITEMS = _core.ITEMS_MAX_C
 B = _core.METRICS_COUNTS_BINS       # counts: kept, hits, bad labels, then the bins
 
 
 @contextlib.contextmanager
 def path(items_max_c):
-    """Force the path: 64 (every row of <= 64 classes takes the items kernel), 0 (none)."""
+    """Force the path: ITEMS (every row of <= ITEMS_MAX_C classes takes the items kernel),
+    0 (none)."""
     prev = _core._set_items_max_c(items_max_c)
     try:
         yield
@@ -86,7 +88,7 @@ def test_items_against_rows_and_numpy(rng, dtype, isa, c):
     sw = rng.random(n) * 2
     top_k = min(3, c)
     results = {}
-    for items_max_c in (0, 64):
+    for items_max_c in (0, ITEMS):
         with path(items_max_c):
             results[items_max_c] = run_kernel(x, y, top_k=top_k, class_weight=cw,
                                               sample_weight=sw)
@@ -98,7 +100,7 @@ def test_items_against_rows_and_numpy(rng, dtype, isa, c):
             nll = results[items_max_c][2]["nll"]
             assert_same_bits(canonical_nan(nll[kept].astype(dtype)), canonical_nan(ce[kept]),
                              f"items_max_c={items_max_c}")
-    (s_row, c_row, o_row), (s_it, c_it, o_it) = results[0], results[64]
+    (s_row, c_row, o_row), (s_it, c_it, o_it) = results[0], results[ITEMS]
 
     # per row: argmax and rank exactly NumPy's, on both paths
     x64 = x.astype(np.float64)
@@ -177,7 +179,7 @@ def test_items_bad_label_is_counted_not_added(rng):
     x = rng.standard_normal((70, 5)).astype(np.float32)
     y = rng.integers(0, 5, 70)
     y[3] = 9
-    for items_max_c in (0, 64):
+    for items_max_c in (0, ITEMS):
         with path(items_max_c):
             sums, counts, o = run_kernel(x, y)
         assert np.isnan(o["nll"][3]) and counts[0] == 69
@@ -256,7 +258,7 @@ def test_loss_only(rng, dtype, c):
     sw = rng.random(n)
     args = dict(ignore_index=-100, class_weight=None, sample_weight=sw, top_k=1,
                 clip_lo=0.01, clip_hi=5.0, edges=metrics._bin_edges(N_BINS), n_threads=1)
-    for items_max_c in (0, 64):
+    for items_max_c in (0, ITEMS):
         with path(items_max_c):
             s_full, c_full = _core.metrics_rows(x, y, **args)
             s_loss, c_loss = _core.metrics_rows(x, y, loss_only=True, **args)

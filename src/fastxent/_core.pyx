@@ -108,9 +108,13 @@ cdef int64_t _fail_after = -1
 cdef int _items_max_c = -1        # test hook: overrides the tables' items_max_c when >= 0
 
 
+ITEMS_MAX_C = FX_ITEMS_MAX_C     # the most classes a row may have on the items path
+
+
 def _set_items_max_c(int c):
     """Test and benchmark hook: rows of C <= c classes take the items path (-1: each
-    table's measured switch; 0: never). Returns the previous setting."""
+    table's measured switch; 0: never; at most ITEMS_MAX_C). Returns the previous
+    setting."""
     global _items_max_c
     prev = _items_max_c
     _items_max_c = c

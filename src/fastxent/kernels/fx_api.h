@@ -39,7 +39,7 @@
 /* Rows of up to this many classes may go through softmax_items (lanes over items); the
    table's items_max_c / outputs_items_max_c are each instance's measured switch points,
    at most this. */
-#define FX_ITEMS_MAX_C 64
+#define FX_ITEMS_MAX_C 128
 /* The class-axis kernel's panel: this many vectors of neighbouring items per class row. */
 #define FX_COL_VECS 8
 

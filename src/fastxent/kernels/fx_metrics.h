@@ -273,7 +273,7 @@ KERNEL void metrics_rows(const fx_metrics_args *a, int64_t r0, int64_t r1, fx_ch
 
 /* The items variant (issue 11's items path, fx_softmax_items.h): rows of C <= the
    table's items_max_c, a vector of VL rows at a time (lanes over rows, loops over the
-   classes of a tile gathered as items_group gathers it). Per lane the definitions of
+   classes of a tile loaded as items_group loads it). Per lane the definitions of
    fx_metrics_item: nll from items_finish (so it has the bits of cross_entropy's items
    path), conf = one_chunk_alpha(1, S), argmax and above from a loop over the tile
    (rank_pass's rules, its NaN terms only for a group with a NaN; always exact). Each metric's per-item term is fx_metrics_add's,
@@ -282,12 +282,12 @@ KERNEL void metrics_rows(const fx_metrics_args *a, int64_t r0, int64_t r1, fx_ch
    the row path's to rounding, the counts exactly.)
 
    The calibration bins' sums of float32 confidences are exact here: the top-1
-   confidence of C <= FX_ITEMS_MAX_C classes is >= 1/C > 2^-7, so as a float32 a
+   confidence of C <= FX_ITEMS_MAX_C classes is >= 1/C >= 2^-7, so as a float32 a
    multiple of 2^-30, added as the integer conf * 2^30. The row path's float64 sums of
    such values are exact too (multiples of 2^-30 below 2^23): the two paths' bin sums
    differ only where their confidences do (S is summed in float64 lanes here, in R along
    the row there). */
-_Static_assert(FX_ITEMS_MAX_C <= 64, "metrics_items: confidences of at least 2^-7");
+_Static_assert(FX_ITEMS_MAX_C <= 128, "metrics_items: confidences of at least 2^-7");
 #define FX_CONF_FIXED 0x1p30
 
 FN VI viselect(VI mask, VI a, VI b) { return (mask & a) | (~mask & b); }

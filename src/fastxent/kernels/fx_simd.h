@@ -442,27 +442,30 @@ FN VR vgather_part(const R *p, int64_t stride, int64_t n, R pad)
 #define FX_L16(f, k, j) FX_L8(f, k, j), FX_L8(f, k, (j) + 8)
 #if FX_VBYTES / (FX_F32 ? 4 : 8) == 16
 #define FX_PP_VL 16
-#define FX_LANES(f, k) { FX_L16(f, k, 0) }
+#define FX_LANES(f, k) FX_L16(f, k, 0)
 #elif FX_VBYTES / (FX_F32 ? 4 : 8) == 8
 #define FX_PP_VL 8
-#define FX_LANES(f, k) { FX_L8(f, k, 0) }
+#define FX_LANES(f, k) FX_L8(f, k, 0)
 #elif FX_VBYTES / (FX_F32 ? 4 : 8) == 4
 #define FX_PP_VL 4
-#define FX_LANES(f, k) { FX_L4(f, k, 0) }
+#define FX_LANES(f, k) FX_L4(f, k, 0)
 #else
 #define FX_PP_VL 2
-#define FX_LANES(f, k) { FX_L2(f, k, 0) }
+#define FX_LANES(f, k) FX_L2(f, k, 0)
+#endif
+/* __builtin_shufflevector: clang, and GCC from 12; older GCC has only __builtin_shuffle */
+#if defined(__clang__) || __GNUC__ >= 12
+#define FX_SHUFFLE2(a, b, f, k) __builtin_shufflevector(a, b, FX_LANES(f, k))
+#else
+#define FX_SHUFFLE2(a, b, f, k) __builtin_shuffle(a, b, (VI){ FX_LANES(f, k) })
 #endif
 #define FX_T_STAGE(k)                                                           \
-    if ((k) < VL) {                                                             \
-        const VI lo = FX_LANES(FX_T_LO, k), hi = FX_LANES(FX_T_HI, k);          \
-        for (int i = 0; i < VL; i++)                                            \
-            if (!(i & (k))) {                                                   \
-                VR a = v[i], b = v[i + (k)];                                    \
-                v[i] = __builtin_shuffle(a, b, lo);                             \
-                v[i + (k)] = __builtin_shuffle(a, b, hi);                       \
-            }                                                                   \
-    }
+    for (int i = 0; i < VL; i++)                                                \
+        if (!(i & (k))) {                                                       \
+            VR a = v[i], b = v[i + (k)];                                        \
+            v[i] = FX_SHUFFLE2(a, b, FX_T_LO, k);                               \
+            v[i + (k)] = FX_SHUFFLE2(a, b, FX_T_HI, k);                         \
+        }
 FN void vtranspose(VR *v)
 {
     _Static_assert(FX_PP_VL == VL, "the preprocessor's lane count");
@@ -483,13 +486,20 @@ FN void vtranspose(VR *v)
         v[i + 4] = (VR)_mm256_permute2f128_ps(u[i], u[i + 4], 0x31);
     }
 #else
+#if FX_PP_VL > 8
     FX_T_STAGE(8)
+#endif
+#if FX_PP_VL > 4
     FX_T_STAGE(4)
+#endif
+#if FX_PP_VL > 2
     FX_T_STAGE(2)
+#endif
     FX_T_STAGE(1)
 #endif
 }
 #undef FX_T_STAGE
+#undef FX_SHUFFLE2
 #undef FX_LANES
 #undef FX_PP_VL
 #undef FX_L16

@@ -22,16 +22,20 @@
 
 /* The switch points: rows of C <= these take this file's kernels, longer rows the row
    path. Measured with bench/items_switch.py (both paths side by side, 1 thread, forward
-   and forward+backward; the largest C where the items path was not slower at both), on
-   an AMD Zen 4; float32 losses again on a Zen 5 after the table exp and the vlive fix
-   (at C = 44 the items path 1.42x / 1.27x faster on AVX2, 1.57x / 1.10x on AVX-512; at
-   48 forward+backward 0.98x / 0.90x); at most FX_ITEMS_MAX_C (the tile). Half-precision
-   inputs take the row path (0: the gathers read 32-bit lanes; a 2-byte gather is not
-   written yet). */
-#define FX_ITEMS_SWITCH_LOSS   (FX_HALF ? 0 : FX_VBYTES == 64 ? (FX_F32 ? 44 : 24) \
-                              : FX_VBYTES == 32 ? (FX_F32 ? 44 : 24) : (FX_F32 ? 8 : 2))
-#define FX_ITEMS_SWITCH_BLOCKS (FX_HALF ? 0 : FX_VBYTES == 64 ? (FX_F32 ? 24 : 16) \
-                              : FX_VBYTES == 32 ? (FX_F32 ? 24 : 16) : (FX_F32 ? 8 : 2))
+   and forward+backward, or logsumexp and softmax), with 4096 rows (in L2) and with 40000
+   (streamed): the largest C where the items path was not slower at both columns in
+   either. On an AMD Zen 5 after the rows' transposed loads (vload_items): float32 losses
+   72 on AVX-512 (40000 rows: 1.57x / 1.04x faster; at 80 forward+backward 0.97x, at 100
+   0.85x, though 1.08x in L2) and 56 on AVX2 (1.38x / 1.16x; 64: 0.97x); float64 losses
+   56 (AVX-512: 1.22x / 1.04x) and 24 (AVX2; 32 in L2: 0.99x); the blocks 72 and 52
+   (float32; AVX-512 at 80 softmax 0.82x), 48 and 24 (float64). The baseline ISA's were
+   measured on a Zen 4. At most FX_ITEMS_MAX_C (the tile). Half-precision inputs take
+   the row path (0: the tile's loads read 32-bit lanes; 2-byte ones are not written
+   yet). */
+#define FX_ITEMS_SWITCH_LOSS   (FX_HALF ? 0 : FX_VBYTES == 64 ? (FX_F32 ? 72 : 56) \
+                              : FX_VBYTES == 32 ? (FX_F32 ? 56 : 24) : (FX_F32 ? 8 : 2))
+#define FX_ITEMS_SWITCH_BLOCKS (FX_HALF ? 0 : FX_VBYTES == 64 ? (FX_F32 ? 72 : 48) \
+                              : FX_VBYTES == 32 ? (FX_F32 ? 52 : 24) : (FX_F32 ? 8 : 2))
 _Static_assert(FX_ITEMS_SWITCH_LOSS <= FX_ITEMS_MAX_C && FX_ITEMS_SWITCH_BLOCKS <= FX_ITEMS_MAX_C,
                "the tile holds FX_ITEMS_MAX_C classes");
 _Static_assert(FX_ITEMS_MAX_C % VL == 0, "the tile is read and written VL classes at a time");
@@ -39,7 +43,7 @@ _Static_assert(FX_ITEMS_MAX_C % VL == 0, "the tile is read and written VL classe
 /* How many groups ahead items_group prefetches. */
 #define FX_ITEMS_AHEAD 4
 
-/* The gathers of a group wait on VL rows' lines at once, which the hardware
+/* The loads of a group wait on VL rows' lines at once, which the hardware
    prefetchers, following one stream, do not fetch ahead: the group FX_ITEMS_AHEAD groups
    on is fetched now, from x, y (soft targets) and g (written), each optional but x. */
 FN void items_prefetch(const R *x, const R *y, const R *g, int64_t C)
