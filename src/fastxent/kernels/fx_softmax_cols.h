@@ -122,9 +122,10 @@ FN VR panel_target_weights(panel_shape S, int aux, const R *w, const T *y, int64
 
 /* Softmax cross-entropy over a panel of n items from item0: x (and g, y) point at its
    first item; buf is the panel buffer or NULL; aux the call's per-class target weights,
-   w its class weights (or NULL). Returns the panel's summed loss. */
-FN double softmax_panel(const fx_softmax_args *A, int aux, const R *w, int64_t inner,
-                        int64_t item0, int64_t n, const T *x, T *g, const T *y, R *buf)
+   w its class weights (or NULL). Adds each item's loss to acc, per lane (per float64
+   half): lanes past n add 0. */
+FN void softmax_panel(const fx_softmax_args *A, int aux, const R *w, int64_t inner,
+                      int64_t item0, int64_t n, const T *x, T *g, const T *y, R *buf, VD *acc)
 {
     const int64_t C = A->C;
     const int soft = A->soft != NULL;
@@ -135,9 +136,11 @@ FN double softmax_panel(const fx_softmax_args *A, int aux, const R *w, int64_t i
     const int nv = S.nv;
     VI live[NV], keep[NV], labv[NV];
     int64_t label[NV * VL];
-    double total = 0.0;
     panel_lanes(A, S, item0, n, live, keep, label, labv);
-    if (A->logprob_input) return panel_nll(A, S, keep, label, inner, item0, n, x, g);
+    if (A->logprob_input) {
+        acc[0][0] += panel_nll(A, S, keep, label, inner, item0, n, x, g);
+        return;
+    }
 
     /* where passes 2 and 3 read x and keep e, then the gradient: buf, or x and g */
 #if FX_HALF
@@ -169,11 +172,16 @@ FN double softmax_panel(const fx_softmax_args *A, int aux, const R *w, int64_t i
         sh[q] = vselect(m[q] == vsplat(-INFINITY), zero, m[q]);
 
     /* pass 2: e = exp(x - sh) over x in buf; sums per lane, folded to float64 every 16
-       classes */
+       classes (bd's overflowing terms into spill, bd_terms) */
     VR s[NV], bd[NV], bsum[NV];
-    double s_acc[NV * VL], bd_acc[NV * VL], bsum_acc[NV * VL];
-    for (int q = 0; q < nv; q++) s[q] = bd[q] = bsum[q] = zero;
-    for (int l = 0; l < nv * VL; l++) s_acc[l] = bd_acc[l] = bsum_acc[l] = 0.0;
+    VD s_acc[NV][FX_HALVES], bd_acc[NV][FX_HALVES], bsum_acc[NV][FX_HALVES];
+    double spill[NV * VL];
+    for (int q = 0; q < nv; q++) {
+        s[q] = bd[q] = bsum[q] = zero;
+        for (int h = 0; h < FX_HALVES; h++) s_acc[q][h] = bd_acc[q][h] = bsum_acc[q][h] = vdsplat(0);
+    }
+    if (aux != FX_AUX_NONE)
+        for (int l = 0; l < nv * VL; l++) spill[l] = 0.0;
     for (int64_t c = 0; c < C; c++) {
         for (int q = 0; q < nv; q++) {
             VR v = panel_load(S, q, xs + c * stride + q * VL, -INFINITY);
@@ -183,18 +191,18 @@ FN double softmax_panel(const fx_softmax_args *A, int aux, const R *w, int64_t i
                 VR b = panel_target_weights(S, aux, w, y, c, inner, q, c1, c0);
                 b = vzero_unless(live[q], b);
                 bsum[q] += b;
-                bd[q] += bd_terms(b, sh[q], v, bd_acc + q * VL);
+                bd[q] += bd_terms(b, sh[q], v, spill + q * VL);
             }
             if (g) panel_store(S, q, ws + c * stride + q * VL, e);
         }
         if ((c & 15) == 15 || c == C - 1) {
             for (int q = 0; q < nv; q++) {
-                for (int l = 0; l < VL; l++) s_acc[q * VL + l] += s[q][l];
+                for (int h = 0; h < FX_HALVES; h++) s_acc[q][h] += vd_half(s[q], h);
                 s[q] = zero;
                 if (aux == FX_AUX_NONE) continue;
-                for (int l = 0; l < VL; l++) {
-                    bd_acc[q * VL + l] += bd[q][l];
-                    bsum_acc[q * VL + l] += bsum[q][l];
+                for (int h = 0; h < FX_HALVES; h++) {
+                    bd_acc[q][h] += vd_half(bd[q], h);
+                    bsum_acc[q][h] += vd_half(bsum[q], h);
                 }
                 bd[q] = bsum[q] = zero;
             }
@@ -205,23 +213,22 @@ FN double softmax_panel(const fx_softmax_args *A, int aux, const R *w, int64_t i
     VR alpha[NV];
     for (int q = 0; q < nv; q++) {
         const VI lab = labv[q];  /* soft lanes 0 when live */
-        VD s_d[FX_HALVES], bd_d[FX_HALVES], bsum_d[FX_HALVES], loss[FX_HALVES];
-        for (int h = 0; h < FX_HALVES; h++) {
-            memcpy(&s_d[h], s_acc + q * VL + h * VLD, sizeof s_d[h]);
-            memcpy(&bd_d[h], bd_acc + q * VL + h * VLD, sizeof bd_d[h]);
-            memcpy(&bsum_d[h], bsum_acc + q * VL + h * VLD, sizeof bsum_d[h]);
-        }
-        alpha[q] = items_finish(A, lab, m[q], sh[q], xt[q], soft ? zero : lane_label_weights(w, lab),
-                                s_d, bd_d, bsum_d, loss);
-        for (int h = 0; h < FX_HALVES; h++)
-            for (int l = 0; l < VLD; l++) {
-                int64_t i = (int64_t)q * VL + h * VLD + l;
-                if (i >= n) break;
-                if (A->item_loss) ((R *)A->item_loss)[item0 + i] = (R)loss[h][l];
-                total += loss[h][l];
+        VD loss[FX_HALVES];
+        if (aux != FX_AUX_NONE)
+            for (int h = 0; h < FX_HALVES; h++) {
+                VD sp;
+                memcpy(&sp, spill + q * VL + h * VLD, sizeof sp);
+                bd_acc[q][h] += sp;
             }
+        alpha[q] = items_finish(A, lab, m[q], sh[q], xt[q], soft ? zero : lane_label_weights(w, lab),
+                                s_acc[q], bd_acc[q], bsum_acc[q], loss);
+        /* lanes past n: FX_LABEL_IGNORED (panel_lanes), loss 0 */
+        for (int h = 0; h < FX_HALVES; h++) acc[h] += loss[h];
+        if (A->item_loss)
+            vstore_part((R *)A->item_loss + item0 + q * VL, vr_of_halves(loss),
+                        panel_full(S, q) ? VL : S.nlast);
     }
-    if (!g) return total;
+    if (!g) return;
 
     /* pass 3: the gradient alpha e - scale b in buf (ignored lanes exactly 0), the hard
        labels' term there too, then out to g */
@@ -246,7 +253,6 @@ FN double softmax_panel(const fx_softmax_args *A, int aux, const R *w, int64_t i
         for (int64_t c = 0; c < C; c++)
             for (int q = 0; q < nv; q++)
                 panel_store_t(S, q, g + c * inner + q * VL, panel_load(S, q, ws + c * stride + q * VL, 0));
-    return total;
 }
 
 /* Panels [k0, k1) of x viewed as (outer, C, inner): panel k covers outer index
@@ -254,7 +260,11 @@ FN double softmax_panel(const fx_softmax_args *A, int aux, const R *w, int64_t i
 KERNEL double softmax_cols(const fx_softmax_args *A, int64_t inner, int64_t k0, int64_t k1)
 {
     const int64_t C = A->C, width = (int64_t)NV * VL, ppo = (inner + width - 1) / width;
-    double total = 0.0;
+    /* the items' losses summed per lane over the panels, the lanes added in order at the
+       end: a block's sum depends on its panels alone (the caller's blocks are fixed by
+       the shape), and no per-item chain of scalar adds */
+    VD acc[FX_HALVES];
+    for (int h = 0; h < FX_HALVES; h++) acc[h] = vdsplat(0);
     /* The panel buffer, C x width elements: on the stack up to 16 KiB (32 classes of a
        512-byte AVX-512 panel), else allocated up to 512 KiB (1024 such classes: it still
        fits L2); beyond that, or if the allocation fails, the passes work in x and g:
@@ -280,17 +290,20 @@ KERNEL double softmax_cols(const fx_softmax_args *A, int64_t inner, int64_t k0, 
         T *g = A->grad ? (T *)A->grad + base : NULL;
         switch (aux) {
         case FX_AUX_SOFT:
-            total += softmax_panel(A, FX_AUX_SOFT, w, inner, o * inner + i0, n, x, g, y, buf);
+            softmax_panel(A, FX_AUX_SOFT, w, inner, o * inner + i0, n, x, g, y, buf, acc);
             break;
         case FX_AUX_SMOOTH:
-            total += softmax_panel(A, FX_AUX_SMOOTH, w, inner, o * inner + i0, n, x, g, y, buf);
+            softmax_panel(A, FX_AUX_SMOOTH, w, inner, o * inner + i0, n, x, g, y, buf, acc);
             break;
         default:
-            total += softmax_panel(A, FX_AUX_NONE, w, inner, o * inner + i0, n, x, g, y, buf);
+            softmax_panel(A, FX_AUX_NONE, w, inner, o * inner + i0, n, x, g, y, buf, acc);
         }
     }
     if (buf != local) free(buf);   /* free(NULL) is a no-op */
     if (A->stream_grad) stream_fence();
+    double total = 0.0;
+    for (int h = 0; h < FX_HALVES; h++)
+        for (int i = 0; i < VLD; i++) total += acc[h][i];
     return total;
 }
 #undef NV
