@@ -164,10 +164,67 @@ int fx_threads_creatable(int nt) { return nt; }
 
 /* ------------------------------------------------------------------ checks */
 
+/* The labels' usual case, no weights and no bad label, without a branch per label: how
+   many of n labels of type T are kept (not ignore_index), or -1 if one is outside
+   [0, C) (the caller then finds the first). A loop the compiler vectorises: an AVX2
+   copy where the CPU has it (measured: the scalar loop's compare and exit per label
+   were 10% of a 2-class map's cross_entropy). (uint64 labels take the caller's loop:
+   values above INT64_MAX must be bad even where they wrap to ignore_index.) */
+#define FX_KEPT_LOOP(T)                                                                 \
+    {                                                                                   \
+        const T *l = (const T *)labels;                                                 \
+        for (int64_t i = 0; i < n; i++) {                                               \
+            int64_t t = (int64_t)l[i], kept = t != ignore_index;                        \
+            count += kept;                                                              \
+            bad |= kept & ((uint64_t)t >= (uint64_t)C);                                 \
+        }                                                                               \
+    }                                                                                   \
+    break;
+#define FX_COUNT_KEPT_BODY                                                              \
+    int64_t count = 0, bad = 0;                                                         \
+    switch (type) {                                                                     \
+    case FX_I8:  FX_KEPT_LOOP(int8_t)                                                   \
+    case FX_I16: FX_KEPT_LOOP(int16_t)                                                  \
+    case FX_I32: FX_KEPT_LOOP(int32_t)                                                  \
+    case FX_I64: FX_KEPT_LOOP(int64_t)                                                  \
+    case FX_U8:  FX_KEPT_LOOP(uint8_t)                                                  \
+    case FX_U16: FX_KEPT_LOOP(uint16_t)                                                 \
+    case FX_U32: FX_KEPT_LOOP(uint32_t)                                                 \
+    default: return -1;                                                                 \
+    }                                                                                   \
+    return bad ? -1 : count;
+static int64_t count_kept(const void *labels, fx_label_type type, int64_t n, int64_t C,
+                          int64_t ignore_index)
+{
+    FX_COUNT_KEPT_BODY
+}
+#if FX_HAVE_X86_DISPATCH
+__attribute__((target("avx2")))
+static int64_t count_kept_avx2(const void *labels, fx_label_type type, int64_t n, int64_t C,
+                               int64_t ignore_index)
+{
+    FX_COUNT_KEPT_BODY
+}
+#endif
+#undef FX_COUNT_KEPT_BODY
+#undef FX_KEPT_LOOP
+
 int64_t fx_check_labels(const void *labels, fx_label_type type, int64_t n, int64_t C,
                         int64_t ignore_index, const double *weight, double *wsum,
                         int64_t *bad_value)
 {
+    if (!weight && type != FX_U64) {
+#if FX_HAVE_X86_DISPATCH
+        int64_t kept = fx_isa_supported("avx2") ? count_kept_avx2(labels, type, n, C, ignore_index)
+                            : count_kept(labels, type, n, C, ignore_index);
+#else
+        int64_t kept = count_kept(labels, type, n, C, ignore_index);
+#endif
+        if (kept >= 0) {
+            *wsum = (double)kept;
+            return -1;
+        }
+    }
     /* The kept labels counted in an integer without weights (the same value as a sum of
        ones, without a chain of float64 additions), their weights summed in order with;
        the type switch outside the loop (uint64 through fx_label, whose values above
