@@ -215,8 +215,10 @@ int64_t fx_check_labels(const void *labels, fx_label_type type, int64_t n, int64
 {
     if (!weight && type != FX_U64) {
 #if FX_HAVE_X86_DISPATCH
-        int64_t kept = fx_isa_supported("avx2") ? count_kept_avx2(labels, type, n, C, ignore_index)
-                            : count_kept(labels, type, n, C, ignore_index);
+        /* the AVX2 copy where the selected instances are AVX2 or wider (select_isa) */
+        int64_t kept = fx_table_f32 != &fx_table_f32_baseline
+                     ? count_kept_avx2(labels, type, n, C, ignore_index)
+                     : count_kept(labels, type, n, C, ignore_index);
 #else
         int64_t kept = count_kept(labels, type, n, C, ignore_index);
 #endif
