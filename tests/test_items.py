@@ -102,6 +102,40 @@ def test_blocks_on_both_paths_match_the_reference(isa, dtype, name, C):
                    scale=0.0 if mode == "items" else 1.0)
 
 
+@pytest.mark.parametrize("C", [2, 3, 17, 40, 300])
+@pytest.mark.parametrize("name", ["logsumexp", "softmax", "log_softmax", "entropy"])
+def test_blocks_with_the_class_axis_not_last(isa, dtype, name, C):
+    """The building blocks with the class axis not last read x in place (the class-axis
+    kernel, fx_softmax_cols.h, where the positions after the axis fill a vector): the
+    special rows as positions of (2, C, ROWS) maps (a full panel and a partial one),
+    against the float64 reference, equal for 1 and 2 threads, and in place (out=x) the
+    same bits. 300 classes: beyond the panel buffer on the stack. Fewer positions after
+    the axis (inner 3) take the transposing copy: the same values."""
+    block = BLOCKS[name]
+    rows = _special_rows(C, dtype)                      # (ROWS, C)
+    x = np.ascontiguousarray(np.stack([rows.T, rows[::-1].T]))        # (2, C, ROWS)
+    with np.errstate(all="ignore"):
+        e = block.ref(rows.astype(np.float64))
+    e[1:3] = np.nan                                  # as in the test above
+    if name == "logsumexp":
+        e[1] = np.inf
+    if name == "entropy":
+        e[[0, 3]] = np.nan
+    expected = np.stack([e, e[::-1]])
+    if not block.reduces:                            # (2, ROWS, C) -> (2, C, ROWS)
+        expected = np.moveaxis(expected, -1, 1)
+    got = block.fx(x, axis=1, n_threads=1)
+    close_ieee(got, expected, dtype, f"{name} C={C} axis=1", scale=0.0)
+    assert np.array_equal(block.fx(x, axis=1, n_threads=2).view(np.uint8), got.view(np.uint8))
+    if not block.reduces:
+        y = x.copy()
+        block.fx(y, axis=1, out=y)
+        assert np.array_equal(y.view(np.uint8), got.view(np.uint8))
+    short = np.ascontiguousarray(x[:, :, :3])           # inner 3: the copy
+    close_ieee(block.fx(short, axis=1), got[..., :3] if got.ndim == 2 else got[:, :, :3],
+               dtype, f"{name} C={C} inner 3", scale=0.0)
+
+
 @pytest.mark.parametrize("label_dtype", INT_DTYPES, ids=lambda d: np.dtype(d).name)
 def test_every_label_dtype_and_ignore_index(isa, rng, label_dtype):
     C = 5

@@ -49,7 +49,13 @@ def _softmax_outputs(x, axis, out, n_threads, what, name: str) -> FloatArray:
     shape = x.shape[:ax] + x.shape[ax + 1:] if reduces else x.shape
     out = output_array(out, shape, dt, "out")
     moved = ax != x.ndim - 1
-    xk = kernel_ready(np.moveaxis(x, ax, -1) if moved else x)
+    # the class axis not last: float32 and float64 read in place by the class-axis
+    # kernel (x as (outer, C, inner)) where `inner` fills a vector (measured: at inner 8
+    # softmax 2.0x and logsumexp 1.0x faster than the copy, at 2 0.95x and 0.24x, AVX-512,
+    # 2 threads); half inputs, and shorter `inner`, through a transposing copy
+    inner = int(np.prod(x.shape[ax + 1:], dtype=np.int64))
+    in_place_cols = moved and x.dtype.itemsize != 2 and inner >= 8
+    xk = kernel_ready(np.moveaxis(x, ax, -1) if moved and not in_place_cols else x)
     if x.shape[ax] == 0:
         if what == _SOFTMAX_OUT.FX_OUT_LOGSUMEXP:   # the log of an empty sum, as SciPy, PyTorch
             res = np.full(shape, -np.inf, dtype=dt)
@@ -58,6 +64,11 @@ def _softmax_outputs(x, axis, out, n_threads, what, name: str) -> FloatArray:
         else:
             res = np.empty(shape, dtype=dt)
         return copy_back(res, out, out_user)
+    if in_place_cols:
+        buf, copy_to = write_target(out, shape, dt, xk)
+        _core.softmax_outputs_cols(xk, buf, classes=x.shape[ax], inner=inner, output=what,
+                                   n_threads=n_threads)
+        return copy_back(buf, copy_to, out_user)
     if moved and not reduces:
         buf = np.empty(xk.shape, dtype=dt)
         _core.softmax_outputs(kernel_view(xk), kernel_view(buf), output=what, n_threads=n_threads)

@@ -63,6 +63,7 @@ cdef extern from "fx_api.h" nogil:
     ctypedef void (*softmax_chunk_grad_fn)(const fx_softmax_args *a, int64_t row, int64_t chunk, const fx_chunk *row_chunks) noexcept nogil
     ctypedef double (*softmax_cols_fn)(const fx_softmax_args *a, int64_t inner, int64_t k0, int64_t k1) noexcept nogil
     ctypedef void (*softmax_outputs_fn)(const void *x, void *out, int64_t C, int64_t r0, int64_t r1, fx_softmax_output what, fx_chunk *row_chunks) noexcept nogil
+    ctypedef void (*softmax_outputs_cols_fn)(const void *x, void *out, int64_t C, int64_t inner, int64_t k0, int64_t k1, fx_softmax_output what) noexcept nogil
     ctypedef double (*elementwise_range_fn)(const fx_elementwise_args *a, int64_t i0, int64_t i1) noexcept nogil
     ctypedef void (*sigmoid_outputs_fn)(const void *x, void *out, int64_t i0, int64_t i1, fx_sigmoid_output what) noexcept nogil
     ctypedef void (*vecmath_fn)(const void *x, void *out, int64_t n, fx_vecmath_fn what) noexcept nogil
@@ -134,6 +135,7 @@ cdef extern from "fx_api.h" nogil:
         softmax_cols_fn softmax_cols
         softmax_outputs_fn softmax_outputs
         softmax_outputs_fn softmax_outputs_items
+        softmax_outputs_cols_fn softmax_outputs_cols
         elementwise_range_fn elementwise_range
         sigmoid_outputs_fn sigmoid_outputs
         vecmath_fn vecmath

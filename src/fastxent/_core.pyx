@@ -395,6 +395,34 @@ cdef double _softmax_cols(fx_softmax_args *a, const fx_table *tab, int64_t outer
     return _sum_blocks(K_COLS, a, tab, inner, npanels, per, nt)
 
 
+def softmax_outputs_cols(cnp.ndarray x, cnp.ndarray out, *, int64_t classes, int64_t inner,
+                         fx_softmax_output output, n_threads):
+    """softmax_outputs with the class axis not last: x (float32 or float64) C-contiguous,
+    viewed as (outer, classes, inner), classes > 0; out (outer, inner) for logsumexp and
+    entropy, x's shape otherwise, x's dtype. Parallel over blocks of the class-axis
+    kernel's panels (no sums across items: the blocks only share out the work)."""
+    cdef const fx_table *tab = _float_table(x, "softmax_outputs_cols")
+    cdef softmax_outputs_cols_fn fn = tab.softmax_outputs_cols
+    cdef const void *xp = cnp.PyArray_DATA(x)
+    cdef void *op = cnp.PyArray_DATA(out)
+    cdef int64_t C = classes
+    cdef int64_t outer = cnp.PyArray_SIZE(x) // (C * inner) if C * inner > 0 else 0
+    cdef int64_t tpo = (inner + tab.col_lanes - 1) // tab.col_lanes
+    cdef int64_t npanels = outer * tpo
+    cdef int64_t per = BLOCK_ELEMS // (C * tab.col_lanes) if C * tab.col_lanes < BLOCK_ELEMS else 1
+    cdef int64_t nblocks = (npanels + per - 1) // per
+    cdef int nt = _threads(n_threads, outer * inner * C, nblocks)
+    cdef int64_t b
+    if npanels == 0:
+        return
+    with nogil:
+        if nt == 1:
+            fn(xp, op, C, inner, 0, npanels, output)
+        else:
+            for b in prange(nblocks, schedule="static", num_threads=nt):
+                fn(xp, op, C, inner, b * per, min(npanels, (b + 1) * per), output)
+
+
 def softmax_outputs(cnp.ndarray x, cnp.ndarray out, *, fx_softmax_output output, n_threads):
     """logsumexp / softmax / log_softmax / entropy (output: FX_OUT_*) over the last axis
     of x (C-contiguous) into out ((rows,) or x's shape, x's dtype)."""

@@ -176,6 +176,11 @@ typedef double (*softmax_cols_fn)(const fx_softmax_args *a, int64_t inner, int64
    (rows,) for LOGSUMEXP and ENTROPY, (rows, C) otherwise, input dtype */
 typedef void (*softmax_outputs_fn)(const void *x, void *out, int64_t C, int64_t r0,
                                    int64_t r1, fx_softmax_output what, fx_chunk *row_chunks);
+/* softmax_outputs over panels [k0, k1) of x viewed as (outer, C, inner), the class axis
+   not last (softmax_cols's panels); out is (outer, inner) for logsumexp and entropy, x's
+   shape otherwise. NULL in the half instances. */
+typedef void (*softmax_outputs_cols_fn)(const void *x, void *out, int64_t C, int64_t inner,
+                                        int64_t k0, int64_t k1, fx_softmax_output what);
 /* elementwise losses over flat elements [i0, i1) */
 typedef double (*elementwise_range_fn)(const fx_elementwise_args *a, int64_t i0, int64_t i1);
 /* sigmoid / log_sigmoid over elements [i0, i1) */
@@ -241,6 +246,7 @@ typedef struct {
     softmax_cols_fn softmax_cols;
     softmax_outputs_fn softmax_outputs;
     softmax_outputs_fn softmax_outputs_items;   /* rows of C <= outputs_items_max_c */
+    softmax_outputs_cols_fn softmax_outputs_cols;   /* the class axis not last */
     elementwise_range_fn elementwise_range;
     sigmoid_outputs_fn sigmoid_outputs;
     vecmath_fn vecmath;

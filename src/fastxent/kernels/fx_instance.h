@@ -78,6 +78,7 @@ const fx_table FX_CAT3(fx_table, FX_PREC, FX_ISA) = {
     .sigmoid_outputs = sigmoid_outputs_range,
     .vecmath = vecmath_range,
 #if !FX_HALF
+    .softmax_outputs_cols = softmax_outputs_cols,
     .metrics_rows = metrics_rows,
     .metrics_items = metrics_items,
     .softmax_block_partials = softmax_block_partials,

@@ -255,6 +255,20 @@ FN void softmax_panel(const fx_softmax_args *A, int aux, const R *w, int64_t inn
                 panel_store_t(S, q, g + c * inner + q * VL, panel_load(S, q, ws + c * stride + q * VL, 0));
 }
 
+/* The panel buffer, C x NV * VL elements: local (FX_PANEL_LOCAL bytes on the caller's
+   stack: 32 classes of a 512-byte AVX-512 panel) where it fits, else allocated up to
+   512 KiB (1024 such classes: it still fits L2); beyond that, or if the allocation
+   fails, NULL: the passes work in x and the output, slower where the class rows alias
+   in the cache, but no big allocation per call. Free it where it is not local. */
+#define FX_PANEL_LOCAL 16384
+FN R *panel_buffer(int64_t C, R *local)
+{
+    const int64_t need = C * NV * VL;
+    return need <= (int64_t)(FX_PANEL_LOCAL / sizeof(R)) ? local
+         : need * (int64_t)sizeof(R) <= (512 << 10) ? (R *)malloc((size_t)need * sizeof(R))
+         : NULL;
+}
+
 /* Panels [k0, k1) of x viewed as (outer, C, inner): panel k covers outer index
    k / panels_per_outer and inner positions from (k % panels_per_outer) * NV * VL. */
 KERNEL double softmax_cols(const fx_softmax_args *A, int64_t inner, int64_t k0, int64_t k1)
@@ -265,15 +279,8 @@ KERNEL double softmax_cols(const fx_softmax_args *A, int64_t inner, int64_t k0, 
        the shape), and no per-item chain of scalar adds */
     VD acc[FX_HALVES];
     for (int h = 0; h < FX_HALVES; h++) acc[h] = vdsplat(0);
-    /* The panel buffer, C x width elements: on the stack up to 16 KiB (32 classes of a
-       512-byte AVX-512 panel), else allocated up to 512 KiB (1024 such classes: it still
-       fits L2); beyond that, or if the allocation fails, the passes work in x and g:
-       slower where the class rows alias in the cache, but no big allocation per call. */
-    R local[16384 / sizeof(R)];
-    const int64_t need = C * width;
-    R *buf = need <= (int64_t)(sizeof local / sizeof(R)) ? local
-             : need * (int64_t)sizeof(R) <= (512 << 10) ? (R *)malloc((size_t)need * sizeof(R))
-             : NULL;
+    R local[FX_PANEL_LOCAL / sizeof(R)];
+    R *buf = panel_buffer(C, local);
     /* one copy of the panel code per aux (the weights are a scalar per class row here,
        read as the loop goes: specialising on them gains nothing) */
     const int aux = fx_softmax_aux(A);
@@ -306,6 +313,121 @@ KERNEL double softmax_cols(const fx_softmax_args *A, int64_t inner, int64_t k0, 
         for (int i = 0; i < VLD; i++) total += acc[h][i];
     return total;
 }
+#if !FX_HALF
+/* logsumexp, softmax, log_softmax or entropy of a panel of n items (the class axis not
+   last): outputs_group's passes and formulas (fx_softmax_items.h) with lanes along
+   `inner`. x and, for the per-class outputs, out point at the panel's first item;
+   for logsumexp and entropy out points at the panel's first result. */
+FN void outputs_panel(const R *x, R *out, int64_t C, int64_t inner, int64_t n,
+                      fx_softmax_output what, R *buf)
+{
+    const panel_shape S = panel_shape_of(n);
+    const int nv = S.nv;
+    const VR zero = {0}, one = vsplat(1);
+    const R *xs = buf ? buf : x;                /* x, in buf after pass 1 */
+    R *ws = buf ? buf : out;                    /* softmax's e: buf, or out in place */
+    const int64_t stride = buf ? NV * VL : inner;
+    VR m[NV], sh[NV];
+    VI nan[NV];
+    for (int q = 0; q < nv; q++) m[q] = vsplat(-INFINITY), nan[q] = (VI){0};
+    for (int64_t c = 0; c < C; c++)
+        for (int q = 0; q < nv; q++) {
+            __builtin_prefetch(x + c * inner + (4 * NV + q) * VL, 0, 2);
+            VR v = panel_load(S, q, x + c * inner + q * VL, -INFINITY);
+            if (buf) vstore(buf + c * stride + q * VL, v);
+            m[q] = vmax_fast(m[q], v);
+            nan[q] |= v != v;
+        }
+    for (int q = 0; q < nv; q++) sh[q] = vselect(m[q] == vsplat(-INFINITY), zero, m[q]);
+
+    VD s[NV][FX_HALVES], bd[NV][FX_HALVES], ties[NV][FX_HALVES], rest[NV][FX_HALVES];
+    double spill[NV * VL];
+    for (int q = 0; q < nv; q++)
+        for (int h = 0; h < FX_HALVES; h++) s[q][h] = bd[q][h] = ties[q][h] = rest[q][h] = vdsplat(0);
+    if (what == FX_OUT_ENTROPY)
+        for (int l = 0; l < nv * VL; l++) spill[l] = 0.0;
+    for (int64_t c = 0; c < C; c++)
+        for (int q = 0; q < nv; q++) {
+            VR v = panel_load(S, q, xs + c * stride + q * VL, -INFINITY);
+            VR e = vexp_nonpos(v - sh[q]);
+            for (int h = 0; h < FX_HALVES; h++) s[q][h] += vd_half(e, h);
+            if (what == FX_OUT_ENTROPY) {
+                VR bdj = bd_terms(e, sh[q], v, spill + q * VL);
+                for (int h = 0; h < FX_HALVES; h++) bd[q][h] += vd_half(bdj, h);
+            } else if (what == FX_OUT_LOGSUMEXP) {      /* FX_AUX_LSE_REST's sums */
+                VR tie = vzero_unless(v == sh[q], one), below = vzero_unless(v < sh[q], e);
+                for (int h = 0; h < FX_HALVES; h++) {
+                    ties[q][h] += vd_half(tie, h);
+                    rest[q][h] += vd_half(below, h);
+                }
+            } else if (what == FX_OUT_SOFTMAX) {
+                panel_store(S, q, ws + c * stride + q * VL, e);
+            }
+        }
+
+    VR f[NV];
+    for (int q = 0; q < nv; q++) {
+        VD log_s[FX_HALVES], o[FX_HALVES];
+        vlog_halves(s[q], log_s);
+        if (what == FX_OUT_SOFTMAX) {
+            for (int h = 0; h < FX_HALVES; h++) o[h] = one_chunk_alpha(vdsplat(1.0), s[q][h]);
+            f[q] = vr_of_halves(o);
+            continue;
+        }
+        if (what == FX_OUT_LOG_SOFTMAX) {
+            f[q] = vr_of_halves(log_s);
+            continue;
+        }
+        VR l1p = zero, inv;
+        if (what == FX_OUT_LOGSUMEXP) {
+            VD arg[FX_HALVES];
+            for (int h = 0; h < FX_HALVES; h++) arg[h] = (ties[q][h] - 1.0) + rest[q][h];
+            l1p = vlog1p_unit(vr_of_halves(arg), &inv);    /* used where arg is in [0, 1) */
+        }
+        const VR nan_r = vzero_unless(nan[q], one);
+        for (int h = 0; h < FX_HALVES; h++) {
+            if (what == FX_OUT_ENTROPY) {
+                VD sp;
+                memcpy(&sp, spill + q * VL + h * VLD, sizeof sp);
+                o[h] = log_s[h] + (bd[q][h] + sp) / s[q][h];
+            } else {
+                VD M = vd_half(m[q], h);
+                VDI has_nan = vdselect(M == vdsplat(INFINITY), vd_half(nan_r, h), s[q][h] != s[q][h]) != 0.0;
+                o[h] = lse_finish(M, s[q][h], log_s[h], vd_half(l1p, h), has_nan);
+            }
+        }
+        panel_store(S, q, out + q * VL, vr_of_halves(o));
+    }
+    if (what != FX_OUT_SOFTMAX && what != FX_OUT_LOG_SOFTMAX) return;
+    for (int64_t c = 0; c < C; c++)
+        for (int q = 0; q < nv; q++) {
+            VR o = what == FX_OUT_SOFTMAX
+                 ? panel_load(S, q, ws + c * stride + q * VL, 0) * f[q]
+                 /* not x - (M + log S): it would round */
+                 : (panel_load(S, q, xs + c * stride + q * VL, 0) - m[q]) - f[q];
+            panel_store(S, q, out + c * inner + q * VL, o);
+        }
+}
+
+/* Panels [k0, k1) of x viewed as (outer, C, inner) (softmax_outputs_cols_fn). */
+KERNEL void softmax_outputs_cols(const void *xv, void *outv, int64_t C, int64_t inner,
+                                 int64_t k0, int64_t k1, fx_softmax_output what)
+{
+    const int64_t width = (int64_t)NV * VL, ppo = (inner + width - 1) / width;
+    const int per_class = what == FX_OUT_SOFTMAX || what == FX_OUT_LOG_SOFTMAX;
+    R local[FX_PANEL_LOCAL / sizeof(R)];
+    R *buf = panel_buffer(C, local);
+    for (int64_t k = k0; k < k1; k++) {
+        int64_t o = k / ppo, i0 = (k % ppo) * width;
+        int64_t n = inner - i0 < width ? inner - i0 : width;
+        const R *x = (const R *)xv + o * C * inner + i0;
+        R *out = (R *)outv + (per_class ? o * C * inner : o * inner) + i0;
+        outputs_panel(x, out, C, inner, n, what, buf);
+    }
+    if (buf != local) free(buf);
+}
+#endif
+
 #undef NV
 
 #endif /* FX_SOFTMAX_COLS_H */
