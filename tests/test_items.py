@@ -102,25 +102,27 @@ def test_blocks_on_both_paths_match_the_reference(isa, dtype, name, C):
                    scale=0.0 if mode == "items" else 1.0)
 
 
-@pytest.mark.parametrize("C", [2, 3, 17, 40, 300])
+@pytest.mark.parametrize("C", [2, 3, 17, 40, 64, 300])
 @pytest.mark.parametrize("name", ["logsumexp", "softmax", "log_softmax", "entropy"])
 def test_blocks_with_the_class_axis_not_last(isa, dtype, name, C):
     """The building blocks with the class axis not last read x in place (the class-axis
-    kernel, fx_softmax_cols.h, where the positions after the axis fill a vector): the
-    special rows as positions of (2, C, ROWS) maps (a full panel and a partial one),
-    against the float64 reference, equal for 1 and 2 threads, and in place (out=x) the
-    same bits. 300 classes: beyond the panel buffer on the stack. Fewer positions after
-    the axis (inner 3) take the transposing copy: the same values."""
+    kernel, fx_softmax_cols.h, where the positions after the axis fill a vector, _blocks):
+    the special rows as positions of (2, C, 3 * ROWS + 20) maps (a full panel and a
+    partial one; C = 300: beyond the panel buffer on the stack), against the float64
+    reference, equal for 1 and 2 threads, and in place (out=x) the same bits. Fewer
+    positions after the axis (inner 3) take the transposing copy: the same values."""
     block = BLOCKS[name]
     rows = _special_rows(C, dtype)                      # (ROWS, C)
-    x = np.ascontiguousarray(np.stack([rows.T, rows[::-1].T]))        # (2, C, ROWS)
+    rows = np.concatenate([rows, rows[::-1], rows, rows[:20]])        # 131 positions
+    x = np.ascontiguousarray(np.stack([rows.T, rows[::-1].T]))        # (2, C, 131)
     with np.errstate(all="ignore"):
-        e = block.ref(rows.astype(np.float64))
+        e = block.ref(_special_rows(C, dtype).astype(np.float64))
     e[1:3] = np.nan                                  # as in the test above
     if name == "logsumexp":
         e[1] = np.inf
     if name == "entropy":
         e[[0, 3]] = np.nan
+    e = np.concatenate([e, e[::-1], e, e[:20]])
     expected = np.stack([e, e[::-1]])
     if not block.reduces:                            # (2, ROWS, C) -> (2, C, ROWS)
         expected = np.moveaxis(expected, -1, 1)
