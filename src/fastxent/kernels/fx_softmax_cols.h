@@ -315,7 +315,7 @@ KERNEL double softmax_cols(const fx_softmax_args *A, int64_t inner, int64_t k0, 
 }
 #if !FX_HALF
 /* logsumexp, softmax, log_softmax or entropy of a panel of n items (the class axis not
-   last): outputs_group's passes and formulas (fx_softmax_items.h) with lanes along
+   last): the passes and formulas of the blocks' items path (outputs_pass1-3, fx_softmax_items.h) with lanes along
    `inner`. x and, for the per-class outputs, out point at the panel's first item;
    for logsumexp and entropy out points at the panel's first result. */
 FN void outputs_panel(const R *x, R *out, int64_t C, int64_t inner, int64_t n,

@@ -296,35 +296,52 @@ KERNEL double softmax_items(const fx_softmax_args *A, int64_t r0, int64_t r1,
 
 /* ------------------------------------------------------------ building blocks */
 
-/* logsumexp, softmax, log_softmax or entropy of rows [r, r + n), n <= VL, of few
-   classes: the same passes over a tile, and the formulas of the row path (lse_finish;
-   softmax e_j / S; log_softmax (x - M) - log S; entropy log S + sum_j e_j (M - x_j) / S,
-   fx_entropy_term of one chunk). */
-FN void outputs_group(const R *x0, R *out, int64_t C, int64_t r, int64_t n,
-                      fx_softmax_output what)
+/* logsumexp, softmax, log_softmax or entropy of a group of rows [r, r + n), n <= VL, of
+   few classes, between its passes (softmax_outputs_items interleaves groups, as
+   items_range does): the same passes over a tile as the losses', and the formulas of the
+   row path (lse_finish; softmax e_j / S; log_softmax (x - M) - log S; entropy
+   log S + sum_j e_j (M - x_j) / S, fx_entropy_term of one chunk). */
+typedef struct {
+    int64_t r, n;
+    VR t[FX_ITEMS_MAX_C];                   /* x, then (softmax) e */
+    VR m, sh;
+    VI nan;
+    VD s[FX_HALVES], bd[FX_HALVES], ties[FX_HALVES], rest[FX_HALVES];
+    double spill[VL];
+} outputs_group;
+
+/* The tile and the max per lane. */
+FN void outputs_pass1(const R *x0, R *out, int64_t C, fx_softmax_output what, outputs_group *G)
 {
-    const R *x = x0 + r * C;
+    const R *x = x0 + G->r * C;
     const int per_class = what == FX_OUT_SOFTMAX || what == FX_OUT_LOG_SOFTMAX;
-    const VR zero = {0}, one = vsplat(1);
-    VR t[FX_ITEMS_MAX_C];
-    items_prefetch(x, NULL, per_class ? out + r * C : NULL, C);
+    const VR zero = {0};
+    items_prefetch(x, NULL, per_class ? out + G->r * C : NULL, C);
     VR m = vsplat(-INFINITY);
     VI nan = {0};
-    vload_items(x, C, n, -INFINITY, t);
+    vload_items(x, C, G->n, -INFINITY, G->t);
     for (int64_t j = 0; j < C; j++) {
-        VR v = t[j];
+        VR v = G->t[j];
         m = vmax_fast(m, v);
         nan |= v != v;
     }
-    const VR sh = vselect(m == vsplat(-INFINITY), zero, m);
+    G->m = m;
+    G->nan = nan;
+    G->sh = vselect(m == vsplat(-INFINITY), zero, m);
+}
+
+/* The exps and the sums of `what`. */
+FN void outputs_pass2(int64_t C, fx_softmax_output what, outputs_group *G)
+{
+    const VR one = vsplat(1), sh = G->sh;
     VD s[FX_HALVES], bd[FX_HALVES], ties[FX_HALVES], rest[FX_HALVES];
-    double spill[VL] = {0};
+    for (int i = 0; i < VL; i++) G->spill[i] = 0.0;
     for (int h = 0; h < FX_HALVES; h++) s[h] = bd[h] = ties[h] = rest[h] = vdsplat(0);
     for (int64_t j = 0; j < C; j++) {
-        VR v = t[j], e = vexp_nonpos(v - sh);
+        VR v = G->t[j], e = vexp_nonpos(v - sh);
         for (int h = 0; h < FX_HALVES; h++) s[h] += vd_half(e, h);
         if (what == FX_OUT_ENTROPY) {
-            VR bdj = bd_terms(e, sh, v, spill);
+            VR bdj = bd_terms(e, sh, v, G->spill);
             for (int h = 0; h < FX_HALVES; h++) bd[h] += vd_half(bdj, h);
         } else if (what == FX_OUT_LOGSUMEXP) {      /* FX_AUX_LSE_REST's sums */
             VR tie = vzero_unless(v == sh, one), below = vzero_unless(v < sh, e);
@@ -333,26 +350,40 @@ FN void outputs_group(const R *x0, R *out, int64_t C, int64_t r, int64_t n,
                 rest[h] += vd_half(below, h);
             }
         }
-        if (what == FX_OUT_SOFTMAX) t[j] = e;
+        if (what == FX_OUT_SOFTMAX) G->t[j] = e;
     }
+    for (int h = 0; h < FX_HALVES; h++) {
+        G->s[h] = s[h];
+        G->bd[h] = bd[h];
+        G->ties[h] = ties[h];
+        G->rest[h] = rest[h];
+    }
+}
+
+/* The finish and the outputs: logsumexp and entropy per row, softmax e_j / S and
+   log_softmax (x - M) - log S per class. */
+FN void outputs_pass3(R *out, int64_t C, fx_softmax_output what, outputs_group *G)
+{
+    const VR zero = {0}, one = vsplat(1);
+    const int64_t r = G->r, n = G->n;
     VD log_s[FX_HALVES], o[FX_HALVES];
-    vlog_halves(s, log_s);
+    vlog_halves(G->s, log_s);
     if (what == FX_OUT_LOGSUMEXP || what == FX_OUT_ENTROPY) {
         VR l1p = zero, inv;
         if (what == FX_OUT_LOGSUMEXP) {
             VD arg[FX_HALVES];
-            for (int h = 0; h < FX_HALVES; h++) arg[h] = (ties[h] - 1.0) + rest[h];
+            for (int h = 0; h < FX_HALVES; h++) arg[h] = (G->ties[h] - 1.0) + G->rest[h];
             l1p = vlog1p_unit(vr_of_halves(arg), &inv);    /* used where arg is in [0, 1) */
         }
-        const VR nan_r = vzero_unless(nan, one);
+        const VR nan_r = vzero_unless(G->nan, one);
         for (int h = 0; h < FX_HALVES; h++) {
             if (what == FX_OUT_ENTROPY) {
-                for (int i = 0; i < VLD; i++) bd[h][i] += spill[h * VLD + i];
-                o[h] = log_s[h] + bd[h] / s[h];
+                for (int i = 0; i < VLD; i++) G->bd[h][i] += G->spill[h * VLD + i];
+                o[h] = log_s[h] + G->bd[h] / G->s[h];
             } else {
-                VD M = vd_half(m, h);
-                VDI has_nan = vdselect(M == vdsplat(INFINITY), vd_half(nan_r, h), s[h] != s[h]) != 0.0;
-                o[h] = lse_finish(M, s[h], log_s[h], vd_half(l1p, h), has_nan);
+                VD M = vd_half(G->m, h);
+                VDI has_nan = vdselect(M == vdsplat(INFINITY), vd_half(nan_r, h), G->s[h] != G->s[h]) != 0.0;
+                o[h] = lse_finish(M, G->s[h], log_s[h], vd_half(l1p, h), has_nan);
             }
         }
         vstore_part(out + r, vr_of_halves(o), n);
@@ -360,23 +391,36 @@ FN void outputs_group(const R *x0, R *out, int64_t C, int64_t r, int64_t n,
     }
     VR f;
     if (what == FX_OUT_SOFTMAX) {
-        for (int h = 0; h < FX_HALVES; h++) o[h] = one_chunk_alpha(vdsplat(1.0), s[h]);
+        for (int h = 0; h < FX_HALVES; h++) o[h] = one_chunk_alpha(vdsplat(1.0), G->s[h]);
         f = vr_of_halves(o);
     } else {
         f = vr_of_halves(log_s);
     }
     for (int64_t j = 0; j < C; j++)       /* log_softmax: not x - (M + log S), it would round */
-        t[j] = what == FX_OUT_SOFTMAX ? t[j] * f : (t[j] - m) - f;
-    vstore_items(out + r * C, C, n, t);
+        G->t[j] = what == FX_OUT_SOFTMAX ? G->t[j] * f : (G->t[j] - G->m) - f;
+    vstore_items(out + r * C, C, n, G->t);
 }
 
-/* Rows [r0, r1) of (rows, C), C <= items_max_c (softmax_outputs_fn). */
+/* Rows [r0, r1) of (rows, C), C <= items_max_c (softmax_outputs_fn): groups of VL rows,
+   2 or 4 at a time (items_range's interleave). */
 KERNEL void softmax_outputs_items(const void *xv, void *outv, int64_t C, int64_t r0, int64_t r1,
                                   fx_softmax_output what, fx_chunk *row_chunks)
 {
     (void)row_chunks;
-    for (int64_t r = r0; r < r1; r += VL)
-        outputs_group((const R *)xv, (R *)outv, C, r, r1 - r < VL ? r1 - r : VL, what);
+    const R *x = (const R *)xv;
+    R *out = (R *)outv;
+    outputs_group G[FX_ITEMS_INTERLEAVE];
+    const int il = C <= FX_ITEMS_INTERLEAVE_4_C ? 4 : 2;
+    for (int64_t r = r0; r < r1; r += il * VL) {
+        int ng = 0;
+        for (int k = 0; k < il && r + k * VL < r1; k++, ng++) {
+            G[k].r = r + k * VL;
+            G[k].n = r1 - G[k].r < VL ? r1 - G[k].r : VL;
+            outputs_pass1(x, out, C, what, &G[k]);
+        }
+        for (int k = 0; k < ng; k++) outputs_pass2(C, what, &G[k]);
+        for (int k = 0; k < ng; k++) outputs_pass3(out, C, what, &G[k]);
+    }
 }
 
 #endif /* FX_SOFTMAX_ITEMS_H */
