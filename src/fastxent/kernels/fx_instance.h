@@ -66,6 +66,7 @@ const fx_table FX_CAT3(fx_table, FX_PREC, FX_ISA) = {
     .col_lanes = FX_COL_VECS * VL,
     .softmax_rows = softmax_rows,
     .softmax_items = softmax_items,
+    .softmax_items_pairs = FX_HALF || FX_HAVE_PAIRS || FX_VBYTES < 32 ? NULL : softmax_items_pairs,
     .items_max_c = FX_ITEMS_SWITCH_LOSS,
     .outputs_items_max_c = FX_ITEMS_SWITCH_BLOCKS,
     .softmax_chunk_stats = softmax_chunk_stats,

@@ -554,11 +554,12 @@ FN void vscatter_part(R *p, int64_t stride, VR v, int64_t n)
 /* Two classes, a whole group (2 VL contiguous values): the even and the odd lanes of
    two vectors, one two-source shuffle each (AVX-512; two on AVX2) where a gather would
    read lane by lane; and back, two interleaves. The binary classifier's case, where
-   FX_PAIRS: measured at C = 2 against the gathers (1 thread, forward / forward+backward)
+   FX_HAVE_PAIRS: measured at C = 2 against the gathers (1 thread, forward / forward+backward)
    AVX2 float32 1.11x / 1.15x faster, float64 1.05x / 1.09x, AVX-512 float64 1.11x /
    1.24x; AVX-512 float32 0.74x / 0.89x, and its items kernel slower at every C with
-   this code present (GCC 12's code for the whole kernel changed), so not there. */
-#define FX_PAIRS (FX_VBYTES == 32 || (FX_VBYTES == 64 && !FX_F32))
+   this code present (GCC 12's code for the whole kernel changed), so not inline there:
+   the loss kernel takes it in an instance of its own for C = 2 (softmax_items_pairs). */
+#define FX_HAVE_PAIRS (FX_VBYTES == 32 || (FX_VBYTES == 64 && !FX_F32))
 #define FX_EVEN(k, j) (2 * (j))
 #define FX_ODD(k, j) (2 * (j) + 1)
 #define FX_ZIP(k, j) (((j) % 2 ? FX_PP_VL : 0) + (k) * (FX_PP_VL / 2) + (j) / 2)
@@ -574,9 +575,9 @@ FN void vstore_pairs(R *p, const VR *t)
     vstore(p + VL, FX_SHUFFLE2(t[0], t[1], FX_ZIP, 1));
 }
 
-FN void vload_items(const R *p, int64_t C, int64_t n, R pad, VR *t)
+FN void vload_items_as(const R *p, int64_t C, int64_t n, R pad, VR *t, int pairs)
 {
-    if (FX_PAIRS && C == 2 && n == VL) vload_pairs(p, t);
+    if (pairs && C == 2 && n == VL) vload_pairs(p, t);
     else if (C >= FX_ROWS_T_MIN_C)
         for (int64_t j = 0; j < C; j += VL) vload_rows_t(p + j, C, C - j, n, pad, t + j);
     else
@@ -584,18 +585,24 @@ FN void vload_items(const R *p, int64_t C, int64_t n, R pad, VR *t)
 }
 
 /* The inverse of vload_items: p[i * C + c] = t[c][i] for i < n (t is overwritten). */
-FN void vstore_items(R *p, int64_t C, int64_t n, VR *t)
+FN void vstore_items_as(R *p, int64_t C, int64_t n, VR *t, int pairs)
 {
-    if (FX_PAIRS && C == 2 && n == VL) vstore_pairs(p, t);
+    if (pairs && C == 2 && n == VL) vstore_pairs(p, t);
     else if (C >= FX_ROWS_T_MIN_C)
         for (int64_t j = 0; j < C; j += VL) vstore_rows_t(p + j, C, C - j, n, t + j);
     else
         for (int64_t j = 0; j < C; j++) vscatter_part(p + j, C, t[j], n);
 }
+/* vload_items / vstore_items: with the two-class loads where FX_HAVE_PAIRS; a kernel may
+   instead take them (pairs = 1) in an instance of its own (softmax_items_pairs). */
+FN void vload_items(const R *p, int64_t C, int64_t n, R pad, VR *t)
+{
+    vload_items_as(p, C, n, pad, t, FX_HAVE_PAIRS);
+}
+FN void vstore_items(R *p, int64_t C, int64_t n, VR *t) { vstore_items_as(p, C, n, t, FX_HAVE_PAIRS); }
 #undef FX_EVEN
 #undef FX_ODD
 #undef FX_ZIP
-#undef FX_PAIRS
 #undef FX_T_STAGE
 #undef FX_SHUFFLE2
 #undef FX_LANES

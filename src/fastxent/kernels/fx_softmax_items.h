@@ -107,7 +107,7 @@ typedef struct {
 
 /* The hard labels, the tile, the max and the target logit per lane (a NaN, if any,
    reaches s in pass 2). */
-FN void items_pass1(const fx_softmax_args *A, items_group *G)
+FN void items_pass1(const fx_softmax_args *A, items_group *G, int pairs)
 {
     const int64_t C = A->C, r = G->r, n = G->n;
     const R *x = (const R *)A->x + r * C;
@@ -126,7 +126,7 @@ FN void items_pass1(const fx_softmax_args *A, items_group *G)
                            * fx_label_bytes(A->label_type), 0, 3);
 
     VR m = vsplat(-INFINITY), xt = zero;
-    vload_items(x, C, n, -INFINITY, G->t);
+    vload_items_as(x, C, n, -INFINITY, G->t, pairs);
     for (int64_t j = 0; j < C; j++) {
         VR v = G->t[j];
         m = vmax_fast(m, v);
@@ -177,7 +177,8 @@ FN void items_pass2(const fx_softmax_args *A, int aux, int weighted, items_group
 /* The finish (dropped lanes: fx_dropped_loss): each live lane's loss added to acc (per
    float64 half); then the gradient alpha e - scale b, the hard label's term
    (items_target_grad) on the target class, dropped lanes 0. */
-FN void items_pass3(const fx_softmax_args *A, int aux, int weighted, items_group *G, VD *acc)
+FN void items_pass3(const fx_softmax_args *A, int aux, int weighted, items_group *G, VD *acc,
+                    int pairs)
 {
     const int64_t C = A->C, r = G->r, n = G->n;
     const R *w = (const R *)A->weight;
@@ -217,13 +218,14 @@ FN void items_pass3(const fx_softmax_args *A, int aux, int weighted, items_group
         VR gv = soft ? G->t[j] : vselect(lab == visplat(j), gt, G->t[j]);
         G->t[j] = vzero_unless(G->keep, gv);
     }
-    vstore_items(g, C, n, G->t);
+    vstore_items_as(g, C, n, G->t, pairs);
 }
 
 /* Rows [r0, r1) of the call's variant: groups of VL rows, 2 or 4 at a time
    (items_group), their losses added to per-lane sums in the groups' order, the lanes
    added in order at the end. */
-FN double items_range(const fx_softmax_args *A, int aux, int weighted, int64_t r0, int64_t r1)
+FN double items_range(const fx_softmax_args *A, int aux, int weighted, int64_t r0, int64_t r1,
+                      int pairs)
 {
     VD acc[FX_HALVES];
     items_group G[FX_ITEMS_INTERLEAVE];
@@ -235,10 +237,10 @@ FN double items_range(const fx_softmax_args *A, int aux, int weighted, int64_t r
         for (int k = 0; k < il && r + k * VL < r1; k++, ng++) {
             G[k].r = r + k * VL;
             G[k].n = r1 - G[k].r < VL ? r1 - G[k].r : VL;
-            items_pass1(A, &G[k]);
+            items_pass1(A, &G[k], pairs);
         }
         for (int k = 0; k < ng; k++) items_pass2(A, aux, weighted, &G[k]);
-        for (int k = 0; k < ng; k++) items_pass3(A, aux, weighted, &G[k], acc);
+        for (int k = 0; k < ng; k++) items_pass3(A, aux, weighted, &G[k], acc, pairs);
     }
     double total = 0.0;
     for (int h = 0; h < FX_HALVES; h++)
@@ -278,6 +280,24 @@ FN double nll_items(const fx_softmax_args *A, int64_t r0, int64_t r1)
     return total;
 }
 
+/* Rows [r0, r1) of two classes with the two-class loads (vload_pairs), for the ISAs
+   whose general kernel goes without them (!FX_HAVE_PAIRS, see there): a kernel of its
+   own, chosen by the caller (the table's softmax_items_pairs), so that its code does
+   not change the general one's. */
+KERNEL double softmax_items_pairs(const fx_softmax_args *A, int64_t r0, int64_t r1,
+                                  fx_chunk *row_chunks)
+{
+    (void)row_chunks;
+    if (A->logprob_input) return nll_items(A, r0, r1);
+    switch (fx_softmax_variant(A)) {
+#define FX_CASE(name, AUX, W) \
+    case FX_SOFTMAX_##name: return items_range(A, AUX, W, r0, r1, 1);
+    FX_SOFTMAX_VARIANTS(FX_CASE)
+#undef FX_CASE
+    }
+    return NAN;
+}
+
 /* Rows [r0, r1) of (rows, C), C <= FX_ITEMS_MAX_C: the kernel of softmax_rows's
    signature for few classes. */
 KERNEL double softmax_items(const fx_softmax_args *A, int64_t r0, int64_t r1,
@@ -287,7 +307,7 @@ KERNEL double softmax_items(const fx_softmax_args *A, int64_t r0, int64_t r1,
     if (A->logprob_input) return nll_items(A, r0, r1);
     switch (fx_softmax_variant(A)) {
 #define FX_CASE(name, AUX, W) \
-    case FX_SOFTMAX_##name: return items_range(A, AUX, W, r0, r1);
+    case FX_SOFTMAX_##name: return items_range(A, AUX, W, r0, r1, FX_HAVE_PAIRS);
     FX_SOFTMAX_VARIANTS(FX_CASE)
 #undef FX_CASE
     }
