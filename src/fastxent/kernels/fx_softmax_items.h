@@ -280,38 +280,37 @@ FN double nll_items(const fx_softmax_args *A, int64_t r0, int64_t r1)
     return total;
 }
 
-/* Rows [r0, r1) of two classes with the two-class loads (vload_pairs), for the ISAs
-   whose general kernel goes without them (!FX_HAVE_PAIRS, see there): a kernel of its
-   own, chosen by the caller (the table's softmax_items_pairs), so that its code does
-   not change the general one's. */
-KERNEL double softmax_items_pairs(const fx_softmax_args *A, int64_t r0, int64_t r1,
-                                  fx_chunk *row_chunks)
+/* Rows [r0, r1) of (rows, C), C <= FX_ITEMS_MAX_C, through the call's declared variant
+   (pairs: the two-class loads, vload_items_as). */
+FN double items_rows(const fx_softmax_args *A, int64_t r0, int64_t r1, int pairs)
 {
-    (void)row_chunks;
     if (A->logprob_input) return nll_items(A, r0, r1);
     switch (fx_softmax_variant(A)) {
 #define FX_CASE(name, AUX, W) \
-    case FX_SOFTMAX_##name: return items_range(A, AUX, W, r0, r1, 1);
+    case FX_SOFTMAX_##name: return items_range(A, AUX, W, r0, r1, pairs);
     FX_SOFTMAX_VARIANTS(FX_CASE)
 #undef FX_CASE
     }
     return NAN;
 }
 
-/* Rows [r0, r1) of (rows, C), C <= FX_ITEMS_MAX_C: the kernel of softmax_rows's
-   signature for few classes. */
+/* Rows of two classes with the two-class loads (vload_pairs), for the ISAs whose
+   general kernel goes without them (!FX_HAVE_PAIRS, see there): a kernel of its own,
+   chosen by the caller (the table's softmax_items_pairs), so that its code does not
+   change the general one's. */
+KERNEL double softmax_items_pairs(const fx_softmax_args *A, int64_t r0, int64_t r1,
+                                  fx_chunk *row_chunks)
+{
+    (void)row_chunks;
+    return items_rows(A, r0, r1, 1);
+}
+
+/* The kernel of softmax_rows's signature for few classes. */
 KERNEL double softmax_items(const fx_softmax_args *A, int64_t r0, int64_t r1,
                             fx_chunk *row_chunks)
 {
     (void)row_chunks;
-    if (A->logprob_input) return nll_items(A, r0, r1);
-    switch (fx_softmax_variant(A)) {
-#define FX_CASE(name, AUX, W) \
-    case FX_SOFTMAX_##name: return items_range(A, AUX, W, r0, r1, FX_HAVE_PAIRS);
-    FX_SOFTMAX_VARIANTS(FX_CASE)
-#undef FX_CASE
-    }
-    return NAN;
+    return items_rows(A, r0, r1, FX_HAVE_PAIRS);
 }
 
 /* ------------------------------------------------------------ building blocks */
