@@ -323,7 +323,7 @@ FN void outputs_panel(const R *x, R *out, int64_t C, int64_t inner, int64_t n,
 {
     const panel_shape S = panel_shape_of(n);
     const int nv = S.nv;
-    const VR zero = {0}, one = vsplat(1);
+    const VR zero = {0};
     const R *xs = buf ? buf : x;                /* x, in buf after pass 1 */
     R *ws = buf ? buf : out;                    /* softmax's e: buf, or out in place */
     const int64_t stride = buf ? NV * VL : inner;
@@ -350,61 +350,20 @@ FN void outputs_panel(const R *x, R *out, int64_t C, int64_t inner, int64_t n,
         for (int q = 0; q < nv; q++) {
             VR v = panel_load(S, q, xs + c * stride + q * VL, -INFINITY);
             VR e = vexp_nonpos(v - sh[q]);
-            for (int h = 0; h < FX_HALVES; h++) s[q][h] += vd_half(e, h);
-            if (what == FX_OUT_ENTROPY) {
-                VR bdj = bd_terms(e, sh[q], v, spill + q * VL);
-                for (int h = 0; h < FX_HALVES; h++) bd[q][h] += vd_half(bdj, h);
-            } else if (what == FX_OUT_LOGSUMEXP) {      /* FX_AUX_LSE_REST's sums */
-                VR tie = vzero_unless(v == sh[q], one), below = vzero_unless(v < sh[q], e);
-                for (int h = 0; h < FX_HALVES; h++) {
-                    ties[q][h] += vd_half(tie, h);
-                    rest[q][h] += vd_half(below, h);
-                }
-            } else if (what == FX_OUT_SOFTMAX) {
-                panel_store(S, q, ws + c * stride + q * VL, e);
-            }
+            outputs_terms(what, v, sh[q], e, s[q], bd[q], ties[q], rest[q], spill + q * VL);
+            if (what == FX_OUT_SOFTMAX) panel_store(S, q, ws + c * stride + q * VL, e);
         }
 
     VR f[NV];
     for (int q = 0; q < nv; q++) {
-        VD log_s[FX_HALVES], o[FX_HALVES];
-        vlog_halves(s[q], log_s);
-        if (what == FX_OUT_SOFTMAX) {
-            for (int h = 0; h < FX_HALVES; h++) o[h] = one_chunk_alpha(vdsplat(1.0), s[q][h]);
-            f[q] = vr_of_halves(o);
-            continue;
-        }
-        if (what == FX_OUT_LOG_SOFTMAX) {
-            f[q] = vr_of_halves(log_s);
-            continue;
-        }
-        VR l1p = zero, inv;
-        if (what == FX_OUT_LOGSUMEXP) {
-            VD arg[FX_HALVES];
-            for (int h = 0; h < FX_HALVES; h++) arg[h] = (ties[q][h] - 1.0) + rest[q][h];
-            l1p = vlog1p_unit(vr_of_halves(arg), &inv);    /* used where arg is in [0, 1) */
-        }
-        const VR nan_r = vzero_unless(nan[q], one);
-        for (int h = 0; h < FX_HALVES; h++) {
-            if (what == FX_OUT_ENTROPY) {
-                VD sp;
-                memcpy(&sp, spill + q * VL + h * VLD, sizeof sp);
-                o[h] = log_s[h] + (bd[q][h] + sp) / s[q][h];
-            } else {
-                VD M = vd_half(m[q], h);
-                VDI has_nan = vdselect(M == vdsplat(INFINITY), vd_half(nan_r, h), s[q][h] != s[q][h]) != 0.0;
-                o[h] = lse_finish(M, s[q][h], log_s[h], vd_half(l1p, h), has_nan);
-            }
-        }
-        panel_store(S, q, out + q * VL, vr_of_halves(o));
+        f[q] = outputs_finish(what, m[q], nan[q], s[q], bd[q], ties[q], rest[q], spill + q * VL);
+        if (what == FX_OUT_LOGSUMEXP || what == FX_OUT_ENTROPY) panel_store(S, q, out + q * VL, f[q]);
     }
     if (what != FX_OUT_SOFTMAX && what != FX_OUT_LOG_SOFTMAX) return;
     for (int64_t c = 0; c < C; c++)
         for (int q = 0; q < nv; q++) {
-            VR o = what == FX_OUT_SOFTMAX
-                 ? panel_load(S, q, ws + c * stride + q * VL, 0) * f[q]
-                 /* not x - (M + log S): it would round */
-                 : (panel_load(S, q, xs + c * stride + q * VL, 0) - m[q]) - f[q];
+            const R *src = what == FX_OUT_SOFTMAX ? ws : xs;
+            VR o = outputs_class(what, panel_load(S, q, src + c * stride + q * VL, 0), m[q], f[q]);
             panel_store(S, q, out + c * inner + q * VL, o);
         }
 }

@@ -257,6 +257,68 @@ FN VR items_finish(const fx_softmax_args *A, VI lab, VR m, VR sh, VR xt, VR wt, 
     return vr_of_halves(alpha);
 }
 
+/* The building blocks over a vector of items (the items path, fx_softmax_items.h, and
+   the class-axis path, fx_softmax_cols.h). One class's terms: e = exp(v - sh) into s;
+   ENTROPY e (sh - v) into bd (bd_terms, spill per lane); LOGSUMEXP FX_AUX_LSE_REST's sums,
+   how many reach the max into ties and the e below it into rest (float64 halves). */
+FN void outputs_terms(fx_softmax_output what, VR v, VR sh, VR e, VD *s, VD *bd, VD *ties,
+                      VD *rest, double *spill)
+{
+    for (int h = 0; h < FX_HALVES; h++) s[h] += vd_half(e, h);
+    if (what == FX_OUT_ENTROPY) {
+        VR bdj = bd_terms(e, sh, v, spill);
+        for (int h = 0; h < FX_HALVES; h++) bd[h] += vd_half(bdj, h);
+    } else if (what == FX_OUT_LOGSUMEXP) {
+        VR tie = vzero_unless(v == sh, vsplat(1)), below = vzero_unless(v < sh, e);
+        for (int h = 0; h < FX_HALVES; h++) {
+            ties[h] += vd_half(tie, h);
+            rest[h] += vd_half(below, h);
+        }
+    }
+}
+
+/* Their finish, from the items' max m, whether each holds a NaN, and the sums of
+   outputs_terms: logsumexp (lse_finish) or entropy log S + sum_j e_j (M - x_j) / S per
+   item, or for the per-class outputs the factor f of outputs_class (softmax 1 / S,
+   log_softmax log S). */
+FN VR outputs_finish(fx_softmax_output what, VR m, VI nan, const VD *s, const VD *bd,
+                     const VD *ties, const VD *rest, const double *spill)
+{
+    VD log_s[FX_HALVES], o[FX_HALVES];
+    vlog_halves(s, log_s);
+    if (what == FX_OUT_SOFTMAX) {
+        for (int h = 0; h < FX_HALVES; h++) o[h] = one_chunk_alpha(vdsplat(1.0), s[h]);
+        return vr_of_halves(o);
+    }
+    if (what == FX_OUT_LOG_SOFTMAX) return vr_of_halves(log_s);
+    VR l1p = {0}, inv;
+    if (what == FX_OUT_LOGSUMEXP) {
+        VD arg[FX_HALVES];
+        for (int h = 0; h < FX_HALVES; h++) arg[h] = (ties[h] - 1.0) + rest[h];
+        l1p = vlog1p_unit(vr_of_halves(arg), &inv);    /* used where arg is in [0, 1) */
+    }
+    const VR nan_r = vzero_unless(nan, vsplat(1));
+    for (int h = 0; h < FX_HALVES; h++) {
+        if (what == FX_OUT_ENTROPY) {
+            VD sp;
+            memcpy(&sp, spill + h * VLD, sizeof sp);
+            o[h] = log_s[h] + (bd[h] + sp) / s[h];
+        } else {
+            VD M = vd_half(m, h);
+            VDI has_nan = vdselect(M == vdsplat(INFINITY), vd_half(nan_r, h), s[h] != s[h]) != 0.0;
+            o[h] = lse_finish(M, s[h], log_s[h], vd_half(l1p, h), has_nan);
+        }
+    }
+    return vr_of_halves(o);
+}
+
+/* A per-class output from its e (softmax) or x (log_softmax) and the finish's f:
+   e / S, or (x - M) - log S (not x - (M + log S): it would round). */
+FN VR outputs_class(fx_softmax_output what, VR e_or_x, VR m, VR f)
+{
+    return what == FX_OUT_SOFTMAX ? e_or_x * f : (e_or_x - m) - f;
+}
+
 /* item_target_grad of a vector of items' target-class gradients gt, in float64 lanes,
    rounded once to R. */
 FN VR items_target_grad(const fx_softmax_args *A, VR gt, VR wt)

@@ -349,26 +349,16 @@ FN void outputs_pass1(const R *x0, R *out, int64_t C, fx_softmax_output what, ou
     G->sh = vselect(m == vsplat(-INFINITY), zero, m);
 }
 
-/* The exps and the sums of `what`. */
+/* The exps and the sums of `what` (outputs_terms). */
 FN void outputs_pass2(int64_t C, fx_softmax_output what, outputs_group *G)
 {
-    const VR one = vsplat(1), sh = G->sh;
+    const VR sh = G->sh;
     VD s[FX_HALVES], bd[FX_HALVES], ties[FX_HALVES], rest[FX_HALVES];
     for (int i = 0; i < VL; i++) G->spill[i] = 0.0;
     for (int h = 0; h < FX_HALVES; h++) s[h] = bd[h] = ties[h] = rest[h] = vdsplat(0);
     for (int64_t j = 0; j < C; j++) {
         VR v = G->t[j], e = vexp_nonpos(v - sh);
-        for (int h = 0; h < FX_HALVES; h++) s[h] += vd_half(e, h);
-        if (what == FX_OUT_ENTROPY) {
-            VR bdj = bd_terms(e, sh, v, G->spill);
-            for (int h = 0; h < FX_HALVES; h++) bd[h] += vd_half(bdj, h);
-        } else if (what == FX_OUT_LOGSUMEXP) {      /* FX_AUX_LSE_REST's sums */
-            VR tie = vzero_unless(v == sh, one), below = vzero_unless(v < sh, e);
-            for (int h = 0; h < FX_HALVES; h++) {
-                ties[h] += vd_half(tie, h);
-                rest[h] += vd_half(below, h);
-            }
-        }
+        outputs_terms(what, v, sh, e, s, bd, ties, rest, G->spill);
         if (what == FX_OUT_SOFTMAX) G->t[j] = e;
     }
     for (int h = 0; h < FX_HALVES; h++) {
@@ -379,45 +369,16 @@ FN void outputs_pass2(int64_t C, fx_softmax_output what, outputs_group *G)
     }
 }
 
-/* The finish and the outputs: logsumexp and entropy per row, softmax e_j / S and
-   log_softmax (x - M) - log S per class. */
+/* The finish and the outputs (outputs_finish, outputs_class). */
 FN void outputs_pass3(R *out, int64_t C, fx_softmax_output what, outputs_group *G)
 {
-    const VR zero = {0}, one = vsplat(1);
-    const int64_t r = G->r, n = G->n;
-    VD log_s[FX_HALVES], o[FX_HALVES];
-    vlog_halves(G->s, log_s);
+    const VR f = outputs_finish(what, G->m, G->nan, G->s, G->bd, G->ties, G->rest, G->spill);
     if (what == FX_OUT_LOGSUMEXP || what == FX_OUT_ENTROPY) {
-        VR l1p = zero, inv;
-        if (what == FX_OUT_LOGSUMEXP) {
-            VD arg[FX_HALVES];
-            for (int h = 0; h < FX_HALVES; h++) arg[h] = (G->ties[h] - 1.0) + G->rest[h];
-            l1p = vlog1p_unit(vr_of_halves(arg), &inv);    /* used where arg is in [0, 1) */
-        }
-        const VR nan_r = vzero_unless(G->nan, one);
-        for (int h = 0; h < FX_HALVES; h++) {
-            if (what == FX_OUT_ENTROPY) {
-                for (int i = 0; i < VLD; i++) G->bd[h][i] += G->spill[h * VLD + i];
-                o[h] = log_s[h] + G->bd[h] / G->s[h];
-            } else {
-                VD M = vd_half(G->m, h);
-                VDI has_nan = vdselect(M == vdsplat(INFINITY), vd_half(nan_r, h), G->s[h] != G->s[h]) != 0.0;
-                o[h] = lse_finish(M, G->s[h], log_s[h], vd_half(l1p, h), has_nan);
-            }
-        }
-        vstore_part(out + r, vr_of_halves(o), n);
+        vstore_part(out + G->r, f, G->n);
         return;
     }
-    VR f;
-    if (what == FX_OUT_SOFTMAX) {
-        for (int h = 0; h < FX_HALVES; h++) o[h] = one_chunk_alpha(vdsplat(1.0), G->s[h]);
-        f = vr_of_halves(o);
-    } else {
-        f = vr_of_halves(log_s);
-    }
-    for (int64_t j = 0; j < C; j++)       /* log_softmax: not x - (M + log S), it would round */
-        G->t[j] = what == FX_OUT_SOFTMAX ? G->t[j] * f : (G->t[j] - G->m) - f;
-    vstore_items(out + r * C, C, n, G->t);
+    for (int64_t j = 0; j < C; j++) G->t[j] = outputs_class(what, G->t[j], G->m, f);
+    vstore_items(out + G->r * C, C, G->n, G->t);
 }
 
 /* Rows [r0, r1) of (rows, C), C <= items_max_c (softmax_outputs_fn): groups of VL rows,
