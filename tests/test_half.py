@@ -128,21 +128,38 @@ def test_blocks(isa, half, name, rng):
     within_one_rounding(out.astype(np.float64), ref, half, name)
 
 
+@pytest.mark.parametrize("keep_e", [True, False], ids=["kept", "made-again"])
+@pytest.mark.parametrize("rows", [3, 5])
 @pytest.mark.parametrize("C", [3, 4096, 4097, 70000])
-def test_long_rows_and_threads(isa, half, C, rng):
-    """Rows of one and of many chunks (the half gradient is made again per chunk), and
-    the chunk-parallel path of few long rows: the same bits for any thread count."""
+def test_long_rows_and_threads(isa, half, C, rows, keep_e, rng):
+    """Rows of one and of many chunks, whose e_j the gradient and softmax passes either
+    keep in a float32 row (fx_row_scratch) or make again per chunk (_core's size limit,
+    forced here), and the chunk-parallel path of few long rows (3 rows on 2 threads): the
+    float32 path's bits rounded once, for any thread count, in place too, with an ignored
+    row and with class weights."""
     hd = HALF[half]
-    x = (rng.standard_normal((3, C)) * 3).astype(hd)
-    y = rng.integers(0, C, 3)
+    x = (rng.standard_normal((rows, C)) * 3).astype(hd)
+    y = rng.integers(0, C, rows)
+    y[1] = -100
+    w = rng.uniform(0.5, 2.0, C).astype(np.float32)
     x32 = x.astype(np.float32)
-    l32, g32 = fx.cross_entropy(x32, y, return_grad=True, label_smoothing=0.05)
-    for nt in (1, 2):
-        loss, grad = fx.cross_entropy(x, y, return_grad=True, label_smoothing=0.05, n_threads=nt)
-        assert_same_bits(loss, l32, f"loss, {nt} threads")
-        assert_same_bits(grad, g32.astype(hd), f"grad, {nt} threads")
-    sm = fx.softmax(x)
-    assert_same_bits(sm, fx.softmax(x32).astype(hd), "softmax")
+    prev = fx._core._set_row_e_max_bytes(1 << 20 if keep_e else 0)
+    try:
+        for kw in ({"label_smoothing": 0.05}, {"weight": w}):
+            l32, g32 = fx.cross_entropy(x32, y, return_grad=True, **kw)
+            for nt in (1, 2):
+                loss, grad = fx.cross_entropy(x, y, return_grad=True, n_threads=nt, **kw)
+                assert_same_bits(loss, l32, f"loss, {nt} threads, {kw.keys()}")
+                assert_same_bits(grad, g32.astype(hd), f"grad, {nt} threads, {kw.keys()}")
+            buf = x.copy()
+            loss, grad = fx.cross_entropy(buf, y, return_grad=True, grad_out=buf, **kw)
+            assert grad is buf
+            assert_same_bits(grad, g32.astype(hd), f"grad in place, {kw.keys()}")
+        for nt in (1, 2):
+            sm = fx.softmax(x, n_threads=nt)
+            assert_same_bits(sm, fx.softmax(x32).astype(hd), f"softmax, {nt} threads")
+    finally:
+        fx._core._set_row_e_max_bytes(prev)
 
 
 def test_in_place_gradient(half, rng):

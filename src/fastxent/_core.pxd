@@ -57,12 +57,15 @@ cdef extern from "fx_api.h" nogil:
         void *item_loss
 
     int FX_LOCAL_CHUNKS
-    ctypedef double (*softmax_rows_fn)(const fx_softmax_args *a, int64_t r0, int64_t r1, fx_chunk *row_chunks) noexcept nogil
+    ctypedef struct fx_row_scratch:
+        fx_chunk *chunks
+        float *e
+    ctypedef double (*softmax_rows_fn)(const fx_softmax_args *a, int64_t r0, int64_t r1, const fx_row_scratch *scratch) noexcept nogil
     ctypedef void (*softmax_chunk_stats_fn)(const fx_softmax_args *a, int64_t row, int64_t chunk, fx_chunk *st) noexcept nogil
     ctypedef double (*softmax_row_finish_fn)(const fx_softmax_args *a, int64_t row, fx_chunk *row_chunks) noexcept nogil
     ctypedef void (*softmax_chunk_grad_fn)(const fx_softmax_args *a, int64_t row, int64_t chunk, const fx_chunk *row_chunks) noexcept nogil
     ctypedef double (*softmax_cols_fn)(const fx_softmax_args *a, int64_t inner, int64_t k0, int64_t k1) noexcept nogil
-    ctypedef void (*softmax_outputs_fn)(const void *x, void *out, int64_t C, int64_t r0, int64_t r1, fx_softmax_output what, fx_chunk *row_chunks) noexcept nogil
+    ctypedef void (*softmax_outputs_fn)(const void *x, void *out, int64_t C, int64_t r0, int64_t r1, fx_softmax_output what, const fx_row_scratch *scratch) noexcept nogil
     ctypedef void (*softmax_outputs_cols_fn)(const void *x, void *out, int64_t C, int64_t inner, int64_t k0, int64_t k1, fx_softmax_output what) noexcept nogil
     ctypedef double (*elementwise_range_fn)(const fx_elementwise_args *a, int64_t i0, int64_t i1) noexcept nogil
     ctypedef void (*sigmoid_outputs_fn)(const void *x, void *out, int64_t i0, int64_t i1, fx_sigmoid_output what) noexcept nogil

@@ -156,6 +156,43 @@ cdef fx_chunk* _chunk_tables(int64_t nch, int nt) except? NULL:
     return <fx_chunk*>_alloc(<size_t>nt * <size_t>nch * sizeof(fx_chunk))
 
 
+# A half input's rows keep their e_j in a float32 row per thread (fx_row_scratch.e) up to
+# this many bytes; longer rows make them again. Kept, a row is written and read back
+# from the cache; made again, its 2-byte logits are read from memory again and exp-ed
+# again. (_set_row_e_max_bytes: the test and benchmark hook.)
+cdef int64_t _row_e_max_bytes = 1024 * 1024
+
+
+def _set_row_e_max_bytes(int64_t n):
+    """Test and benchmark hook: the largest float32 row (bytes) a half input's row
+    kernels keep their e_j in (0: always make them again). Returns the previous value."""
+    global _row_e_max_bytes
+    prev = _row_e_max_bytes
+    _row_e_max_bytes = n
+    return prev
+
+
+cdef fx_row_scratch* _row_scratch(int64_t nch, int64_t C, int nt, bint keep_e) except NULL:
+    """One fx_row_scratch per thread (fx_api.h) in one allocation: nt entries, then each
+    thread's chunk table (rows of more than FX_LOCAL_CHUNKS chunks) and float32 row of
+    e_j (keep_e: a half input whose row pass writes a gradient or softmax, up to
+    _row_e_max_bytes), 64-byte aligned. Freed with free()."""
+    cdef size_t head = (<size_t>nt * sizeof(fx_row_scratch) + 63) // 64 * 64
+    cdef size_t tab = 0, ebytes = 0
+    cdef int i
+    if nch > FX_LOCAL_CHUNKS:
+        tab = (<size_t>nch * sizeof(fx_chunk) + 63) // 64 * 64
+    if keep_e and C * 4 <= _row_e_max_bytes:
+        ebytes = (<size_t>C * 4 + 63) // 64 * 64
+    cdef char *p = <char*>_alloc(head + <size_t>nt * (tab + ebytes) + 64)
+    cdef char *base = p + (64 - <size_t>p % 64) % 64 + head     # head stays a multiple of 64
+    cdef fx_row_scratch *scr = <fx_row_scratch*>p
+    for i in range(nt):
+        scr[i].chunks = <fx_chunk*>(base + i * (tab + ebytes)) if tab else NULL
+        scr[i].e = <float*>(base + i * (tab + ebytes) + tab) if ebytes else NULL
+    return scr
+
+
 cdef inline void* _ptr(object a):
     return NULL if a is None else cnp.PyArray_DATA(<cnp.ndarray>a)
 
@@ -215,9 +252,9 @@ DEF K_ITEMS_PAIRS = 4       # rows of 2 classes, the table's own kernel for them
 
 
 cdef inline double _block(int kind, void *args, const fx_table *tab, int64_t inner,
-                          int64_t i0, int64_t i1, fx_chunk *row_chunks) noexcept nogil:
+                          int64_t i0, int64_t i1, const fx_row_scratch *scratch) noexcept nogil:
     if kind == K_ROWS:
-        return tab.softmax_rows(<fx_softmax_args*>args, i0, i1, row_chunks)
+        return tab.softmax_rows(<fx_softmax_args*>args, i0, i1, scratch)
     if kind == K_COLS:
         return tab.softmax_cols(<fx_softmax_args*>args, inner, i0, i1)
     if kind == K_ITEMS:
@@ -228,36 +265,37 @@ cdef inline double _block(int kind, void *args, const fx_table *tab, int64_t inn
 
 
 cdef double _sum_blocks(int kind, void *args, const fx_table *tab, int64_t inner, int64_t n,
-                        int64_t per, int nt, int64_t nch=0) except? -1.0:
+                        int64_t per, int nt, int64_t nch=0, bint keep_e=False) except? -1.0:
     """Items [0, n) in blocks of `per` (fixed by the caller from the shape alone): each
     block summed serially, the block sums added in block order, so the total has the same
-    bits whatever `nt`. nch: chunks per softmax row (K_ROWS), for the chunk tables."""
+    bits whatever `nt`. nch, keep_e: chunks per softmax row and whether a half row keeps
+    its e_j (K_ROWS), for the row scratch (_row_scratch)."""
     cdef int64_t nblocks
     cdef double total = 0.0
     cdef int64_t b
     cdef double *part
-    cdef fx_chunk *tables = NULL
+    cdef fx_row_scratch *scratch = NULL
     if n <= 0 or per <= 0:
         return 0.0
     nblocks = (n - 1) // per + 1          # n > 0: no overflow near INT64_MAX
     part = <double*>_alloc(<size_t>nblocks * sizeof(double))
     try:
         if kind == K_ROWS:
-            tables = _chunk_tables(nch, nt)
+            scratch = _row_scratch(nch, (<fx_softmax_args*>args).C, nt, keep_e)
         with nogil:
             if nt == 1:
                 for b in range(nblocks):
                     part[b] = _block(kind, args, tab, inner, b * per, min(n, (b + 1) * per),
-                                     tables)
+                                     scratch)
             else:
                 for b in prange(nblocks, schedule="static", num_threads=nt):
                     part[b] = _block(kind, args, tab, inner, b * per, min(n, (b + 1) * per),
-                                     tables + threadid() * nch if tables != NULL else NULL)
+                                     scratch + threadid() if scratch != NULL else NULL)
             for b in range(nblocks):
                 total += part[b]
     finally:
         free(part)
-        free(tables)
+        free(scratch)
     return total
 
 
@@ -361,7 +399,8 @@ def softmax_loss(cnp.ndarray x, *, int64_t classes, int64_t inner, labels, soft,
     # Few long rows (an LLM vocabulary): parallel over the chunks of the rows too.
     if nt > 1 and nch > 1 and rows < 2 * nt and not logprob_input:
         return _softmax_by_chunk(&a, tab, rows, nch, per, nt)
-    return _sum_blocks(K_ROWS, &a, tab, 1, rows, per, nt, nch)
+    return _sum_blocks(K_ROWS, &a, tab, 1, rows, per, nt, nch,
+                       keep_e=cnp.PyArray_ITEMSIZE(x) == 2 and grad is not None and nch > 1)
 
 
 cdef double _softmax_by_chunk(fx_softmax_args *a, const fx_table *tab, int64_t rows,
@@ -446,17 +485,18 @@ def softmax_outputs(cnp.ndarray x, cnp.ndarray out, *, fx_softmax_output output,
     cdef int nt = _threads(n_threads, rows * C, nblocks)
     cdef int64_t b
     cdef int64_t nch = (C + _chunk_elems(x) - 1) // _chunk_elems(x)
-    cdef fx_chunk *tables = _chunk_tables(nch, nt)
+    cdef fx_row_scratch *scratch = _row_scratch(
+        nch, C, nt, cnp.PyArray_ITEMSIZE(x) == 2 and output == FX_OUT_SOFTMAX)
     try:
         with nogil:
             if nt == 1:
-                fn(xp, op, C, 0, rows, output, tables)
+                fn(xp, op, C, 0, rows, output, scratch)
             else:
                 for b in prange(nblocks, schedule="static", num_threads=nt):
                     fn(xp, op, C, b * per, min(rows, (b + 1) * per), output,
-                       tables + threadid() * nch if tables != NULL else NULL)
+                       scratch + threadid())
     finally:
-        free(tables)
+        free(scratch)
 
 
 def elementwise_loss(cnp.ndarray x, cnp.ndarray target, *, fx_elementwise_loss loss,

@@ -158,9 +158,24 @@ typedef struct {
    allocate nothing that can fail: a row of more than FX_LOCAL_CHUNKS chunks keeps its
    chunk statistics in `row_chunks`, nch entries the caller allocated before any parallel
    region (one table per thread; NULL for shorter rows, whose table is on the stack). */
+
+/* What the row kernels (softmax_rows, softmax_outputs_rows) keep of a row between its
+   passes, one per thread, allocated by the caller before any parallel region:
+     chunks  nch chunk statistics for rows of more than FX_LOCAL_CHUNKS chunks, else
+             NULL (the table is on the stack)
+     e       a half instance's rows of more than one chunk: C float32, the row's e_j
+             from the exp pass kept for the gradient (or softmax) pass, which otherwise
+             makes them again (the same bits) because a half output cannot hold them
+             unrounded; NULL: made again (the caller bounds the size, _core.pyx)
+   The items kernels share the row kernels' signatures and ignore it. */
+typedef struct {
+    fx_chunk *chunks;
+    float *e;
+} fx_row_scratch;
+
 /* softmax family over rows [r0, r1) of (rows, C) */
 typedef double (*softmax_rows_fn)(const fx_softmax_args *a, int64_t r0, int64_t r1,
-                                  fx_chunk *row_chunks);
+                                  const fx_row_scratch *scratch);
 /* the three phases of softmax_rows, for the chunk-parallel path over few long rows:
    chunk statistics, the row's finish (its loss), the chunk's gradient */
 typedef void (*softmax_chunk_stats_fn)(const fx_softmax_args *a, int64_t row, int64_t chunk,
@@ -175,7 +190,8 @@ typedef double (*softmax_cols_fn)(const fx_softmax_args *a, int64_t inner, int64
 /* logsumexp / softmax / log_softmax / entropy over rows [r0, r1) of x (rows, C); out is
    (rows,) for LOGSUMEXP and ENTROPY, (rows, C) otherwise, input dtype */
 typedef void (*softmax_outputs_fn)(const void *x, void *out, int64_t C, int64_t r0,
-                                   int64_t r1, fx_softmax_output what, fx_chunk *row_chunks);
+                                   int64_t r1, fx_softmax_output what,
+                                   const fx_row_scratch *scratch);
 /* softmax_outputs over panels [k0, k1) of x viewed as (outer, C, inner), the class axis
    not last (softmax_cols's panels); out is (outer, inner) for logsumexp and entropy, x's
    shape otherwise. NULL in the half instances. */

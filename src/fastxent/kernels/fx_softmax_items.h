@@ -299,17 +299,17 @@ FN double items_rows(const fx_softmax_args *A, int64_t r0, int64_t r1, int pairs
    chosen by the caller (the table's softmax_items_pairs), so that its code does not
    change the general one's. */
 KERNEL double softmax_items_pairs(const fx_softmax_args *A, int64_t r0, int64_t r1,
-                                  fx_chunk *row_chunks)
+                                  const fx_row_scratch *scratch)
 {
-    (void)row_chunks;
+    (void)scratch;
     return items_rows(A, r0, r1, 1);
 }
 
 /* The kernel of softmax_rows's signature for few classes. */
 KERNEL double softmax_items(const fx_softmax_args *A, int64_t r0, int64_t r1,
-                            fx_chunk *row_chunks)
+                            const fx_row_scratch *scratch)
 {
-    (void)row_chunks;
+    (void)scratch;
     return items_rows(A, r0, r1, FX_HAVE_PAIRS);
 }
 
@@ -384,9 +384,9 @@ FN void outputs_pass3(R *out, int64_t C, fx_softmax_output what, outputs_group *
 /* Rows [r0, r1) of (rows, C), C <= items_max_c (softmax_outputs_fn): groups of VL rows,
    2 or 4 at a time (items_range's interleave). */
 KERNEL void softmax_outputs_items(const void *xv, void *outv, int64_t C, int64_t r0, int64_t r1,
-                                  fx_softmax_output what, fx_chunk *row_chunks)
+                                  fx_softmax_output what, const fx_row_scratch *scratch)
 {
-    (void)row_chunks;
+    (void)scratch;
     const R *x = (const R *)xv;
     R *out = (R *)outv;
     outputs_group G[FX_ITEMS_INTERLEAVE];

@@ -356,20 +356,47 @@ softmax_rows_one_chunk(const fx_softmax_args *A, int64_t r0, int64_t r1)
     return NAN;
 }
 
-KERNEL double softmax_rows(const fx_softmax_args *A, int64_t r0, int64_t r1,
-                           fx_chunk *row_chunks)
+/* A half instance's float32 row for a row's e_j (fx_row_scratch), or NULL (none given,
+   or not a half instance: the others keep e_j in their own output). */
+FN R *half_row_e(const fx_row_scratch *scratch)
 {
-    const int64_t nch = (A->C + CHUNK - 1) / CHUNK;
+#if FX_HALF
+    return scratch ? scratch->e : NULL;
+#else
+    (void)scratch;
+    return NULL;
+#endif
+}
+
+KERNEL double softmax_rows(const fx_softmax_args *A, int64_t r0, int64_t r1,
+                           const fx_row_scratch *scratch)
+{
+    const int64_t C = A->C, nch = (C + CHUNK - 1) / CHUNK;
     if (nch == 1 && !A->logprob_input) return softmax_rows_one_chunk(A, r0, r1);
     fx_chunk local[FX_LOCAL_CHUNKS];
-    fx_chunk *st = nch <= FX_LOCAL_CHUNKS ? local : row_chunks;   /* see fx_api.h */
+    fx_chunk *st = nch <= FX_LOCAL_CHUNKS ? local : scratch->chunks;   /* see fx_api.h */
+    /* a half row's e_j kept in float32 for its gradient pass (fx_row_scratch): one exp
+       pass, not two, and the x the second pass would read again from memory */
+    R *e = A->grad ? half_row_e(scratch) : NULL;
+    const int variant = fx_softmax_variant(A);
     double total = 0.0;
     for (int64_t r = r0; r < r1; r++) {
         if (A->logprob_input) { total += nll_row(A, r); continue; }
-        for (int64_t c = 0; c < nch; c++) softmax_chunk_stats(A, r, c, st + c);
+        for (int64_t c = 0; c < nch; c++)
+            if (e) chunk_stats_to(A, variant, r, c, st + c, e + c * CHUNK);
+            else softmax_chunk_stats(A, r, c, st + c);
         total += softmax_row_finish(A, r, st);
-        if (A->grad)
-            for (int64_t c = 0; c < nch; c++) softmax_chunk_grad(A, r, c, st);
+        if (!A->grad) continue;
+        for (int64_t c = 0; c < nch; c++) {
+            if (!e) {
+                softmax_chunk_grad(A, r, c, st);
+                continue;
+            }
+            /* softmax_chunk_grad's half path, from the kept e_j */
+            const int64_t j0 = c * CHUNK, n = C - j0 < CHUNK ? C - j0 : CHUNK;
+            chunk_grad_to(A, variant, r, c, st, e + j0);
+            stream_copy_t((T *)A->grad + r * C + j0, e + j0, n);
+        }
     }
     return total;
 }
@@ -392,21 +419,24 @@ FN void log_softmax_row(const T *x, T *o, int64_t C, R M, R ls)
 /* logsumexp, softmax, log_softmax or entropy of rows [r0, r1), from the same chunk
    stats as the losses. */
 KERNEL void softmax_outputs_rows(const void *xv, void *outv, int64_t C, int64_t r0, int64_t r1,
-                                 fx_softmax_output what, fx_chunk *row_chunks)
+                                 fx_softmax_output what, const fx_row_scratch *scratch)
 {
     const int64_t nch = (C + CHUNK - 1) / CHUNK;
     fx_chunk local[FX_LOCAL_CHUNKS];
-    fx_chunk *st = nch <= FX_LOCAL_CHUNKS ? local : row_chunks;   /* see fx_api.h */
+    fx_chunk *st = nch <= FX_LOCAL_CHUNKS ? local : scratch->chunks;   /* see fx_api.h */
+    /* where softmax keeps e_j for its second pass: the output itself, or for a half
+       output the float32 scratch (fx_row_scratch; NULL there: made again below) */
+    R *kept = what != FX_OUT_SOFTMAX ? NULL : FX_HALF ? half_row_e(scratch) : (R *)outv;
     for (int64_t r = r0; r < r1; r++) {
         const T *x = (const T *)xv + r * C;
         T *o = (T *)outv + r * C;
-        int store = what == FX_OUT_SOFTMAX && !FX_HALF;   /* half: e_j made again below */
+        R *e = !kept ? NULL : FX_HALF ? kept : kept + r * C;
         for (int64_t c = 0; c < nch; c++) {
             int64_t j0 = c * CHUNK, n = C - j0 < CHUNK ? C - j0 : CHUNK;
             if (what == FX_OUT_ENTROPY)
                 chunk_stats(x + j0, NULL, n, FX_AUX_ENTROPY, 0, NULL, NULL, 0, 0, st + c);
-            else if (store)
-                chunk_stats(x + j0, (R *)o + j0, n, FX_AUX_NONE, 0, NULL, NULL, 0, 0, st + c);
+            else if (e)
+                chunk_stats(x + j0, e + j0, n, FX_AUX_NONE, 0, NULL, NULL, 0, 0, st + c);
             else
                 chunk_stats(x + j0, NULL, n, FX_AUX_NONE, 0, NULL, NULL, 0, 0, st + c);
         }
@@ -445,10 +475,11 @@ KERNEL void softmax_outputs_rows(const void *xv, void *outv, int64_t C, int64_t 
                 int64_t j0 = c * CHUNK, n = C - j0 < CHUNK ? C - j0 : CHUNK;
 #if FX_HALF
                 R buf[CHUNK] __attribute__((aligned(64)));
+                R *ec = e ? e + j0 : buf;
                 fx_chunk again;
-                chunk_stats(x + j0, buf, n, FX_AUX_NONE, 0, NULL, NULL, 0, 0, &again);
-                grad_pass(buf, n, (R)st[c].alpha, 0, FX_AUX_NONE, 0, NULL, NULL, 0, 0);
-                stream_copy_t(o + j0, buf, n);
+                if (!e) chunk_stats(x + j0, buf, n, FX_AUX_NONE, 0, NULL, NULL, 0, 0, &again);
+                grad_pass(ec, n, (R)st[c].alpha, 0, FX_AUX_NONE, 0, NULL, NULL, 0, 0);
+                stream_copy_t(o + j0, ec, n);
 #else
                 grad_pass(o + j0, n, (R)st[c].alpha, 0, FX_AUX_NONE, 0, NULL, NULL, 0, 0);
 #endif
