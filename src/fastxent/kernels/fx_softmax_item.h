@@ -238,13 +238,13 @@ FN VR lane_label_weights(const R *w, VI lab)
    items (fx_softmax_items.h, fx_softmax_cols.h): lab per lane is its class (soft
    targets: 0), FX_LABEL_IGNORED or FX_LABEL_BAD; m, sh, xt and wt its max, shift,
    target logit and the target's class weight; s, bd and bsum the float64 halves of its
-   sums (bd with any spill added). Writes each lane's loss (item_finish; a dropped lane
-   fx_dropped_loss's 0 or NaN) to loss[h] and returns the gradient factors in R. */
-FN VR items_finish(const fx_softmax_args *A, VI lab, VR m, VR sh, VR xt, VR wt, const VD *s,
-                   const VD *bd, const VD *bsum, VD *loss)
+   sums (bd with any spill added), log_s the logs of s. Writes each lane's loss
+   (item_finish; a dropped lane fx_dropped_loss's 0 or NaN) to loss[h] and returns the
+   gradient factors in R. */
+FN VR items_finish_log(const fx_softmax_args *A, VI lab, VR m, VR sh, VR xt, VR wt,
+                       const VD *s, const VD *bd, const VD *bsum, const VD *log_s, VD *loss)
 {
-    VD log_s[FX_HALVES], alpha[FX_HALVES];
-    vlog_halves(s, log_s);
+    VD alpha[FX_HALVES];
     const VR lab_r = __builtin_convertvector(lab, VR);
     for (int h = 0; h < FX_HALVES; h++) {
         VD M = vd_half(m, h), lab_d = vd_half(lab_r, h), k;
@@ -255,6 +255,15 @@ FN VR items_finish(const fx_softmax_args *A, VI lab, VR m, VR sh, VR xt, VR wt, 
                            vdzero_unless(lab_d == (double)FX_LABEL_BAD, vdsplat(NAN)));
     }
     return vr_of_halves(alpha);
+}
+
+/* items_finish_log with log S from the vector log (vlog_halves). */
+FN VR items_finish(const fx_softmax_args *A, VI lab, VR m, VR sh, VR xt, VR wt, const VD *s,
+                   const VD *bd, const VD *bsum, VD *loss)
+{
+    VD log_s[FX_HALVES];
+    vlog_halves(s, log_s);
+    return items_finish_log(A, lab, m, sh, xt, wt, s, bd, bsum, log_s, loss);
 }
 
 /* The building blocks over a vector of items (the items path, fx_softmax_items.h, and
