@@ -21,6 +21,10 @@ Run from a checkout after an in-place build::
 
 Times are medians over the rounds. The machine's load changes them: say so with the
 numbers, and re-run on a quiet machine before quoting ratios.
+
+``--record bench/HALF_RESULTS.md`` runs the default shapes once per ISA variant this CPU
+runs (not the baseline where a wider one runs) and writes what it prints there, with the
+commit and the machine.
 """
 import argparse
 import os
@@ -91,7 +95,12 @@ def main(argv=None):
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--no-torch", action="store_true")
     ap.add_argument("--isa", default=None, help="fastxent's kernel variant (_core.select_isa)")
+    ap.add_argument("--record", metavar="FILE", default=None,
+                    help="run every ISA variant of this CPU and write the output to FILE")
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = ap.parse_args(argv)
+    if args.record:
+        return record(args, argv)
     T = args.threads
     if args.isa:
         from fastxent import _core
@@ -178,6 +187,40 @@ def main(argv=None):
                 print(f"      torch {k}: fwd+bwd {med[(k, 'torch fwd+bwd')] / med[(k, 'fastxent fwd+bwd')]:.1f}x "
                       f"fastxent's time, fwd {med[(k, 'torch fwd')] / med[(k, 'fastxent fwd')]:.1f}x")
         print(f"    float32: fwd / 4-byte read floor {med[('float32', 'fastxent fwd')] / floor4:.2f}")
+    return 0
+
+
+def record(args, argv):
+    """Run main once per ISA variant (fastxent._bench.item_isas) in this process, its
+    output captured, and write it to args.record as markdown."""
+    import contextlib
+    import io
+    import platform
+    import subprocess
+
+    from fastxent._bench import item_isas
+
+    rest = [a for a in argv if a != "--record" and a != args.record]
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    commit = subprocess.run(["git", "-C", root, "rev-parse", "--short", "HEAD"],
+                            capture_output=True, text=True).stdout.strip() or "?"
+    cpu = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo")
+                if ln.startswith("model name")), platform.processor()) \
+        if os.path.exists("/proc/cpuinfo") else platform.processor()
+    parts = [f"# Half-precision logits: float16 and bfloat16 beside float32\n\n"
+             f"`python bench/half_compare.py {' '.join(argv)}` on commit {commit}, "
+             f"{cpu}, {os.cpu_count()} cores, threads {args.threads}. Medians of "
+             f"{args.rounds} interleaved rounds; each ISA variant of fastxent's kernels in turn "
+             f"(PyTorch's times are its own, the same in each). See the docstring of "
+             f"bench/half_compare.py for what each line measures.\n"]
+    for isa in item_isas():
+        buf = io.StringIO()
+        with contextlib.redirect_stdout(buf):
+            main(rest + ["--isa", isa])
+        parts.append(f"\n## {isa}\n\n```\n{buf.getvalue().rstrip()}\n```\n")
+        print(buf.getvalue())
+    with open(args.record, "w") as f:
+        f.write("".join(parts))
     return 0
 
 
