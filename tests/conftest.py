@@ -138,6 +138,13 @@ def close_ieee(actual, expected, dtype, what="", unit=0.0, *, scale=None, rtol=N
                                atol=rtol * float(scale) + float(np.finfo(dtype).tiny), err_msg=what)
 
 
+def canonical_nan(a):
+    """a with every NaN as the positive quiet NaN (its sign and payload dropped: where two
+    kernels' instructions take a NaN from different operands, the compiler's choice)."""
+    a = np.asarray(a)
+    return np.where(np.isnan(a), np.array(np.nan, a.dtype), a)
+
+
 def assert_same_bits(actual, expected, what=""):
     """The one bit-equality check: the same bits (NaN payloads and the sign of zero
     included), the same shape and the same dtype up to byte order. Takes NumPy scalars,

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 import fastxent as fx
-from conftest import assert_same_bits, close_ieee, require_ml_dtypes, require_torch
+from conftest import (assert_same_bits, canonical_nan, close_ieee, require_ml_dtypes,
+                      require_torch)
 from registry import BLOCKS, CASES
 
 ml_dtypes = require_ml_dtypes()
@@ -33,14 +34,16 @@ def _to_half(a, hd):
     return a
 
 
-@pytest.fixture(autouse=True)
-def _float32_on_the_row_path():
-    """Half inputs take the row path at every class count (FX_ITEMS_SWITCH_* are 0 for the
-    half instances: kernels/fx_softmax_items.h), so the float32 results these tests compare
-    bits with are the row path's: rows of few classes are forced onto it here."""
+@pytest.fixture(autouse=True, params=["measured", "rows"])
+def items_switch(request):
+    """Each test twice: with the measured switch between the items path (rows of few
+    classes, lanes over rows) and the row path, which half inputs share with float32
+    (kernels/fx_softmax_items.h: a half group goes through a float32 block), and with
+    every row forced onto the row path. Either way half and float32 take the same path,
+    so the float32 results the tests compare bits with are that path's."""
     from fastxent import _core
-    prev = _core._set_items_max_c(0)
-    yield
+    prev = _core._set_items_max_c(-1 if request.param == "measured" else 0)
+    yield request.param
     _core._set_items_max_c(prev)
 
 
@@ -160,6 +163,55 @@ def test_long_rows_and_threads(isa, half, C, rows, keep_e, rng):
             assert_same_bits(sm, fx.softmax(x32).astype(hd), f"softmax, {nt} threads")
     finally:
         fx._core._set_row_e_max_bytes(prev)
+
+
+@pytest.mark.parametrize("C", [2, 3, 5, 8, 17, 37, 56, 72, 100])
+def test_few_classes(isa, half, C, rng):
+    """Rows of few classes, on the items path where the switch gives it (the autouse
+    items_switch runs each test on the measured switch and on the row path): hard labels
+    with every option, soft targets, nll_loss and the building blocks; the float32
+    results on the widened values, rounded once, for 1 and 2 threads and in place. 203
+    rows: whole groups and a partial one. (NaN compared as NaN: the half row path's max
+    from bit patterns may keep another NaN than float32's.)"""
+    def same(a, b, what):
+        assert_same_bits(canonical_nan(a), canonical_nan(b), what)
+
+    hd = HALF[half]
+    n = 203
+    x = (rng.standard_normal((n, C)) * 3).astype(hd)
+    odd = x.copy()                      # a NaN row and an all -inf row, item by item
+    odd[5, 0] = np.nan
+    odd[6, :] = -np.inf
+    y = rng.integers(0, C, n)
+    y[7] = -100
+    w = rng.uniform(0.5, 2.0, C).astype(np.float32)
+    p = fx.softmax(rng.standard_normal((n, C)).astype(np.float32)).astype(hd)
+    calls = [(x, y, {}), (x, y, {"weight": w, "label_smoothing": 0.1}),
+             (odd, y.astype(np.int32), {"reduction": "none"}), (x, p, {}),
+             (x, p, {"weight": w, "reduction": "sum"})]
+    for x, t, kw in calls:
+        x32 = x.astype(np.float32)
+        t32 = p.astype(np.float32) if t is p else t
+        l32, g32 = fx.cross_entropy(x32, t32, return_grad=True, **kw)
+        for nt in (1, 2):
+            loss, grad = fx.cross_entropy(x, t, return_grad=True, n_threads=nt, **kw)
+            same(loss, l32, f"loss {kw}, {nt} threads")
+            same(grad, g32.astype(hd), f"grad {kw}, {nt} threads")
+        buf = x.copy()
+        _, grad = fx.cross_entropy(buf, t, return_grad=True, grad_out=buf, **kw)
+        assert grad is buf
+        same(grad, g32.astype(hd), f"grad in place {kw}")
+    x = odd
+    x32 = x.astype(np.float32)
+    logp = fx.log_softmax(x)
+    l32, g32 = fx.nll_loss(logp.astype(np.float32), y, return_grad=True, reduction="none")
+    loss, grad = fx.nll_loss(logp, y, return_grad=True, reduction="none")
+    same(loss, l32, "nll_loss")
+    same(grad, g32.astype(hd), "nll_loss grad")
+    for name in ("softmax", "log_softmax", "logsumexp", "entropy"):
+        block = getattr(fx, name)
+        for nt in (1, 2):
+            same(block(x, n_threads=nt), block(x32).astype(hd), f"{name}, {nt} threads")
 
 
 def test_in_place_gradient(half, rng):

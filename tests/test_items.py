@@ -21,7 +21,7 @@ import pytest
 import fastxent as fx
 from fastxent import _core
 import reference as ref
-from conftest import INT_DTYPES, close_ieee
+from conftest import INT_DTYPES, assert_same_bits, close_ieee
 from registry import BLOCKS, CASES
 
 # around the switch points of every ISA and precision (2, 8, 24, 48, 52, 56, 72),
@@ -169,15 +169,22 @@ def test_switch_points_are_the_kernels(isa, rng):
             assert same, f"C={C} {np.dtype(dtype).name}: neither path gives the default's bits"
 
 
-def test_the_hook_never_sends_half_inputs_to_the_items_path(isa, rng):
-    """The half instances have no items path (their switch is 0): forcing the items path
-    leaves them on the row path (it once ran the float32-reading kernels on 16-bit data)."""
-    x = rng.standard_normal((37, 5)).astype(np.float16)
-    t = rng.integers(0, 5, 37)
-    default = fx.cross_entropy(x, t, reduction="none")
-    forced = _both_paths(lambda: fx.cross_entropy(x, t, reduction="none"))
-    for mode, got in forced.items():
-        np.testing.assert_array_equal(got, default, err_msg=mode)
+@pytest.mark.parametrize("C", [5, 100, 128])
+def test_the_hook_moves_half_inputs_with_float32(isa, rng, C):
+    """Half inputs take the items path where float32 does (their groups go through a
+    float32 block: kernels/fx_softmax_items.h), up to the tile's ITEMS_MAX_C classes when
+    forced: on each path the half result is float32's on the widened values (the loss
+    bit for bit, the gradient rounded once). (The hook once sent 16-bit data to
+    float32-reading kernels.)"""
+    x = rng.standard_normal((37, C)).astype(np.float16)
+    t = rng.integers(0, C, 37)
+
+    def both():
+        return (fx.cross_entropy(x, t, reduction="none", return_grad=True),
+                fx.cross_entropy(x.astype(np.float32), t, reduction="none", return_grad=True))
+    for mode, ((loss, grad), (l32, g32)) in _both_paths(both).items():
+        assert_same_bits(loss, l32, mode)
+        assert_same_bits(grad, g32.astype(np.float16), mode)
 
 
 def test_items_of_no_classes_have_loss_zero():

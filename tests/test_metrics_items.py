@@ -14,7 +14,7 @@ import pytest
 import fastxent as fx
 from fastxent import _core, metrics
 
-from conftest import assert_same_bits, tol
+from conftest import assert_same_bits, canonical_nan, tol
 
 SWITCH_CLASSES = [2, 3, 8, 9, 24, 25, 56, 57, 72, 73, _core.ITEMS_MAX_C]
 LABEL_DTYPES = [np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16, np.uint32,
@@ -52,12 +52,6 @@ def reference_rank(row, t):
     equal logits the higher index first, NaN first)."""
     order = np.argsort(row, kind="mergesort")[::-1]
     return int(np.nonzero(order == t)[0][0])
-
-
-def canonical_nan(a):
-    """a with every NaN as the positive quiet NaN (its sign and payload dropped)."""
-    a = np.asarray(a)
-    return np.where(np.isnan(a), np.array(np.nan, a.dtype), a)
 
 
 def awkward_logits(rng, n, c, dtype):

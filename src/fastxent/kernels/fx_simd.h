@@ -719,6 +719,8 @@ FN VR vneg_unless(VI mask, VR v) { return (VR)((VI)v ^ (~mask & vsignbits())); }
      load_t(p)                            one element as an R
      vstore_t(p, v), vstore_t_part(p, v, n), store_t(p, r)   rounded to T
      stream_copy_t(dst, src, n)           n R values from a float32 buffer out to T
+     widen_t(dst, src, n)                 (half only) n T values into a float32 buffer
+     vgather_t_part(p, stride, n, pad)    vgather_part of T values
    The kernels keep anything that is read back (the e_j of the softmax passes) in R, so
    a half output is rounded once from the float32 value. */
 #if defined(FX_HALF_F16) || defined(FX_HALF_BF16)
@@ -928,6 +930,23 @@ FN void vstore_t_part(T *p, VR v, int64_t n)
     memcpy(p, b, (size_t)n * sizeof(T));
 }
 
+/* n values widened into a float32 buffer (the items kernels' tile reads 32-bit lanes). */
+FN void widen_t(R *dst, const T *src, int64_t n)
+{
+    int64_t j = 0;
+    for (; j + VL <= n; j += VL) vstore(dst + j, vload_t(src + j));
+    if (j < n) vstore_part(dst + j, vload_t_part(src + j, n - j, 0), n - j);
+}
+
+/* Lanes [0, n) from p[i stride] (vgather_part of T values: the 16-bit values gathered
+   one by one, then widened as a vector; the items kernels' half soft targets). */
+FN VR vgather_t_part(const T *p, int64_t stride, int64_t n, R pad)
+{
+    T b[VL] = {0};
+    for (int64_t i = 0; i < n && i < VL; i++) b[i] = p[i * stride];
+    return vselect(vlive(n), vload_t(b), vsplat(pad));
+}
+
 /* No non-temporal stores for half outputs: a plain rounding copy. */
 FN void stream_copy_t(T *dst, const R *src, int64_t n)
 {
@@ -949,6 +968,7 @@ FN void stream_copy_t(T *dst, const R *src, int64_t n)
 #define vload_t_part(p, n, pad) vload_part((p), (n), (pad))
 #define vstore_t_part(p, v, n) vstore_part((p), (v), (n))
 #define stream_copy_t(dst, src, n) stream_copy((dst), (src), (n))
+#define vgather_t_part(p, stride, n, pad) vgather_part((p), (stride), (n), (pad))
 #endif
 
 #endif /* FX_SIMD_H */

@@ -29,12 +29,12 @@
    0.85x, though 1.08x in L2) and 56 on AVX2 (1.38x / 1.16x; 64: 0.97x); float64 losses
    56 (AVX-512: 1.22x / 1.04x) and 24 (AVX2; 32 in L2: 0.99x); the blocks 72 and 52
    (float32; AVX-512 at 80 softmax 0.82x), 48 and 24 (float64). The baseline ISA's were
-   measured on a Zen 4. At most FX_ITEMS_MAX_C (the tile). Half-precision inputs take
-   the row path (0: the tile's loads read 32-bit lanes; 2-byte ones are not written
-   yet). */
-#define FX_ITEMS_SWITCH_LOSS   (FX_HALF ? 0 : FX_VBYTES == 64 ? (FX_F32 ? 72 : 56) \
+   measured on a Zen 4. At most FX_ITEMS_MAX_C (the tile). Half-precision inputs use
+   float32's switch points (their groups go through a float32 block, FX_HALF_TILE), so
+   their results are float32's on the widened values, rounded once, at every C. */
+#define FX_ITEMS_SWITCH_LOSS   (FX_VBYTES == 64 ? (FX_F32 ? 72 : 56) \
                               : FX_VBYTES == 32 ? (FX_F32 ? 56 : 24) : (FX_F32 ? 8 : 2))
-#define FX_ITEMS_SWITCH_BLOCKS (FX_HALF ? 0 : FX_VBYTES == 64 ? (FX_F32 ? 72 : 48) \
+#define FX_ITEMS_SWITCH_BLOCKS (FX_VBYTES == 64 ? (FX_F32 ? 72 : 48) \
                               : FX_VBYTES == 32 ? (FX_F32 ? 52 : 24) : (FX_F32 ? 8 : 2))
 _Static_assert(FX_ITEMS_SWITCH_LOSS <= FX_ITEMS_MAX_C && FX_ITEMS_SWITCH_BLOCKS <= FX_ITEMS_MAX_C,
                "the tile holds FX_ITEMS_MAX_C classes");
@@ -54,6 +54,42 @@ FN void items_prefetch(const R *x, const R *y, const R *g, int64_t C)
         if (y) __builtin_prefetch((const char *)y + ahead + b, 0, 3);
         if (g) __builtin_prefetch((const char *)g + ahead + b, 1, 3);
     }
+}
+
+/* Half inputs and outputs: the tile's loads and stores read and write 32-bit lanes, so a
+   half group's rows go through a float32 block on the stack, FX_HALF_TILE (of one
+   element in the other instances, where x and out are read and written in place):
+   items_rows_r widens the rows, items_store_rows rounds the tile's results once on the
+   way out. */
+#define FX_HALF_TILE(name) R name[FX_HALF ? VL * FX_ITEMS_MAX_C : 1] __attribute__((aligned(64)))
+
+/* Rows [0, n) of C of x as float32 for the tile's loads: x itself, or widened into buf. */
+FN const R *items_rows_r(const T *x, int64_t n, int64_t C, R *buf)
+{
+#if FX_HALF
+    /* what the caller's switch guarantees, told to GCC, whose bounds check of the tile's
+       row loads from buf cannot see it (-Warray-bounds) */
+    if (C > FX_ITEMS_MAX_C || n > VL) __builtin_unreachable();
+    widen_t(buf, x, n * C);
+    return buf;
+#else
+    (void)n, (void)C, (void)buf;
+    return x;
+#endif
+}
+
+/* The tile t (C classes of n rows) stored as rows at out (vstore_items_as): directly,
+   or through buf, rounded once into the half output. */
+FN void items_store_rows(T *out, int64_t C, int64_t n, VR *t, int pairs, R *buf)
+{
+#if FX_HALF
+    if (C > FX_ITEMS_MAX_C || n > VL) __builtin_unreachable();
+    vstore_items_as(buf, C, n, t, pairs);
+    stream_copy_t(out, buf, n * C);
+#else
+    (void)buf;
+    vstore_items_as(out, C, n, t, pairs);
+#endif
 }
 
 /* The hard labels of lanes [0, n) from row r as classes, FX_LABEL_IGNORED or
@@ -110,9 +146,11 @@ typedef struct {
 FN void items_pass1(const fx_softmax_args *A, items_group *G, int pairs)
 {
     const int64_t C = A->C, r = G->r, n = G->n;
-    const R *x = (const R *)A->x + r * C;
-    const R *y = A->soft ? (const R *)A->soft + r * C : NULL;
-    R *g = A->grad ? (R *)A->grad + r * C : NULL;
+    const T *xin = (const T *)A->x + r * C;
+    FX_HALF_TILE(wide);
+    const R *x = items_rows_r(xin, n, C, wide);
+    const T *y = A->soft ? (const T *)A->soft + r * C : NULL;
+    T *g = A->grad ? (T *)A->grad + r * C : NULL;
     const int soft = A->soft != NULL;
     const VR zero = {0};
     G->live = vlive(n);
@@ -120,7 +158,7 @@ FN void items_pass1(const fx_softmax_args *A, items_group *G, int pairs)
     G->lab = soft ? ~G->live & visplat(FX_LABEL_IGNORED) : items_labels(A, r, n);
     G->keep = G->lab >= 0;
 
-    items_prefetch(x, y, g, C);
+    items_prefetch((const R *)xin, (const R *)y, (const R *)g, C);
     if (!soft)
         __builtin_prefetch((const char *)A->labels + (size_t)(r + FX_ITEMS_AHEAD * VL)
                            * fx_label_bytes(A->label_type), 0, 3);
@@ -144,7 +182,7 @@ FN void items_pass2(const fx_softmax_args *A, int aux, int weighted, items_group
 {
     const int64_t C = A->C, n = G->n;
     const R *w = (const R *)A->weight;
-    const R *y = A->soft ? (const R *)A->soft + G->r * C : NULL;
+    const T *y = A->soft ? (const T *)A->soft + G->r * C : NULL;
     const double eps = A->smoothing;
     const R c1 = (R)(1.0 - eps), c0 = (R)(eps / (double)C);
     const VR zero = {0}, sh = G->sh;
@@ -157,7 +195,7 @@ FN void items_pass2(const fx_softmax_args *A, int aux, int weighted, items_group
         VR e = vexp_nonpos(v - sh);
         for (int h = 0; h < FX_HALVES; h++) s_acc[h] += vd_half(e, h);
         if (aux != FX_AUX_NONE) {
-            VR yv = aux == FX_AUX_SOFT ? vgather_part(y + j, C, n, 0) : zero;
+            VR yv = aux == FX_AUX_SOFT ? vgather_t_part(y + j, C, n, 0) : zero;
             VR b = vzero_unless(G->live, target_weights(aux, vsplat(weighted ? w[j] : (R)1), yv, c1, c0));
             VR bdj = bd_terms(b, sh, v, G->spill);
             for (int h = 0; h < FX_HALVES; h++) {
@@ -182,8 +220,8 @@ FN void items_pass3(const fx_softmax_args *A, int aux, int weighted, items_group
 {
     const int64_t C = A->C, r = G->r, n = G->n;
     const R *w = (const R *)A->weight;
-    const R *y = A->soft ? (const R *)A->soft + r * C : NULL;
-    R *g = A->grad ? (R *)A->grad + r * C : NULL;
+    const T *y = A->soft ? (const T *)A->soft + r * C : NULL;
+    T *g = A->grad ? (T *)A->grad + r * C : NULL;
     const int soft = A->soft != NULL;
     const double eps = A->smoothing;
     const R c1 = (R)(1.0 - eps), c0 = (R)(eps / (double)C);
@@ -207,7 +245,7 @@ FN void items_pass3(const fx_softmax_args *A, int aux, int weighted, items_group
         if (aux == FX_AUX_NONE) {
             gv = e * alpha;
         } else {
-            VR yv = aux == FX_AUX_SOFT ? vgather_part(y + j, C, n, 0) : zero;
+            VR yv = aux == FX_AUX_SOFT ? vgather_t_part(y + j, C, n, 0) : zero;
             gv = vmul_sub(e, alpha, target_weights(aux, vsplat(weighted ? w[j] : (R)1), yv, c1, c0) * beta);
         }
         if (!soft) gt = vselect(lab == visplat(j), gv, gt);
@@ -218,7 +256,8 @@ FN void items_pass3(const fx_softmax_args *A, int aux, int weighted, items_group
         VR gv = soft ? G->t[j] : vselect(lab == visplat(j), gt, G->t[j]);
         G->t[j] = vzero_unless(G->keep, gv);
     }
-    vstore_items_as(g, C, n, G->t, pairs);
+    FX_HALF_TILE(narrow);
+    items_store_rows(g, C, n, G->t, pairs, narrow);
 }
 
 /* Rows [r0, r1) of the call's variant: groups of VL rows, 2 or 4 at a time
@@ -253,8 +292,8 @@ FN double items_range(const fx_softmax_args *A, int aux, int weighted, int64_t r
 FN double nll_items(const fx_softmax_args *A, int64_t r0, int64_t r1)
 {
     const int64_t C = A->C;
-    const R *x = (const R *)A->x;
-    R *g = (R *)A->grad;
+    const T *x = (const T *)A->x;
+    T *g = (T *)A->grad;
     double total = 0.0;
     for (int64_t r = r0; r < r1; r += VL) {
         int64_t n = r1 - r < VL ? r1 - r : VL, lab[VL];
@@ -264,13 +303,13 @@ FN double nll_items(const fx_softmax_args *A, int64_t r0, int64_t r1)
             loss[i] = fx_dropped_loss(lab[i]);
             if (lab[i] >= 0) {
                 wt[i] = class_weight((const R *)A->weight, lab[i]);
-                loss[i] = fx_nll_loss(wt[i], (double)x[(r + i) * C + lab[i]]);
+                loss[i] = fx_nll_loss(wt[i], (double)load_t(x + (r + i) * C + lab[i]));
             }
         }
         if (g) {
-            memset(g + r * C, 0, (size_t)(n * C) * sizeof(R));
+            memset(g + r * C, 0, (size_t)(n * C) * sizeof(T));
             for (int64_t i = 0; i < n; i++)
-                if (lab[i] >= 0) g[(r + i) * C + lab[i]] = (R)fx_nll_grad(A, wt[i]);
+                if (lab[i] >= 0) store_t(g + (r + i) * C + lab[i], (R)fx_nll_grad(A, wt[i]));
         }
         for (int64_t i = 0; i < n; i++) {
             if (A->item_loss) ((R *)A->item_loss)[r + i] = (R)loss[i];
@@ -330,15 +369,16 @@ typedef struct {
 } outputs_group;
 
 /* The tile and the max per lane. */
-FN void outputs_pass1(const R *x0, R *out, int64_t C, fx_softmax_output what, outputs_group *G)
+FN void outputs_pass1(const T *x0, T *out, int64_t C, fx_softmax_output what, outputs_group *G)
 {
-    const R *x = x0 + G->r * C;
+    const T *xin = x0 + G->r * C;
     const int per_class = what == FX_OUT_SOFTMAX || what == FX_OUT_LOG_SOFTMAX;
     const VR zero = {0};
-    items_prefetch(x, NULL, per_class ? out + G->r * C : NULL, C);
+    items_prefetch((const R *)xin, NULL, per_class ? (const R *)(out + G->r * C) : NULL, C);
     VR m = vsplat(-INFINITY);
     VI nan = {0};
-    vload_items(x, C, G->n, -INFINITY, G->t);
+    FX_HALF_TILE(wide);
+    vload_items(items_rows_r(xin, G->n, C, wide), C, G->n, -INFINITY, G->t);
     for (int64_t j = 0; j < C; j++) {
         VR v = G->t[j];
         m = vmax_fast(m, v);
@@ -370,15 +410,16 @@ FN void outputs_pass2(int64_t C, fx_softmax_output what, outputs_group *G)
 }
 
 /* The finish and the outputs (outputs_finish, outputs_class). */
-FN void outputs_pass3(R *out, int64_t C, fx_softmax_output what, outputs_group *G)
+FN void outputs_pass3(T *out, int64_t C, fx_softmax_output what, outputs_group *G)
 {
     const VR f = outputs_finish(what, G->m, G->nan, G->s, G->bd, G->ties, G->rest, G->spill);
     if (what == FX_OUT_LOGSUMEXP || what == FX_OUT_ENTROPY) {
-        vstore_part(out + G->r, f, G->n);
+        vstore_t_part(out + G->r, f, G->n);
         return;
     }
     for (int64_t j = 0; j < C; j++) G->t[j] = outputs_class(what, G->t[j], G->m, f);
-    vstore_items(out + G->r * C, C, G->n, G->t);
+    FX_HALF_TILE(narrow);
+    items_store_rows(out + G->r * C, C, G->n, G->t, FX_HAVE_PAIRS, narrow);
 }
 
 /* Rows [r0, r1) of (rows, C), C <= items_max_c (softmax_outputs_fn): groups of VL rows,
@@ -387,8 +428,8 @@ KERNEL void softmax_outputs_items(const void *xv, void *outv, int64_t C, int64_t
                                   fx_softmax_output what, const fx_row_scratch *scratch)
 {
     (void)scratch;
-    const R *x = (const R *)xv;
-    R *out = (R *)outv;
+    const T *x = (const T *)xv;
+    T *out = (T *)outv;
     outputs_group G[FX_ITEMS_INTERLEAVE];
     const int il = C <= FX_ITEMS_INTERLEAVE_4_C ? 4 : 2;
     for (int64_t r = r0; r < r1; r += il * VL) {
