@@ -122,7 +122,8 @@ def _set_items_max_c(int c):
 
 
 cdef inline int _items_switch(int measured) noexcept nogil:
-    # (a table without the items path, measured == 0: the half instances, stays without)
+    # (a table without an items path, measured == 0, stays without: every instance has
+    # one today, the half ones included)
     return measured if _items_max_c < 0 or measured == 0 else min(_items_max_c, FX_ITEMS_MAX_C)
 
 

@@ -46,9 +46,9 @@ _Static_assert(FX_ITEMS_MAX_C % VL == 0, "the tile is read and written VL classe
 /* The loads of a group wait on VL rows' lines at once, which the hardware
    prefetchers, following one stream, do not fetch ahead: the group FX_ITEMS_AHEAD groups
    on is fetched now, from x, y (soft targets) and g (written), each optional but x. */
-FN void items_prefetch(const R *x, const R *y, const R *g, int64_t C)
+FN void items_prefetch(const T *x, const T *y, const T *g, int64_t C)
 {
-    const size_t span = (size_t)(VL * C) * sizeof(R), ahead = FX_ITEMS_AHEAD * span;
+    const size_t span = (size_t)(VL * C) * sizeof(T), ahead = FX_ITEMS_AHEAD * span;
     for (size_t b = 0; b < span; b += 64) {
         __builtin_prefetch((const char *)x + ahead + b, 0, 3);
         if (y) __builtin_prefetch((const char *)y + ahead + b, 0, 3);
@@ -158,7 +158,7 @@ FN void items_pass1(const fx_softmax_args *A, items_group *G, int pairs)
     G->lab = soft ? ~G->live & visplat(FX_LABEL_IGNORED) : items_labels(A, r, n);
     G->keep = G->lab >= 0;
 
-    items_prefetch((const R *)xin, (const R *)y, (const R *)g, C);
+    items_prefetch(xin, y, g, C);
     if (!soft)
         __builtin_prefetch((const char *)A->labels + (size_t)(r + FX_ITEMS_AHEAD * VL)
                            * fx_label_bytes(A->label_type), 0, 3);
@@ -374,7 +374,7 @@ FN void outputs_pass1(const T *x0, T *out, int64_t C, fx_softmax_output what, ou
     const T *xin = x0 + G->r * C;
     const int per_class = what == FX_OUT_SOFTMAX || what == FX_OUT_LOG_SOFTMAX;
     const VR zero = {0};
-    items_prefetch((const R *)xin, NULL, per_class ? (const R *)(out + G->r * C) : NULL, C);
+    items_prefetch(xin, NULL, per_class ? out + G->r * C : NULL, C);
     VR m = vsplat(-INFINITY);
     VI nan = {0};
     FX_HALF_TILE(wide);
