@@ -97,10 +97,11 @@ def cases(which, rng):
             y = rng.integers(0, shape[1], shape[0])
             out.append((f"CE {shape[0]}x{shape[1]}", lambda fx, x=x, y=y, **kw:
                         fx.cross_entropy(x, y, **kw), x))
-        x = rng.standard_normal((12, 3, 160, 160), dtype=np.float32)
-        y = rng.integers(0, 3, (12, 160, 160))
-        out.append(("CE 12x3x160x160 axis=1", lambda fx, x=x, y=y, **kw:
-                    fx.cross_entropy(x, y, axis=1, **kw), x))
+        for shape in [(16, 2, 128, 128), (12, 3, 160, 160)]:
+            x = rng.standard_normal(shape, dtype=np.float32)
+            y = rng.integers(0, shape[1], shape[:1] + shape[2:])
+            out.append((f"CE {'x'.join(map(str, shape))} axis=1", lambda fx, x=x, y=y, **kw:
+                        fx.cross_entropy(x, y, axis=1, **kw), x))
     if "half" in which:         # 2-byte logits (needs ml_dtypes)
         import ml_dtypes
         for dt in (np.float16, ml_dtypes.bfloat16):

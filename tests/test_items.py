@@ -138,6 +138,68 @@ def test_blocks_with_the_class_axis_not_last(isa, dtype, name, C):
                dtype, f"{name} C={C} inner 3", scale=0.0)
 
 
+def _two_class_case(dtype):
+    """Rows of two classes and their labels: special rows (a NaN, a +inf, both +inf, both
+    -inf, one -inf with either label, logits at opposite ends of the range, a tie, margins
+    of 100 and 20, an ignored row), then ordinary ones (37 in all: a partial vector)."""
+    big = 3e38 if dtype == np.float32 else 1.7e308
+    special = [(np.nan, 0.0, 1), (0.0, np.inf, 0), (np.inf, np.inf, 1), (-np.inf, -np.inf, 0),
+               (-np.inf, 2.0, 1), (-np.inf, 2.0, 0), (big, -big, 1), (1.0, 1.0, 0),
+               (0.0, -100.0, 0), (0.0, -100.0, 1), (-20.0, 0.0, 0), (0.5, 0.25, -100)]
+    rng = np.random.default_rng(2)
+    n = ROWS - len(special)
+    x = np.concatenate([np.array([r[:2] for r in special]), rng.standard_normal((n, 2)) * 3])
+    t = np.concatenate([[r[2] for r in special], rng.integers(0, 2, n)]).astype(np.int64)
+    return x.astype(dtype), t
+
+
+@pytest.mark.parametrize("weighted", [False, True], ids=["plain", "weights"])
+def test_two_classes(isa, dtype, weighted):
+    """Rows of two classes take their own finish (two_class_items, fx_softmax_item.h: S =
+    1 + e, log S = log1p(e), g_t = -g_o) on the items path and in the class-axis kernel.
+    Against a float64 reference derived here (logaddexp): the loss of each item, and each
+    gradient entry relative to itself (no cancellation in g_t = -k p_o); NaN where an
+    item has no distribution (a NaN, a +inf, all -inf), as on the row path."""
+    x, t = _two_class_case(dtype)
+    w = np.array([0.5, 2.0], dtype) if weighted else None
+    x64, kept = x.astype(np.float64), t >= 0
+    tk = np.where(kept, t, 0)
+    wt = np.where(kept, (w.astype(np.float64) if weighted else np.ones(2))[tk], 0.0)
+    with np.errstate(all="ignore"):
+        lse = np.logaddexp(x64[:, 0], x64[:, 1])
+        loss = wt * (lse - x64[np.arange(ROWS), tk])
+        p = np.exp(x64 - lse[:, None])
+        # p_t - 1 as -p_o: 1 - p_t rounds to 0 where p_o is below float64's eps
+        p_o = p[np.arange(ROWS), 1 - tk]
+        grad = wt[:, None] * np.where(np.eye(2)[tk] == 1, -p_o[:, None], p)
+    loss[~kept] = 0.0
+    loss[1] = grad[1] = np.nan                          # a +inf: no distribution
+    grad[~kept] = 0.0
+
+    kw = dict(weight=w, ignore_index=-100)
+    for mode, (lossn, (_, g)) in _both_paths(lambda: (
+            fx.cross_entropy(x, t, reduction="none", **kw),
+            fx.cross_entropy(x, t, reduction="sum", return_grad=True, **kw))).items():
+        what = f"C=2 {'weights' if weighted else 'plain'} {mode}"
+        # the row path: log S of S = 1 + e rounded, and the target's entry k p_t - k,
+        # accurate to eps absolute (times the weight) rather than relative
+        close_ieee(lossn, loss, dtype, f"{what} loss", scale=0.0 if mode == "items" else 1.0)
+        close_ieee(g, grad, dtype, f"{what} grad", scale=0.0 if mode == "items" else 2.0)
+    # the class axis first: positions of a (2, 2, ROWS) map, in the class-axis kernel
+    xm = np.ascontiguousarray(np.stack([x.T, x.T]))
+    tm = np.stack([t, t])
+    lossm = fx.cross_entropy(xm, tm, reduction="none", axis=1, **kw)
+    _, gm = fx.cross_entropy(xm, tm, reduction="sum", axis=1, return_grad=True, **kw)
+    close_ieee(lossm, np.stack([loss, loss]), dtype, "C=2 map loss", scale=0.0)
+    close_ieee(gm, np.stack([grad.T, grad.T]), dtype, "C=2 map grad", scale=0.0)
+    # the same finish, the same bits: rows and map, 1 and 2 threads
+    rows_loss = fx.cross_entropy(x, t, reduction="none", **kw)
+    assert_same_bits(lossm[0], rows_loss, "map and rows")
+    for nt in (1, 2):
+        assert_same_bits(fx.cross_entropy(xm, tm, reduction="none", axis=1, n_threads=nt, **kw),
+                         lossm, f"{nt} threads")
+
+
 @pytest.mark.parametrize("label_dtype", INT_DTYPES, ids=lambda d: np.dtype(d).name)
 def test_every_label_dtype_and_ignore_index(isa, rng, label_dtype):
     C = 5

@@ -130,7 +130,7 @@ cdef extern from "fx_api.h" nogil:
         int col_lanes
         softmax_rows_fn softmax_rows
         softmax_rows_fn softmax_items
-        softmax_rows_fn softmax_items_pairs
+        softmax_rows_fn softmax_two_classes
         int items_max_c
         int outputs_items_max_c
         softmax_chunk_stats_fn softmax_chunk_stats

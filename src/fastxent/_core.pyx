@@ -249,7 +249,7 @@ DEF K_ROWS = 0
 DEF K_COLS = 1
 DEF K_ELEMENTS = 2
 DEF K_ITEMS = 3
-DEF K_ITEMS_PAIRS = 4       # rows of 2 classes, the table's own kernel for them
+DEF K_TWO_CLASSES = 4       # rows of 2 classes, the table's own kernel for them
 
 
 cdef inline double _block(int kind, void *args, const fx_table *tab, int64_t inner,
@@ -260,8 +260,8 @@ cdef inline double _block(int kind, void *args, const fx_table *tab, int64_t inn
         return tab.softmax_cols(<fx_softmax_args*>args, inner, i0, i1)
     if kind == K_ITEMS:
         return tab.softmax_items(<fx_softmax_args*>args, i0, i1, NULL)
-    if kind == K_ITEMS_PAIRS:
-        return tab.softmax_items_pairs(<fx_softmax_args*>args, i0, i1, NULL)
+    if kind == K_TWO_CLASSES:
+        return tab.softmax_two_classes(<fx_softmax_args*>args, i0, i1, NULL)
     return tab.elementwise_range(<fx_elementwise_args*>args, i0, i1)
 
 
@@ -391,8 +391,7 @@ def softmax_loss(cnp.ndarray x, *, int64_t classes, int64_t inner, labels, soft,
         # every group of every vector width is whole).
         per = max(64, per - per % 64)
         nblocks = (rows + per - 1) // per
-        return _sum_blocks(K_ITEMS_PAIRS if C == 2 and tab.softmax_items_pairs != NULL
-                           else K_ITEMS, &a, tab, 1, rows, per,
+        return _sum_blocks(K_TWO_CLASSES if C == 2 else K_ITEMS, &a, tab, 1, rows, per,
                            _threads(n_threads, rows * C, nblocks))
     cdef int64_t chunk = _chunk_elems(x)
     cdef int64_t nch = (C + chunk - 1) // chunk

@@ -254,7 +254,7 @@ typedef struct {
     int col_lanes;          /* items per panel of softmax_cols (FX_COL_VECS vectors) */
     softmax_rows_fn softmax_rows;
     softmax_rows_fn softmax_items;  /* rows of C <= items_max_c, lanes over items */
-    softmax_rows_fn softmax_items_pairs;    /* rows of 2 classes where not NULL */
+    softmax_rows_fn softmax_two_classes;    /* rows of 2 classes (fx_softmax_items.h) */
     int items_max_c;                /* the measured switch points (fx_softmax_items.h) */
     int outputs_items_max_c;
     softmax_chunk_stats_fn softmax_chunk_stats;

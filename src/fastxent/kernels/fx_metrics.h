@@ -501,10 +501,19 @@ FN void metrics_group(const fx_metrics_args *a, const fx_softmax_args *A, int64_
                           : (VI){0};
     const VI right = keep & (argmax == lab);
 
-    /* nll (items_finish with a = 1: cross_entropy's loss) and conf = 1 / S */
+    /* nll (cross_entropy's loss with a = 1, on its path: items_finish, or at C = 2
+       two_class_items) and conf = 1 / S */
     VD nll[FX_HALVES], conf[FX_HALVES], none_d[FX_HALVES];
     for (int h = 0; h < FX_HALVES; h++) none_d[h] = vdsplat(0);
-    (void)items_finish(A, lab, m, sh, xt, vzero_unless(keep, vsplat(1)), s, none_d, none_d, nll);
+    const VR ones = vzero_unless(keep, vsplat(1));
+    if (C == 2) {
+        VD loss2[1][FX_HALVES];
+        VR unused[1][2];
+        two_class_items(A, &t[0], &t[1], &lab, &ones, loss2, unused, 1);
+        for (int h = 0; h < FX_HALVES; h++) nll[h] = loss2[0][h];
+    } else {
+        (void)items_finish(A, lab, m, sh, xt, ones, s, none_d, none_d, nll);
+    }
     for (int h = 0; h < FX_HALVES; h++) conf[h] = one_chunk_alpha(vdsplat(1.0), s[h]);
 
     /* the sums (fx_metrics_add's terms, per lane) */

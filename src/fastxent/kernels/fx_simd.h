@@ -558,7 +558,7 @@ FN void vscatter_part(R *p, int64_t stride, VR v, int64_t n)
    AVX2 float32 1.11x / 1.15x faster, float64 1.05x / 1.09x, AVX-512 float64 1.11x /
    1.24x; AVX-512 float32 0.74x / 0.89x, and its items kernel slower at every C with
    this code present (GCC 12's code for the whole kernel changed), so not inline there:
-   the loss kernel takes it in an instance of its own for C = 2 (softmax_items_pairs). */
+   the loss kernel takes it in an instance of its own for C = 2 (softmax_two_classes). */
 #define FX_HAVE_PAIRS (FX_VBYTES == 32 || (FX_VBYTES == 64 && !FX_F32))
 #define FX_EVEN(k, j) (2 * (j))
 #define FX_ODD(k, j) (2 * (j) + 1)
@@ -574,6 +574,32 @@ FN void vstore_pairs(R *p, const VR *t)
     vstore(p, FX_SHUFFLE2(t[0], t[1], FX_ZIP, 0));
     vstore(p + VL, FX_SHUFFLE2(t[0], t[1], FX_ZIP, 1));
 }
+
+#if FX_F32
+/* VL int64 values at p as two vectors of 32-bit lanes, their low and their high halves:
+   the even and the odd 32-bit lanes of two vectors. The int64 labels of a group of items
+   are classified in these (items_labels): GCC 12 lowers the compares of VL int64 lanes
+   (twice a float32 vector's width) to scalar code, a compare, a set and an insert per
+   lane, which cost float32 rows of 2 and 10 classes 0.9 ns per row against int32
+   labels. */
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+#define FX_I64_LO FX_EVEN
+#define FX_I64_HI FX_ODD
+#else
+#define FX_I64_LO FX_ODD
+#define FX_I64_HI FX_EVEN
+#endif
+FN void vload_i64_halves(const int64_t *p, VI *lo, VI *hi)
+{
+    VI a, b;
+    memcpy(&a, p, sizeof a);
+    memcpy(&b, (const char *)p + sizeof a, sizeof b);
+    *lo = FX_SHUFFLE2(a, b, FX_I64_LO, 0);
+    *hi = FX_SHUFFLE2(a, b, FX_I64_HI, 0);
+}
+#undef FX_I64_LO
+#undef FX_I64_HI
+#endif
 
 FN void vload_items_as(const R *p, int64_t C, int64_t n, R pad, VR *t, int pairs)
 {
@@ -594,7 +620,7 @@ FN void vstore_items_as(R *p, int64_t C, int64_t n, VR *t, int pairs)
         for (int64_t j = 0; j < C; j++) vscatter_part(p + j, C, t[j], n);
 }
 /* vload_items / vstore_items: with the two-class loads where FX_HAVE_PAIRS; a kernel may
-   instead take them (pairs = 1) in an instance of its own (softmax_items_pairs). */
+   instead take them (pairs = 1) in an instance of its own (softmax_two_classes). */
 FN void vload_items(const R *p, int64_t C, int64_t n, R pad, VR *t)
 {
     vload_items_as(p, C, n, pad, t, FX_HAVE_PAIRS);

@@ -63,52 +63,96 @@ FN void panel_store_t(panel_shape S, int q, T *p, VR v)
 FN int lane_kept(const VI *keep, int64_t l) { return keep[l / VL][l % VL] != 0; }
 
 /* The panel's lanes: live (within the n items) and keep (live, and a class label where
-   labels are hard: fx_label's class, FX_LABEL_IGNORED or FX_LABEL_BAD into label). The
-   labels of the panel four ahead are prefetched, as x is in pass 1. */
-FN void panel_lanes(const fx_softmax_args *A, panel_shape S, int64_t item0, int64_t n,
-                    VI *live, VI *keep, int64_t *label, VI *labv)
+   labels are hard), and labv, each lane's class (items_labels: FX_LABEL_IGNORED or
+   FX_LABEL_BAD where it has none; soft targets: 0; FX_LABEL_IGNORED past n). The labels
+   of the panel four ahead are prefetched, as x is in pass 1. */
+FN void panel_lanes(const fx_softmax_args *A, panel_shape S, int64_t item0, VI *live, VI *keep,
+                    VI *labv)
 {
-    typedef int64_t VL64 __attribute__((vector_size(VL * sizeof(int64_t))));
-    for (int q = 0; q < S.nv; q++) keep[q] = live[q] = panel_full(S, q) ? ~(VI){0} : vlive(S.nlast);
-    if (A->soft) {
-        for (int64_t l = 0; l < n; l++) label[l] = 0;
-    } else {
+    if (!A->soft) {
         const size_t lb = fx_label_bytes(A->label_type);
         const char *ahead = (const char *)A->labels + (size_t)(item0 + 4 * NV * VL) * lb;
-        for (size_t b = 0; b < (size_t)n * lb; b += 64) __builtin_prefetch(ahead + b);
-        fx_labels(A->labels, A->label_type, item0, n, A->C, A->ignore_index, label);
+        for (size_t b = 0; b < (size_t)(NV * VL) * lb; b += 64) __builtin_prefetch(ahead + b);
     }
-    for (int64_t l = n; l < NV * VL; l++) label[l] = FX_LABEL_IGNORED;
-    for (int q = 0; q < S.nv; q++) {            /* the labels in lanes, as items_finish takes them */
-        VL64 t;
-        memcpy(&t, label + q * VL, sizeof t);
-        labv[q] = __builtin_convertvector(t, VI);
-        if (!A->soft) keep[q] &= labv[q] >= 0;  /* lanes with a class (not ignored, nor bad) */
+    for (int q = 0; q < S.nv; q++) {
+        const int64_t nq = panel_full(S, q) ? VL : S.nlast;
+        keep[q] = live[q] = vlive(nq);
+        labv[q] = A->soft ? ~live[q] & visplat(FX_LABEL_IGNORED) : items_labels(A, item0 + q * VL, nq);
+        if (!A->soft) keep[q] &= labv[q] >= 0;
     }
+}
+/* Lane l's class (labv: panel_lanes). */
+FN int64_t lane_label(const VI *labv, int64_t l) { return labv[l / VL][l % VL]; }
+
+/* Fetch the panel four ahead in class row c now, from x and g (written): C streams of
+   NV * VL elements are more than the prefetchers follow (a prefetch never faults). */
+FN void panel_prefetch(const fx_softmax_args *A, const T *x, T *g, int64_t inner, int64_t c, int q)
+{
+    __builtin_prefetch(x + c * inner + (4 * NV + q) * VL, 0, 2);
+    if (g && !A->stream_grad) __builtin_prefetch(g + c * inner + (4 * NV + q) * VL, 1, 2);
 }
 
 /* nll_loss over a panel (fx_nll_loss). */
 FN double panel_nll(const fx_softmax_args *A, panel_shape S, const VI *keep,
-                    const int64_t *label, int64_t inner, int64_t item0, int64_t n,
+                    const VI *labv, int64_t inner, int64_t item0, int64_t n,
                     const T *x, T *g)
 {
     double xt[NV * VL], total = 0.0;               /* read before g (maybe x) is zeroed */
     for (int64_t l = 0; l < n; l++)
-        xt[l] = lane_kept(keep, l) ? (double)load_t(x + (label[l] * inner + l)) : 0.0;
+        xt[l] = lane_kept(keep, l) ? (double)load_t(x + (lane_label(labv, l) * inner + l)) : 0.0;
     if (g)
         for (int64_t c = 0; c < A->C; c++)
             for (int q = 0; q < S.nv; q++) panel_store_t(S, q, g + c * inner + q * VL, (VR){0});
     for (int64_t l = 0; l < n; l++) {
-        double loss = fx_dropped_loss(label[l]);
+        const int64_t label = lane_label(labv, l);
+        double loss = fx_dropped_loss(label);
         if (lane_kept(keep, l)) {
-            double wt = class_weight((const R *)A->weight, label[l]);
+            double wt = class_weight((const R *)A->weight, label);
             loss = fx_nll_loss(wt, xt[l]);
-            if (g) store_t(g + (label[l] * inner + l), (R)fx_nll_grad(A, wt));
+            if (g) store_t(g + (label * inner + l), (R)fx_nll_grad(A, wt));
         }
         if (A->item_loss) ((R *)A->item_loss)[item0 + l] = (R)loss;
         total += loss;
     }
     return total;
+}
+
+/* A panel of n items of two classes, the plain variant (two_class_items, FX_TWO_CLASS_K
+   vectors at a time): each vector's two class rows read and its gradient written in
+   place (no buffer: no pass reads them again). Adds each item's loss to acc, per lane. */
+FN void two_class_vectors(const fx_softmax_args *A, panel_shape S, const VI *labv, const R *w,
+                          int64_t inner, int64_t item0, const T *x, T *g, VD *acc, int q0, int k)
+{
+    enum { K = FX_TWO_CLASS_K };
+    VR x0[K], x1[K], wt[K], gv[K][2];
+    VD loss[K][FX_HALVES];
+    for (int u = 0; u < k; u++) {
+        const int q = q0 + u;
+        panel_prefetch(A, x, g, inner, 0, q);
+        panel_prefetch(A, x, g, inner, 1, q);
+        x0[u] = panel_load_t(S, q, x + q * VL, 0);
+        x1[u] = panel_load_t(S, q, x + inner + q * VL, 0);
+        wt[u] = lane_label_weights(w, labv[q]);
+    }
+    two_class_items(A, x0, x1, labv + q0, wt, loss, gv, k);
+    for (int u = 0; u < k; u++) {
+        const int q = q0 + u;
+        for (int h = 0; h < FX_HALVES; h++) acc[h] += loss[u][h];
+        if (A->item_loss)
+            vstore_part((R *)A->item_loss + item0 + q * VL, vr_of_halves(loss[u]),
+                        panel_full(S, q) ? VL : S.nlast);
+        if (!g) continue;
+        panel_store_t(S, q, g + q * VL, gv[u][0]);
+        panel_store_t(S, q, g + inner + q * VL, gv[u][1]);
+    }
+}
+FN void two_class_panel(const fx_softmax_args *A, panel_shape S, const VI *labv, const R *w,
+                        int64_t inner, int64_t item0, const T *x, T *g, VD *acc)
+{
+    int q = 0;
+    for (; q + FX_TWO_CLASS_K <= S.nv; q += FX_TWO_CLASS_K)
+        two_class_vectors(A, S, labv, w, inner, item0, x, g, acc, q, FX_TWO_CLASS_K);
+    for (; q < S.nv; q++) two_class_vectors(A, S, labv, w, inner, item0, x, g, acc, q, 1);
 }
 
 /* target_weights of class c for a panel vector: w the class weights (or NULL), y the
@@ -135,10 +179,13 @@ FN void softmax_panel(const fx_softmax_args *A, int aux, const R *w, int64_t inn
     const panel_shape S = panel_shape_of(n);
     const int nv = S.nv;
     VI live[NV], keep[NV], labv[NV];
-    int64_t label[NV * VL];
-    panel_lanes(A, S, item0, n, live, keep, label, labv);
+    panel_lanes(A, S, item0, live, keep, labv);
     if (A->logprob_input) {
-        acc[0][0] += panel_nll(A, S, keep, label, inner, item0, n, x, g);
+        acc[0][0] += panel_nll(A, S, keep, labv, inner, item0, n, x, g);
+        return;
+    }
+    if (C == 2 && aux == FX_AUX_NONE) {
+        two_class_panel(A, S, labv, w, inner, item0, x, g, acc);
         return;
     }
 
@@ -159,10 +206,7 @@ FN void softmax_panel(const fx_softmax_args *A, int aux, const R *w, int64_t inn
     for (int q = 0; q < nv; q++) m[q] = vsplat(-INFINITY), xt[q] = zero;
     for (int64_t c = 0; c < C; c++)
         for (int q = 0; q < nv; q++) {
-            /* C streams of NV * VL elements are more than the prefetchers follow: fetch
-               four panels ahead in each class row now (a prefetch never faults) */
-            __builtin_prefetch(x + c * inner + (4 * NV + q) * VL, 0, 2);
-            if (g && !A->stream_grad) __builtin_prefetch(g + c * inner + (4 * NV + q) * VL, 1, 2);
+            panel_prefetch(A, x, g, inner, c, q);
             VR v = panel_load_t(S, q, x + c * inner + q * VL, -INFINITY);
             if (buf) vstore(ws + c * stride + q * VL, v);
             m[q] = vmax_fast(m[q], v);
@@ -244,8 +288,8 @@ FN void softmax_panel(const fx_softmax_args *A, int aux, const R *w, int64_t inn
     if (!soft)
         for (int64_t l = 0; l < n; l++) {
             if (!lane_kept(keep, l)) continue;
-            R *gt = ws + label[l] * stride + l;
-            *gt = (R)fx_target_grad(A, (double)*gt, class_weight(w, label[l]));
+            R *gt = ws + lane_label(labv, l) * stride + l;
+            *gt = (R)fx_target_grad(A, (double)*gt, class_weight(w, lane_label(labv, l)));
         }
     if (buf && A->stream_grad)      /* see stream_copy; softmax_cols fences */
         for (int64_t c = 0; c < C; c++) stream_copy_t(g + c * inner, ws + c * stride, n);

@@ -234,6 +234,53 @@ FN VR lane_label_weights(const R *w, VI lab)
     return wt;
 }
 
+/* The hard labels of lanes [0, n) from item r as classes, FX_LABEL_IGNORED or
+   FX_LABEL_BAD (fx_label; FX_LABEL_IGNORED past n). int64 and int32 labels of a whole
+   vector are classified in vectors (int64 ones in 32-bit lanes where VI has them,
+   vload_i64_halves: a class is a high half of 0 and a low half in [0, C), C being at
+   most FX_ITEMS_MAX_C); the rest through fx_labels. */
+FN VI items_labels(const fx_softmax_args *A, int64_t r, int64_t n)
+{
+    const int64_t C = A->C, ign = A->ignore_index;
+#if FX_F32
+    if (A->label_type == FX_I64 && n == VL) {
+        VI lo, hi;
+        vload_i64_halves((const int64_t *)A->labels + r, &lo, &hi);
+        const VI ok = (hi == 0) & (lo >= 0) & (lo < (int32_t)C);
+        const VI ignored = (lo == (int32_t)ign) & (hi == (int32_t)(ign >> 32));
+        const VI t = (ok & lo) | (~ok & FX_LABEL_BAD);
+        return (ignored & FX_LABEL_IGNORED) | (~ignored & t);
+    }
+#endif
+#define FX_CLASSIFY(T)                                                                  \
+    if (n == VL) {                                                                      \
+        typedef T LV __attribute__((vector_size(VL * sizeof(T))));                     \
+        LV t, ok, ignored;                                                              \
+        memcpy(&t, (const T *)A->labels + r, sizeof t);                                 \
+        ok = (t >= 0) & (t < (T)C);                                                     \
+        ignored = t == (T)ign;                                                          \
+        if ((int64_t)(T)ign != ign) ignored = (LV){0};  /* not a value of T */          \
+        t = (ok & t) | (~ok & (T)FX_LABEL_BAD);                                         \
+        t = (ignored & (T)FX_LABEL_IGNORED) | (~ignored & t);                           \
+        return __builtin_convertvector(t, VI);                                          \
+    }
+    if (A->label_type == FX_I64) { FX_CLASSIFY(int64_t) }
+    else if (A->label_type == FX_I32) { FX_CLASSIFY(int32_t) }
+#undef FX_CLASSIFY
+    int64_t l64[VL];
+    VI lab;
+    fx_labels(A->labels, A->label_type, r, n, C, ign, l64);
+    for (int i = 0; i < VL; i++) lab[i] = i < n ? l64[i] : FX_LABEL_IGNORED;
+    return lab;
+}
+
+/* The losses l of a vector of items where their lanes are kept (lab_d, their labels in
+   float64 lanes, >= 0), fx_dropped_loss's 0 or NaN where not. */
+FN VD items_kept_loss(VD lab_d, VD l)
+{
+    return vdselect(lab_d >= 0.0, l, vdzero_unless(lab_d == (double)FX_LABEL_BAD, vdsplat(NAN)));
+}
+
 /* The finish of a vector of items of one chunk each, for the kernels whose lanes are
    items (fx_softmax_items.h, fx_softmax_cols.h): lab per lane is its class (soft
    targets: 0), FX_LABEL_IGNORED or FX_LABEL_BAD; m, sh, xt and wt its max, shift,
@@ -251,8 +298,7 @@ FN VR items_finish_log(const fx_softmax_args *A, VI lab, VR m, VR sh, VR xt, VR 
         VD bdM = one_chunk_bdM(M, vd_half(sh, h), bd[h], bsum[h]);
         VD l = item_finish(A, M, bsum[h], bdM, vd_half(wt, h), vd_half(xt, h), log_s[h], &k);
         alpha[h] = one_chunk_alpha(k, s[h]);
-        loss[h] = vdselect(lab_d >= 0.0, l,
-                           vdzero_unless(lab_d == (double)FX_LABEL_BAD, vdsplat(NAN)));
+        loss[h] = items_kept_loss(lab_d, l);
     }
     return vr_of_halves(alpha);
 }
@@ -264,6 +310,61 @@ FN VR items_finish(const fx_softmax_args *A, VI lab, VR m, VR sh, VR xt, VR wt, 
     VD log_s[FX_HALVES];
     vlog_halves(s, log_s);
     return items_finish_log(A, lab, m, sh, xt, wt, s, bd, bsum, log_s, loss);
+}
+
+/* Two classes, hard labels without smoothing (the plain variant, weighted or not): the
+   binary classifier's and the two-class map's case. Of the two classes the max has
+   e = 1 and the other e = exp(-|x0 - x1|), so S = 1 + e and log S = log1p(e)
+   (vlog1p_unit, from e itself, which also gives 1/S): the loss is item_finish's with
+   that log S, and with p_o the other class's probability (1/S or e/S)
+       g_o = k p_o,   g_t = k (p_t - 1) = -k p_o
+   (-k p_o: k p_t - k would cancel where the item is confident). One exp instead of two,
+   no float64 sums of the exps and no division by S, which the general passes spend per
+   item whatever C is. An item with a NaN or a +inf logit, or both -inf, has no
+   distribution: NaN loss and gradient, as on the general passes (their S is NaN or 0),
+   lane by lane.
+   x0, x1: the two classes' logits of k <= FX_TWO_CLASS_K vectors of items, taken a step
+   for all k at a time (the exp and the log are long chains, fx_vecmath.h); lab their
+   labels (a class, FX_LABEL_IGNORED or FX_LABEL_BAD), wt their class weights
+   (lane_label_weights). Writes vector u's losses to loss[u][h] (items_kept_loss) and its
+   gradient of class c to g[u][c] (dropped lanes 0). */
+#define FX_TWO_CLASS_K 2       /* at most FX_EXP_MAX_K */
+FN void two_class_items(const fx_softmax_args *A, const VR *x0, const VR *x1, const VI *lab,
+                        const VR *wt, VD (*loss)[FX_HALVES], VR (*g)[2], int k)
+{
+    const VR inf = vsplat((R)INFINITY);
+    VI t1[FX_TWO_CLASS_K], undefined[FX_TWO_CLASS_K];
+    VR xt[FX_TWO_CLASS_K], xo[FX_TWO_CLASS_K], m[FX_TWO_CLASS_K], e[FX_TWO_CLASS_K],
+       inv[FX_TWO_CLASS_K], log_s[FX_TWO_CLASS_K];
+    for (int u = 0; u < k; u++) {
+        t1[u] = lab[u] == visplat(1);
+        m[u] = vmax_fast(x0[u], x1[u]);
+        undefined[u] = ~((x0[u] < inf) & (x1[u] < inf)) | (m[u] == -inf);
+        xt[u] = vselect(t1[u], x1[u], x0[u]);
+        xo[u] = vselect(t1[u], x0[u], x1[u]);
+        e[u] = vneg_abs(xo[u] - xt[u]);
+    }
+    vexp_nonpos_k(e, k);
+    vlog1p_unit_k(e, inv, log_s, k);
+    for (int u = 0; u < k; u++) {
+        const VR p_o = vselect(xo[u] > xt[u], inv[u], e[u] * inv[u]);
+        const VR lab_r = __builtin_convertvector(lab[u], VR);
+        const VR undef_r = vzero_unless(undefined[u], vsplat(1));
+        VD g_o[FX_HALVES];
+        for (int h = 0; h < FX_HALVES; h++) {
+            VD kh, zero = vdsplat(0);
+            VD l = item_finish(A, vd_half(m[u], h), zero, zero, vd_half(wt[u], h),
+                               vd_half(xt[u], h), vd_half(log_s[u], h), &kh);
+            VDI undef_d = vd_half(undef_r, h) != 0.0;
+            loss[u][h] = items_kept_loss(vd_half(lab_r, h), vdselect(undef_d, vdsplat(NAN), l));
+            g_o[h] = kh * vd_half(p_o, h);
+        }
+        const VI keep = lab[u] >= 0;
+        const VR go = vselect(undefined[u], vsplat((R)NAN), vr_of_halves(g_o));
+        const VR gt = (R)0 - go;            /* 0 - 0 = +0, as k p_t - k gives */
+        g[u][0] = vzero_unless(keep, vselect(t1[u], go, gt));
+        g[u][1] = vzero_unless(keep, vselect(t1[u], gt, go));
+    }
 }
 
 /* The building blocks over a vector of items (the items path, fx_softmax_items.h, and

@@ -56,6 +56,13 @@ FN void items_prefetch(const T *x, const T *y, const T *g, int64_t C)
     }
 }
 
+/* The hard labels of the group FX_ITEMS_AHEAD groups on from row r. */
+FN void labels_prefetch(const fx_softmax_args *A, int64_t r)
+{
+    __builtin_prefetch((const char *)A->labels + (size_t)(r + FX_ITEMS_AHEAD * VL)
+                       * fx_label_bytes(A->label_type), 0, 3);
+}
+
 /* Half inputs and outputs: the tile's loads and stores read and write 32-bit lanes, so a
    half group's rows go through a float32 block on the stack, FX_HALF_TILE (of one
    element in the other instances, where x and out are read and written in place):
@@ -90,34 +97,6 @@ FN void items_store_rows(T *out, int64_t C, int64_t n, VR *t, int pairs, R *buf)
     (void)buf;
     vstore_items_as(out, C, n, t, pairs);
 #endif
-}
-
-/* The hard labels of lanes [0, n) from row r as classes, FX_LABEL_IGNORED or
-   FX_LABEL_BAD (fx_label; FX_LABEL_IGNORED past n). int64 and int32 labels of a whole
-   vector are classified in vectors; the rest through fx_labels. */
-FN VI items_labels(const fx_softmax_args *A, int64_t r, int64_t n)
-{
-    const int64_t C = A->C, ign = A->ignore_index;
-#define FX_CLASSIFY(T)                                                                  \
-    if (n == VL) {                                                                      \
-        typedef T LV __attribute__((vector_size(VL * sizeof(T))));                     \
-        LV t, ok, ignored;                                                              \
-        memcpy(&t, (const T *)A->labels + r, sizeof t);                                 \
-        ok = (t >= 0) & (t < (T)C);                                                     \
-        ignored = t == (T)ign;                                                          \
-        if ((int64_t)(T)ign != ign) ignored = (LV){0};  /* not a value of T */          \
-        t = (ok & t) | (~ok & (T)FX_LABEL_BAD);                                         \
-        t = (ignored & (T)FX_LABEL_IGNORED) | (~ignored & t);                           \
-        return __builtin_convertvector(t, VI);                                          \
-    }
-    if (A->label_type == FX_I64) { FX_CLASSIFY(int64_t) }
-    else if (A->label_type == FX_I32) { FX_CLASSIFY(int32_t) }
-#undef FX_CLASSIFY
-    int64_t l64[VL];
-    VI lab;
-    fx_labels(A->labels, A->label_type, r, n, C, ign, l64);
-    for (int i = 0; i < VL; i++) lab[i] = i < n ? l64[i] : FX_LABEL_IGNORED;
-    return lab;
 }
 
 /* One group: rows [r, r + n), n <= VL, between its passes. items_range runs the passes
@@ -159,9 +138,7 @@ FN void items_pass1(const fx_softmax_args *A, items_group *G, int pairs)
     G->keep = G->lab >= 0;
 
     items_prefetch(xin, y, g, C);
-    if (!soft)
-        __builtin_prefetch((const char *)A->labels + (size_t)(r + FX_ITEMS_AHEAD * VL)
-                           * fx_label_bytes(A->label_type), 0, 3);
+    if (!soft) labels_prefetch(A, r);
 
     VR m = vsplat(-INFINITY), xt = zero;
     vload_items_as(x, C, n, -INFINITY, G->t, pairs);
@@ -333,15 +310,69 @@ FN double items_rows(const fx_softmax_args *A, int64_t r0, int64_t r1, int pairs
     return NAN;
 }
 
-/* Rows of two classes with the two-class loads (vload_pairs), for the ISAs whose
-   general kernel goes without them (!FX_HAVE_PAIRS, see there): a kernel of its own,
-   chosen by the caller (the table's softmax_items_pairs), so that its code does not
-   change the general one's. */
-KERNEL double softmax_items_pairs(const fx_softmax_args *A, int64_t r0, int64_t r1,
+/* Rows of two classes of the plain variant: the k groups of VL rows from row r (the
+   last may end at r1) through two_class_items, their two classes as two vectors
+   (vload_pairs where the vectors are wide enough), the gradient back the same way. */
+FN void two_class_groups(const fx_softmax_args *A, int64_t r, int64_t r1, int k, VD *acc)
+{
+    enum { K = FX_TWO_CLASS_K };
+    const int pairs = FX_VBYTES >= 32;
+    VR x0[K], x1[K], wt[K], gr[K][2];
+    VI lab[K];
+    VD loss[K][FX_HALVES];
+    for (int u = 0; u < k; u++) {
+        const int64_t ru = r + u * VL, n = r1 - ru < VL ? r1 - ru : VL;
+        const T *xin = (const T *)A->x + ru * 2;
+        items_prefetch(xin, NULL, A->grad ? (const T *)A->grad + ru * 2 : NULL, 2);
+        labels_prefetch(A, ru);
+        FX_HALF_TILE(wide);
+        /* room for a transpose's VL vectors, whose store reads them all */
+        VR t[FX_ROWS_T_MIN_C <= 2 ? VL : 2] = {0};
+        vload_items_as(items_rows_r(xin, n, 2, wide), 2, n, 0, t, pairs);
+        x0[u] = t[0];
+        x1[u] = t[1];
+        lab[u] = items_labels(A, ru, n);
+        wt[u] = lane_label_weights((const R *)A->weight, lab[u]);
+    }
+    two_class_items(A, x0, x1, lab, wt, loss, gr, k);
+    for (int u = 0; u < k; u++) {
+        const int64_t ru = r + u * VL, n = r1 - ru < VL ? r1 - ru : VL;
+        for (int h = 0; h < FX_HALVES; h++) acc[h] += loss[u][h];
+        if (A->item_loss) vstore_part((R *)A->item_loss + ru, vr_of_halves(loss[u]), n);
+        if (!A->grad) continue;
+        VR t[FX_ROWS_T_MIN_C <= 2 ? VL : 2] = {gr[u][0], gr[u][1]};
+        FX_HALF_TILE(narrow);
+        items_store_rows((T *)A->grad + ru * 2, 2, n, t, pairs, narrow);
+    }
+}
+
+/* Rows [r0, r1) of two classes of the plain variant, FX_TWO_CLASS_K groups at a time. */
+FN double two_class_rows(const fx_softmax_args *A, int64_t r0, int64_t r1)
+{
+    VD acc[FX_HALVES];
+    for (int h = 0; h < FX_HALVES; h++) acc[h] = vdsplat(0);
+    int64_t r = r0;
+    for (; r + FX_TWO_CLASS_K * VL <= r1; r += FX_TWO_CLASS_K * VL)
+        two_class_groups(A, r, r1, FX_TWO_CLASS_K, acc);
+    for (; r < r1; r += VL) two_class_groups(A, r, r1, 1, acc);
+    double total = 0.0;
+    for (int h = 0; h < FX_HALVES; h++)
+        for (int i = 0; i < VLD; i++) total += acc[h][i];
+    return total;
+}
+
+/* Rows of two classes (the table's softmax_two_classes, chosen by the caller): the plain
+   variant through two_class_rows, the others through the general kernel with the
+   two-class loads (vload_pairs), which the ISAs without FX_HAVE_PAIRS leave out of the
+   general kernel (see there). A kernel of its own, so that its code does not change the
+   general one's. */
+KERNEL double softmax_two_classes(const fx_softmax_args *A, int64_t r0, int64_t r1,
                                   const fx_row_scratch *scratch)
 {
     (void)scratch;
-    return items_rows(A, r0, r1, 1);
+    if (!A->logprob_input && fx_softmax_variant(A) == FX_SOFTMAX_plain)
+        return two_class_rows(A, r0, r1);
+    return items_rows(A, r0, r1, FX_VBYTES >= 32);
 }
 
 /* The kernel of softmax_rows's signature for few classes. */

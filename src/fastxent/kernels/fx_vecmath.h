@@ -203,40 +203,51 @@ FN VR vlog_reduced(VR f)
 #define FX_SQRT2 ((R)1.41421356237309504880)
 #define FX_LN2 ((R)0.69314718055994530942)
 
-/* log(1 + e) for e in [0, 1] (or NaN); also returns 1/(1+e) through *recip, which the
+/* log(1 + e) for e in [0, 1] (or NaN) of k <= FX_EXP_MAX_K vectors at once (as the exps:
+   the polynomial is one long chain); also returns 1/(1+e) through recip, which the
    sigmoid needs anyway. u = fl(1+e) = 2^k (1 + f) with k in {0, 1}, so f = u - 1 or
    u/2 - 1 (both exact) lies in [sqrt(1/2) - 1, sqrt(2) - 1], and
        log1p(e) = k ln2 + log1p(f) + (e - (u-1))/u,
    the last term putting back what rounding u lost (e - (u-1) is exact: Fast2Sum).
    float32: log1p(f) = f + f^2 q(f), q a degree-8 fit (tools/fit_log1p_poly.py: 5e-9
    relative), no division. float64: 2 atanh(f / (2 + f)) through vlog_reduced. */
-FN VR vlog1p_unit(VR e, VR *recip)
+#define EACH for (int i = 0; i < k; i++)
+FN void vlog1p_unit_k(const VR *e, VR *recip, VR *out, int k)
 {
     const R one = 1;
-    VR u = e + one;
-    VR inv = vrecip(u);
-    VR um1 = u - one;
-    VR err = e - um1;
-    VI big = u > FX_SQRT2;
-    VR kln2 = vzero_unless(big, vsplat(FX_LN2));
-    *recip = inv;
+    VR u[FX_EXP_MAX_K], inv[FX_EXP_MAX_K], err[FX_EXP_MAX_K], kln2[FX_EXP_MAX_K];
+    VI big[FX_EXP_MAX_K];
+    EACH u[i] = e[i] + one;
+    EACH inv[i] = vrecip(u[i]);
+    EACH err[i] = e[i] - (u[i] - one);
+    EACH big[i] = u[i] > FX_SQRT2;
+    EACH kln2[i] = vzero_unless(big[i], vsplat(FX_LN2));
+    EACH recip[i] = inv[i];
 #if FX_F32
     /* f = u/2 - 1 = um1 - u/2 where big (exact, one rounding), else um1 */
-    VR f = vfma_neg(u, vzero_unless(big, vsplat(0.5f)), um1);
-    VR q = vsplat(-0.076218381524086f);
-    q = q * f + 0.12904483079910278f;
-    q = q * f - 0.13242988288402557f;
-    q = q * f + 0.14181816577911377f;
-    q = q * f - 0.16609081625938416f;
-    q = q * f + 0.2000197470188141f;
-    q = q * f - 0.25001582503318787f;
-    q = q * f + 0.33333325386047363f;
-    q = q * f - 0.49999988079071045f;
-    return (f + (f * f) * q) + (kln2 + err * inv);
+    VR f[FX_EXP_MAX_K], q[FX_EXP_MAX_K];
+    EACH f[i] = vfma_neg(u[i], vzero_unless(big[i], vsplat(0.5f)), u[i] - one);
+    EACH q[i] = vsplat(-0.076218381524086f);
+    EACH q[i] = q[i] * f[i] + 0.12904483079910278f;
+    EACH q[i] = q[i] * f[i] - 0.13242988288402557f;
+    EACH q[i] = q[i] * f[i] + 0.14181816577911377f;
+    EACH q[i] = q[i] * f[i] - 0.16609081625938416f;
+    EACH q[i] = q[i] * f[i] + 0.2000197470188141f;
+    EACH q[i] = q[i] * f[i] - 0.25001582503318787f;
+    EACH q[i] = q[i] * f[i] + 0.33333325386047363f;
+    EACH q[i] = q[i] * f[i] - 0.49999988079071045f;
+    EACH out[i] = (f[i] + (f[i] * f[i]) * q[i]) + (kln2[i] + err[i] * inv[i]);
 #else
-    VR f = vselect(big, u * 0.5, u);
-    return kln2 + vlog_reduced(f) + err * inv;
+    EACH out[i] = kln2[i] + vlog_reduced(vselect(big[i], u[i] * 0.5, u[i])) + err[i] * inv[i];
 #endif
+}
+#undef EACH
+
+FN VR vlog1p_unit(VR e, VR *recip)
+{
+    VR out;
+    vlog1p_unit_k(&e, recip, &out, 1);
+    return out;
 }
 
 /* log(x) for any x: x = 2^k f with f in [1/sqrt2, sqrt2) from the exponent bits
