@@ -274,6 +274,17 @@ FN void chunk_grad_to(const fx_softmax_args *A, int variant, int64_t row, int64_
         g[label - j0] = (R)fx_target_grad(A, (double)g[label - j0], class_weight((const R *)A->weight, label));
 }
 
+/* The gradient of chunk c of a row made over e, a float32 buffer holding the chunk's e_j
+   (chunk_stats_to), then copied out into the gradient (stream_copy_t: rounded once into
+   a half gradient). */
+FN void chunk_grad_out(const fx_softmax_args *A, int variant, int64_t row, int64_t c,
+                       const fx_chunk *st, R *e)
+{
+    const int64_t j0 = c * CHUNK, n = A->C - j0 < CHUNK ? A->C - j0 : CHUNK;
+    chunk_grad_to(A, variant, row, c, st, e);
+    stream_copy_t((T *)A->grad + row * A->C + j0, e, n);
+}
+
 KERNEL void softmax_chunk_grad(const fx_softmax_args *A, int64_t row, int64_t c, const fx_chunk *st)
 {
 #if FX_HALF
@@ -282,11 +293,9 @@ KERNEL void softmax_chunk_grad(const fx_softmax_args *A, int64_t row, int64_t c,
        is read before the gradient's is written, so in place works */
     R buf[CHUNK] __attribute__((aligned(64)));
     fx_chunk again;
-    const int64_t j0 = c * CHUNK, n = A->C - j0 < CHUNK ? A->C - j0 : CHUNK;
     const int variant = fx_softmax_variant(A);
     chunk_stats_to(A, variant, row, c, &again, buf);
-    chunk_grad_to(A, variant, row, c, st, buf);
-    stream_copy_t((T *)A->grad + row * A->C + j0, buf, n);
+    chunk_grad_out(A, variant, row, c, st, buf);
 #else
     chunk_grad_to(A, fx_softmax_variant(A), row, c, st, (R *)A->grad + row * A->C + c * CHUNK);
 #endif
@@ -431,16 +440,9 @@ KERNEL double softmax_rows(const fx_softmax_args *A, int64_t r0, int64_t r1,
             else softmax_chunk_stats(A, r, c, st + c);
         total += softmax_row_finish(A, r, st);
         if (!A->grad) continue;
-        for (int64_t c = 0; c < nch; c++) {
-            if (!e) {
-                softmax_chunk_grad(A, r, c, st);
-                continue;
-            }
-            /* softmax_chunk_grad's half path, from the kept e_j */
-            const int64_t j0 = c * CHUNK, n = C - j0 < CHUNK ? C - j0 : CHUNK;
-            chunk_grad_to(A, variant, r, c, st, e + j0);
-            stream_copy_t((T *)A->grad + r * C + j0, e + j0, n);
-        }
+        for (int64_t c = 0; c < nch; c++)    /* softmax_chunk_grad's half path, from the kept e_j */
+            if (e) chunk_grad_out(A, variant, r, c, st, e + c * CHUNK);
+            else softmax_chunk_grad(A, r, c, st);
     }
     return total;
 }
