@@ -163,10 +163,12 @@ def _softmax_loss(input, target, weight, ignore_index, reduction, label_smoothin
     per_item = (np.empty if C else np.zeros)(item_shape, dtype=ct) if reduction == "none" else None
     total = 0.0
     gk_kernel = gk
-    if x.size and is_half(dt) and inner != 1 and not _core.col_buffer_fits(kernel_view(xk), C):
+    if x.size and inner != 1 and (C > 2**31 - 1 or is_half(dt)
+                                  and not _core.col_buffer_fits(kernel_view(xk), C)):
         # a half input's class-axis kernel needs a float32 panel buffer that this many
-        # classes would not fit (kernels/fx_softmax_cols.h): the class axis moved last,
-        # a copy, and the row kernels; the items keep their order, so the labels too
+        # classes would not fit, and its lanes hold a class in 32 bits
+        # (kernels/fx_softmax_cols.h): the class axis moved last, a copy, and the row
+        # kernels; the items keep their order, so the labels too
         xk = np.ascontiguousarray(np.moveaxis(xk, ax, -1))
         if yk is not None:
             yk = np.ascontiguousarray(np.moveaxis(yk, ax, -1))

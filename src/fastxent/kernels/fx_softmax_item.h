@@ -237,8 +237,9 @@ FN VR lane_label_weights(const R *w, VI lab)
 /* The hard labels of lanes [0, n) from item r as classes, FX_LABEL_IGNORED or
    FX_LABEL_BAD (fx_label; FX_LABEL_IGNORED past n). int64 and int32 labels of a whole
    vector are classified in vectors (int64 ones in 32-bit lanes where VI has them,
-   vload_i64_halves: a class is a high half of 0 and a low half in [0, C), C being at
-   most FX_ITEMS_MAX_C); the rest through fx_labels. */
+   vload_i64_halves: a class is a high half of 0 and a low half in [0, C)); the rest
+   through fx_labels. C < 2^31: the lanes of float32 instances hold a class in 32 bits
+   (the Python layer sends a class axis of more classes, not last, through the rows). */
 FN VI items_labels(const fx_softmax_args *A, int64_t r, int64_t n)
 {
     const int64_t C = A->C, ign = A->ignore_index;
