@@ -386,13 +386,15 @@ def test_streamed_gradient_same_bits_as_small_calls(rng, isa, dtype, offset):
     same(fx.cross_entropy(x, y, **kw), (loss, g), "returned gradient")
 
 
+@pytest.mark.parametrize("C", [2, 21])
 @pytest.mark.parametrize("offset", [0, 3], ids=["aligned", "offset3"])
-def test_streamed_gradient_class_axis_1_same_bits(rng, isa, dtype, offset):
+def test_streamed_gradient_class_axis_1_same_bits(rng, isa, dtype, offset, C):
     """The column kernel ((N, C, H, W), class axis 1) streams a gradient of at least
-    _core.stream_grad_bytes out of its panel buffer: the same bits as one image at a
-    time (a gradient too small to stream), for every ISA, aligned to a vector or not."""
+    _core.stream_grad_bytes out of its panel buffer (two classes: from its vectors,
+    two_class_panel): the same bits as one image at a time (a gradient too small to
+    stream), for every ISA, aligned to a vector or not."""
     from fastxent import _core
-    C, W = 21, 256
+    W = 256
     H = _core.stream_grad_bytes // (2 * C * W * np.dtype(dtype).itemsize) + 1
     x = rng.standard_normal((3, C, H, W)).astype(dtype) * 3
     y = rng.integers(0, C, (3, H, W))

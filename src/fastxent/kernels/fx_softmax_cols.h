@@ -117,6 +117,19 @@ FN double panel_nll(const fx_softmax_args *A, panel_shape S, const VI *keep,
     return total;
 }
 
+/* panel_store_t of a gradient vector: a non-temporal store where the call streams its
+   gradient (stream_grad; softmax_cols fences) and the vector is whole and aligned. */
+FN void panel_store_grad(const fx_softmax_args *A, panel_shape S, int q, T *p, VR v)
+{
+#if !FX_HALF
+    if (A->stream_grad && panel_full(S, q) && (uintptr_t)p % FX_VBYTES == 0) {
+        vstream(p, v);
+        return;
+    }
+#endif
+    panel_store_t(S, q, p, v);
+}
+
 /* A panel of n items of two classes, the plain variant (two_class_items, FX_TWO_CLASS_K
    vectors at a time): each vector's two class rows read and its gradient written in
    place (no buffer: no pass reads them again). Adds each item's loss to acc, per lane. */
@@ -142,8 +155,8 @@ FN void two_class_vectors(const fx_softmax_args *A, panel_shape S, const VI *lab
             vstore_part((R *)A->item_loss + item0 + q * VL, vr_of_halves(loss[u]),
                         panel_full(S, q) ? VL : S.nlast);
         if (!g) continue;
-        panel_store_t(S, q, g + q * VL, gv[u][0]);
-        panel_store_t(S, q, g + inner + q * VL, gv[u][1]);
+        panel_store_grad(A, S, q, g + q * VL, gv[u][0]);
+        panel_store_grad(A, S, q, g + inner + q * VL, gv[u][1]);
     }
 }
 FN void two_class_panel(const fx_softmax_args *A, panel_shape S, const VI *labv, const R *w,
