@@ -386,7 +386,7 @@ def test_streamed_gradient_same_bits_as_small_calls(rng, isa, dtype, offset):
     same(fx.cross_entropy(x, y, **kw), (loss, g), "returned gradient")
 
 
-@pytest.mark.parametrize("C", [2, 21])
+@pytest.mark.parametrize("C", [2, 3, 21])
 @pytest.mark.parametrize("offset", [0, 3], ids=["aligned", "offset3"])
 def test_streamed_gradient_class_axis_1_same_bits(rng, isa, dtype, offset, C):
     """The column kernel ((N, C, H, W), class axis 1) streams a gradient of at least

@@ -9,8 +9,9 @@
  * pass copies the panel (NV * VL contiguous elements of each class row) into buf,
  * C x NV * VL contiguous, where the later passes work: the class rows lie `inner`
  * elements apart, and with `inner` a power of two they all map to the same few cache
- * sets, so re-reading them in place would miss. Without buf (a C too big for it) the
- * passes work in x and g in place. Each lane is an item with one chunk; its loss, its
+ * sets, so re-reading them in place would miss. Without buf (a C too big for it, or a
+ * loss of at most FX_PANEL_IN_PLACE_C classes) the passes work in x and g in place.
+ * Each lane is an item with one chunk; its loss, its
  * gradient factor and its hard label's gradient term come from fx_softmax_item.h, as
  * for rows.
  */
@@ -326,6 +327,17 @@ FN R *panel_buffer(int64_t C, R *local)
          : NULL;
 }
 
+/* The losses' panels of up to this many classes are worked in place, without the panel
+   buffer: so few class rows do not crowd a cache set, and the copies in and out cost
+   more than they save. Against the buffer (1 thread, forward / forward+backward into
+   grad_out, Zen 5): (16, 3, 128, 128), (8, 4, 256, 256), (12, 3, 160, 160) and
+   (64, 3, 32, 32) 1.01-1.03x / 1.04-1.11x on AVX2, 1.08-1.13x / 1.01-1.04x on AVX-512;
+   gradients beyond stream_grad's size, which the buffer streamed out, (8, 3, 512, 512)
+   and (4, 4, 512, 512): forward+backward into grad_out 1.08-1.29x, a fresh gradient
+   0.99-2.1x (two runs, both ISAs; memory-bound, noisy). (Two classes take
+   two_class_panel, which never copies.) */
+#define FX_PANEL_IN_PLACE_C 4
+
 /* Panels [k0, k1) of x viewed as (outer, C, inner): panel k covers outer index
    k / panels_per_outer and inner positions from (k % panels_per_outer) * NV * VL. */
 KERNEL double softmax_cols(const fx_softmax_args *A, int64_t inner, int64_t k0, int64_t k1)
@@ -337,7 +349,7 @@ KERNEL double softmax_cols(const fx_softmax_args *A, int64_t inner, int64_t k0, 
     VD acc[FX_HALVES];
     for (int h = 0; h < FX_HALVES; h++) acc[h] = vdsplat(0);
     R local[FX_PANEL_LOCAL / sizeof(R)];
-    R *buf = panel_buffer(C, local);
+    R *buf = !FX_HALF && C <= FX_PANEL_IN_PLACE_C ? NULL : panel_buffer(C, local);
     /* one copy of the panel code per aux (the weights are a scalar per class row here,
        read as the loop goes: specialising on them gains nothing) */
     const int aux = fx_softmax_aux(A);
