@@ -377,10 +377,7 @@ KERNEL double softmax_cols(const fx_softmax_args *A, int64_t inner, int64_t k0, 
     }
     if (buf != local) free(buf);   /* free(NULL) is a no-op */
     if (A->stream_grad) stream_fence();
-    double total = 0.0;
-    for (int h = 0; h < FX_HALVES; h++)
-        for (int i = 0; i < VLD; i++) total += acc[h][i];
-    return total;
+    return lanes_total(acc);
 }
 #if !FX_HALF
 /* logsumexp, softmax, log_softmax or entropy of a panel of n items (the class axis not

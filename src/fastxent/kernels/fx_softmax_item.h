@@ -275,6 +275,17 @@ FN VI items_labels(const fx_softmax_args *A, int64_t r, int64_t n)
     return lab;
 }
 
+/* The sum of per-lane loss sums (float64 halves), the lanes added in order: the one
+   order every item-lane kernel uses, so that a block's total depends on its items
+   alone. */
+FN double lanes_total(const VD *acc)
+{
+    double total = 0.0;
+    for (int h = 0; h < FX_HALVES; h++)
+        for (int i = 0; i < VLD; i++) total += acc[h][i];
+    return total;
+}
+
 /* The losses l of a vector of items where their lanes are kept (lab_d, their labels in
    float64 lanes, >= 0), fx_dropped_loss's 0 or NaN where not. */
 FN VD items_kept_loss(VD lab_d, VD l)

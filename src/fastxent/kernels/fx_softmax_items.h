@@ -258,10 +258,7 @@ FN double items_range(const fx_softmax_args *A, int aux, int weighted, int64_t r
         for (int k = 0; k < ng; k++) items_pass2(A, aux, weighted, &G[k]);
         for (int k = 0; k < ng; k++) items_pass3(A, aux, weighted, &G[k], acc, pairs);
     }
-    double total = 0.0;
-    for (int h = 0; h < FX_HALVES; h++)
-        for (int i = 0; i < VLD; i++) total += acc[h][i];
-    return total;
+    return lanes_total(acc);
 }
 
 /* nll_loss on log-probabilities (fx_nll_loss) over rows [r0, r1): the gradient rows
@@ -355,10 +352,7 @@ FN double two_class_rows(const fx_softmax_args *A, int64_t r0, int64_t r1)
     for (; r + FX_TWO_CLASS_K * VL <= r1; r += FX_TWO_CLASS_K * VL)
         two_class_groups(A, r, r1, FX_TWO_CLASS_K, acc);
     for (; r < r1; r += VL) two_class_groups(A, r, r1, 1, acc);
-    double total = 0.0;
-    for (int h = 0; h < FX_HALVES; h++)
-        for (int i = 0; i < VLD; i++) total += acc[h][i];
-    return total;
+    return lanes_total(acc);
 }
 
 /* Rows of two classes (the table's softmax_two_classes, chosen by the caller): the plain
